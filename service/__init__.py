@@ -1,0 +1,1 @@
+"""Shield orchestrator: a durable task queue and an event bus on Redis Streams."""

@@ -1,0 +1,195 @@
+"""Event routes: publish, live SSE and WebSocket streams, and stream stats."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, WebSocket, WebSocketDisconnect
+from pydantic import BaseModel, ConfigDict, Field
+from redis.exceptions import RedisError
+from sse_starlette import EventSourceResponse
+from starlette.responses import JSONResponse
+
+from service.api.auth import deny_websocket
+from service.api.state import AppState, State, WsState
+from service.bus import Subscription, SubscriptionClosed
+from service.events import (
+    EVENT_TYPE_PATTERN,
+    Event,
+    encode_sse_error,
+    encode_ws_error,
+    utc_now_iso,
+)
+from service.filters import EventFilter
+from service.probe import read_stream_infos
+from service.stats import fold_stats
+from service.streamids import InvalidStreamId, normalize_resume_point
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/events", tags=["events"])
+
+# A stuck client is cut off after this long; its buffer already stopped growing.
+SSE_SEND_TIMEOUT_S = 30.0
+
+ResumeQuery = Annotated[
+    str | None,
+    Query(description="0 for everything retained, an entry id, or $ for new only"),
+]
+TypesQuery = Annotated[str | None, Query(description="comma-separated types; a.* matches a prefix")]
+JobQuery = Annotated[str | None, Query(description="only events of this job")]
+
+
+class EventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: str = Field(pattern=EVENT_TYPE_PATTERN, max_length=200)
+    job_id: str | None = Field(default=None, max_length=256)
+    data: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventCreated(BaseModel):
+    id: str
+    event_id: str
+
+
+@router.post("", status_code=201)
+async def publish_event(body: EventIn, state: State) -> EventCreated:
+    """Append one event to the events stream."""
+    event = Event(type=body.type, job_id=body.job_id or "", data=body.data, metadata=body.metadata)
+    with state.metrics.redis_latency.time():
+        entry_id = await state.publisher.publish(event)
+    state.metrics.events_published.inc()
+    return EventCreated(id=entry_id, event_id=event.event_id)
+
+
+@router.get("/stats")
+async def stream_stats(state: State) -> dict[str, Any]:
+    """Length, ends and consumer groups of both streams, plus the dead-letter count."""
+    settings = state.settings
+    infos = await read_stream_infos(
+        state.redis, [settings.stream_ingestion, settings.stream_events]
+    )
+    return fold_stats(infos, await state.queue.dead_letter_count(), utc_now_iso())
+
+
+async def _sse_frames(state: AppState, subscription: Subscription) -> AsyncIterator[bytes]:
+    delivered = state.metrics.events_delivered.labels("sse")
+    clients = state.metrics.connected_clients.labels("sse")
+    clients.inc()
+    try:
+        async for batch in subscription.batches():
+            delivered.inc(len(batch))
+            yield b"".join(event.sse for event in batch)
+    except SubscriptionClosed as closed:
+        yield encode_sse_error(str(closed), subscription.cursor)
+    except RedisError as error:
+        yield encode_sse_error(f"redis unavailable: {error}", subscription.cursor)
+    finally:
+        clients.dec()
+
+
+async def _open_subscription(
+    state: AppState, resume_point: str | None, types: str | None, job_id: str | None
+) -> tuple[str, EventFilter]:
+    cursor = await state.hub.resolve_start(normalize_resume_point(resume_point))
+    return cursor, EventFilter.parse(types, job_id)
+
+
+@router.get("/stream", response_class=EventSourceResponse)
+async def stream_events(
+    state: State,
+    last_id: ResumeQuery = None,
+    types: TypesQuery = None,
+    job_id: JobQuery = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> EventSourceResponse:
+    """Server-sent events: every event after the resume point that passes the filters."""
+    cursor, event_filter = await _open_subscription(
+        state, last_event_id if last_event_id is not None else last_id, types, job_id
+    )
+
+    async def frames() -> AsyncIterator[bytes]:
+        async with state.hub.subscribe(cursor, event_filter) as subscription:
+            async for frame in _sse_frames(state, subscription):
+                yield frame
+
+    return EventSourceResponse(
+        frames(),
+        ping=state.settings.sse_ping_s,
+        sep="\n",
+        send_timeout=SSE_SEND_TIMEOUT_S,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _ws_send_events(
+    websocket: WebSocket, state: AppState, subscription: Subscription
+) -> None:
+    delivered = state.metrics.events_delivered.labels("ws")
+    try:
+        async for batch in subscription.batches():
+            for event in batch:
+                await websocket.send_text(event.ws)
+            delivered.inc(len(batch))
+    except SubscriptionClosed as closed:
+        await websocket.send_text(encode_ws_error(str(closed), subscription.cursor))
+    except RedisError as error:
+        await websocket.send_text(
+            encode_ws_error(f"redis unavailable: {error}", subscription.cursor)
+        )
+    await websocket.close(code=1011)
+
+
+async def _ws_wait_for_disconnect(websocket: WebSocket) -> None:
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+
+
+@router.websocket("/ws")
+async def websocket_events(
+    websocket: WebSocket,
+    state: WsState,
+    last_id: ResumeQuery = None,
+    types: TypesQuery = None,
+    job_id: JobQuery = None,
+) -> None:
+    """The same stream as /events/stream, one JSON object per message."""
+    try:
+        cursor, event_filter = await _open_subscription(state, last_id, types, job_id)
+    except InvalidStreamId as error:
+        await deny_websocket(
+            websocket.scope,
+            websocket.receive,
+            websocket.send,
+            JSONResponse({"detail": str(error)}, status_code=400),
+        )
+        return
+    except RedisError as error:
+        denial = JSONResponse({"detail": f"redis unavailable: {error}"}, status_code=503)
+        await deny_websocket(websocket.scope, websocket.receive, websocket.send, denial)
+        return
+    await websocket.accept()
+    clients = state.metrics.connected_clients.labels("ws")
+    clients.inc()
+    try:
+        async with state.hub.subscribe(cursor, event_filter) as subscription:
+            sender = asyncio.create_task(_ws_send_events(websocket, state, subscription))
+            watcher = asyncio.create_task(_ws_wait_for_disconnect(websocket))
+            done, pending = await asyncio.wait(
+                {sender, watcher}, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            for task in done:
+                failure = task.exception()
+                if failure is not None and not isinstance(failure, WebSocketDisconnect):
+                    log.warning("websocket client ended with %r", failure)
+    finally:
+        clients.dec()

@@ -1,0 +1,290 @@
+"""The event bus: publishing, backend group consumers, and the per-process fan-out hub.
+
+Live clients do not use consumer groups. A group hands each entry to one consumer, which is how
+the original design split events between its SSE clients. Instead one hub per process reads the
+stream with plain XREAD, encodes each entry once, and offers it to every subscription.
+
+A subscription starts by replaying history with XRANGE, page by page. Only when it has caught
+up does it join the hub, and then it reads once more to cover the entries that arrived in
+between. The hub may hand it some of those too; entries at or before the subscription's cursor
+are dropped, so the client sees every entry once, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from service.events import EncodedEvent, Event, encode_for_clients
+from service.filters import EventFilter
+from service.replies import entries, first_stream_entries, xadd_fields
+from service.streamids import EVERYTHING, ONLY_NEW, is_after
+
+log = logging.getLogger(__name__)
+
+FIRST_ID = "0-0"
+RECONNECT_DELAYS_S = (0.1, 0.25, 0.5, 1.0, 2.0)
+
+
+class SubscriptionClosed(Exception):
+    """The hub dropped a subscription; the message says why."""
+
+
+async def last_entry_id(redis: Redis, stream: str) -> str:
+    """Id of the newest entry of a stream, or 0-0 when it is empty or missing."""
+    newest = entries(await redis.xrevrange(stream, count=1))
+    return newest[0][0] if newest else FIRST_ID
+
+
+class EventPublisher:
+    """Writes events to the events stream with approximate trimming."""
+
+    def __init__(self, redis: Redis, stream: str, maxlen: int) -> None:
+        self._redis = redis
+        self._stream = stream
+        self._maxlen = maxlen
+
+    async def publish(self, event: Event) -> str:
+        """XADD one event and return its entry id."""
+        entry_id = await self._redis.xadd(
+            self._stream, xadd_fields(event.to_fields()), maxlen=self._maxlen, approximate=True
+        )
+        return str(entry_id)
+
+    def publish_in(self, pipeline: Any, event: Event) -> None:
+        """Queue the XADD on a pipeline, so it travels with other commands."""
+        pipeline.xadd(self._stream, event.to_fields(), maxlen=self._maxlen, approximate=True)
+
+
+class GroupEventConsumer:
+    """A backend consumer of the events stream: XREADGROUP in its group, XACK when handled."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        stream: str,
+        group: str,
+        consumer: str,
+        batch_size: int,
+        block_ms: int,
+    ) -> None:
+        self._redis = redis
+        self._stream = stream
+        self._group = group
+        self._consumer = consumer
+        self._batch_size = batch_size
+        self._block_ms = block_ms
+
+    async def read(self) -> list[tuple[str, Event]]:
+        """New events for this consumer; empty only when the block time passed with none."""
+        reply = await self._redis.xreadgroup(
+            self._group,
+            self._consumer,
+            {self._stream: ">"},
+            count=self._batch_size,
+            block=self._block_ms,
+        )
+        return [
+            (entry_id, Event.from_fields(fields))
+            for entry_id, fields in first_stream_entries(reply)
+        ]
+
+    async def ack(self, entry_ids: list[str]) -> int:
+        """Acknowledge handled events in one command."""
+        if not entry_ids:
+            return 0
+        acked: int = await self._redis.xack(self._stream, self._group, *entry_ids)
+        return acked
+
+
+class Subscription:
+    """One live client's view of the stream: replay, then a bounded buffer fed by the hub."""
+
+    def __init__(self, hub: EventHub, cursor: str, event_filter: EventFilter, limit: int) -> None:
+        self._hub = hub
+        self._filter = event_filter
+        self._limit = limit
+        self._buffer: deque[EncodedEvent] = deque()
+        self._wakeup = asyncio.Event()
+        self._caught_up = False
+        self.cursor = cursor
+        self.closed_reason: str | None = None
+
+    def offer(self, batch: list[EncodedEvent]) -> None:
+        """Called by the hub with each batch it read; never blocks."""
+        if self.closed_reason is not None:
+            return
+        for event in batch:
+            if not self._filter.accepts(event):
+                continue
+            if len(self._buffer) >= self._limit:
+                self.close(f"client too slow: {self._limit} events buffered")
+                return
+            self._buffer.append(event)
+        if self._buffer:
+            self._wakeup.set()
+
+    def close(self, reason: str) -> None:
+        """Stop the subscription after what is already buffered has been sent."""
+        if self.closed_reason is None:
+            self.closed_reason = reason
+        self._wakeup.set()
+
+    async def batches(self) -> AsyncIterator[list[EncodedEvent]]:
+        """Every event after the cursor that passes the filter, in order, batch by batch."""
+        async for batch in self._hub.replay(self):
+            yield batch
+        self._hub.join(self)
+        async for batch in self._hub.replay(self):
+            yield batch
+        while True:
+            if self._buffer:
+                batch = self._drain()
+                if batch:
+                    self.cursor = batch[-1].entry_id
+                    yield batch
+                continue
+            if self.closed_reason is not None:
+                raise SubscriptionClosed(self.closed_reason)
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    def accepts(self, event: EncodedEvent) -> bool:
+        return self._filter.accepts(event)
+
+    def _drain(self) -> list[EncodedEvent]:
+        batch = list(self._buffer)
+        self._buffer.clear()
+        if self._caught_up:
+            return batch
+        # The hub may have handed over entries that the catch-up replay already sent.
+        fresh = [event for event in batch if is_after(event.entry_id, self.cursor)]
+        self._caught_up = bool(fresh)
+        return fresh
+
+
+class EventHub:
+    """Reads the events stream once for the whole process and fans entries out."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        stream: str,
+        read_count: int,
+        block_ms: int,
+        buffer_limit: int,
+        on_read_error: Callable[[Exception], None] | None = None,
+    ) -> None:
+        self._redis = redis
+        self._stream = stream
+        self._read_count = read_count
+        self._block_ms = block_ms
+        self._buffer_limit = buffer_limit
+        self._on_read_error = on_read_error
+        self._subscriptions: set[Subscription] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._cursor: str | None = None
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscriptions)
+
+    async def start(self) -> None:
+        """Start the reader task."""
+        self._task = asyncio.create_task(self._read_forever(), name="event-hub-reader")
+
+    async def stop(self) -> None:
+        """Stop reading and close every subscription."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self._close_all("server shutting down")
+
+    async def resolve_start(self, resume_point: str) -> str:
+        """Turn a normalized resume point into the cursor a subscription starts after."""
+        if resume_point == EVERYTHING:
+            return FIRST_ID
+        if resume_point == ONLY_NEW:
+            return await last_entry_id(self._redis, self._stream)
+        return resume_point
+
+    @asynccontextmanager
+    async def subscribe(
+        self, resume_point: str, event_filter: EventFilter
+    ) -> AsyncIterator[Subscription]:
+        """A subscription for the lifetime of one client connection."""
+        cursor = await self.resolve_start(resume_point)
+        subscription = Subscription(self, cursor, event_filter, self._buffer_limit)
+        try:
+            yield subscription
+        finally:
+            self._subscriptions.discard(subscription)
+
+    def join(self, subscription: Subscription) -> None:
+        """Start handing live batches to a subscription that has caught up."""
+        self._subscriptions.add(subscription)
+
+    async def replay(self, subscription: Subscription) -> AsyncIterator[list[EncodedEvent]]:
+        """Entries after the subscription's cursor, read with XRANGE until the end."""
+        page_size = self._read_count
+        while True:
+            page = entries(
+                await self._redis.xrange(
+                    self._stream, min=f"({subscription.cursor}", max="+", count=page_size
+                )
+            )
+            if not page:
+                return
+            batch = [encode_for_clients(entry_id, fields) for entry_id, fields in page]
+            subscription.cursor = batch[-1].entry_id
+            wanted = [event for event in batch if subscription.accepts(event)]
+            if wanted:
+                yield wanted
+            if len(page) < page_size:
+                return
+
+    async def _read_forever(self) -> None:
+        failures = 0
+        while True:
+            try:
+                await self._read_once()
+                failures = 0
+            except RedisError as error:
+                log.warning("event hub lost Redis: %s", error)
+                if self._on_read_error is not None:
+                    self._on_read_error(error)
+                self._close_all(f"redis unavailable: {error}")
+                delay = RECONNECT_DELAYS_S[min(failures, len(RECONNECT_DELAYS_S) - 1)]
+                failures += 1
+                await asyncio.sleep(delay)
+
+    async def _read_once(self) -> None:
+        if self._cursor is None:
+            self._cursor = await last_entry_id(self._redis, self._stream)
+        reply = await self._redis.xread(
+            {self._stream: self._cursor}, count=self._read_count, block=self._block_ms
+        )
+        read = first_stream_entries(reply)
+        if not read:
+            return
+        batch = [encode_for_clients(entry_id, fields) for entry_id, fields in read]
+        self._cursor = batch[-1].entry_id
+        for subscription in list(self._subscriptions):
+            subscription.offer(batch)
+            if subscription.closed_reason is not None:
+                self._subscriptions.discard(subscription)
+
+    def _close_all(self, reason: str) -> None:
+        for subscription in self._subscriptions:
+            subscription.close(reason)
+        self._subscriptions.clear()

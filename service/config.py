@@ -1,0 +1,94 @@
+"""Service settings from SHIELD_* environment variables or an env file, validated once at start."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service import names
+
+ENV_PREFIX = "SHIELD_"
+_HANDLER_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    """Everything the API and the worker read from the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", frozen=True
+    )
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_password: SecretStr | None = None
+    stream_ingestion: str = Field(default=names.INGESTION_STREAM, min_length=1)
+    stream_events: str = Field(default=names.EVENTS_STREAM, min_length=1)
+    stream_maxlen: PositiveInt = 10000
+    batch_size: PositiveInt = 10
+    block_ms: PositiveInt = 5000
+    retry_attempts: PositiveInt = 3
+    claim_idle_ms: PositiveInt = 60000
+    task_handler: str = ""
+    api_token: SecretStr | None = None
+    max_event_bytes: PositiveInt = 65536
+    ingestion_groups: tuple[str, ...] = names.INGESTION_GROUPS
+    event_groups: tuple[str, ...] = names.EVENT_GROUPS
+    sse_ping_s: float = Field(default=15.0, gt=0, le=15.0)
+    client_buffer_events: PositiveInt = 1000
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_has_scheme(cls, value: str) -> str:
+        if not value.startswith(_REDIS_SCHEMES):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("task_handler")
+    @classmethod
+    def _handler_is_module_function(cls, value: str) -> str:
+        if value and not _HANDLER_PATTERN.match(value):
+            raise ValueError("must look like package.module:function")
+        return value
+
+    @field_validator("ingestion_groups", "event_groups")
+    @classmethod
+    def _groups_not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or any(not group for group in value):
+            raise ValueError("must be a non-empty list of non-empty group names")
+        return value
+
+    @property
+    def dead_letter_stream(self) -> str:
+        return names.dead_letter_stream(self.stream_ingestion)
+
+    @property
+    def worker_counters_key(self) -> str:
+        return names.worker_counters_key(self.stream_ingestion)
+
+    @property
+    def worker_group(self) -> str:
+        return self.ingestion_groups[0]
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """Fold a pydantic error into one line that names the environment variable at fault."""
+    first = error.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else "settings"
+    return f"{ENV_PREFIX}{field.upper()}: {first['msg']}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings once, raising ConfigError with a one-line message on bad input."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error)) from None

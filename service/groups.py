@@ -1,0 +1,34 @@
+"""Creating the streams' consumer groups, idempotently."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from service.config import Settings
+
+
+async def ensure_group(redis: Redis, stream: str, group: str) -> bool:
+    """XGROUP CREATE stream group $ MKSTREAM; False when the group was already there."""
+    try:
+        await redis.xgroup_create(stream, group, id="$", mkstream=True)
+    except ResponseError as error:
+        if "BUSYGROUP" in str(error):
+            return False
+        raise
+    return True
+
+
+def expected_groups(settings: Settings) -> dict[str, tuple[str, ...]]:
+    """Each stream and the groups it must have."""
+    return {
+        settings.stream_ingestion: settings.ingestion_groups,
+        settings.stream_events: settings.event_groups,
+    }
+
+
+async def ensure_all_groups(redis: Redis, settings: Settings) -> None:
+    """Create both streams and all of their groups."""
+    for stream, groups in expected_groups(settings).items():
+        for group in groups:
+            await ensure_group(redis, stream, group)

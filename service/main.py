@@ -1,0 +1,89 @@
+"""The app factory and its lifespan; ``uvicorn service.main:app`` serves the result."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from redis.exceptions import RedisError
+
+from service.api import events, health, metrics, tasks
+from service.api.auth import BearerAuth
+from service.api.errors import install_error_handlers
+from service.api.limits import BodySizeLimit
+from service.api.state import AppState
+from service.bus import EventHub, EventPublisher
+from service.config import ConfigError, Settings, load_settings
+from service.groups import ensure_all_groups
+from service.metrics import ServiceMetrics
+from service.queue import TaskQueue
+from service.redisclient import create_redis
+
+log = logging.getLogger(__name__)
+
+# The hub reads more than a worker batch at once: it serves every client of the process.
+FANOUT_READ_COUNT = 500
+
+
+def build_state(settings: Settings) -> AppState:
+    """Wire the Redis client into the publisher, the queue and the fan-out hub."""
+    redis = create_redis(settings)
+    metrics_ = ServiceMetrics()
+    hub = EventHub(
+        redis,
+        settings.stream_events,
+        read_count=max(FANOUT_READ_COUNT, settings.batch_size),
+        block_ms=settings.block_ms,
+        buffer_limit=settings.client_buffer_events,
+    )
+    return AppState(
+        settings=settings,
+        redis=redis,
+        hub=hub,
+        publisher=EventPublisher(redis, settings.stream_events, settings.stream_maxlen),
+        queue=TaskQueue(redis, settings),
+        metrics=metrics_,
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API; settings default to the environment."""
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = build_state(settings)
+        app.state.shield = state
+        try:
+            await ensure_all_groups(state.redis, settings)
+        except RedisError as error:
+            # The service must come up without Redis and recover when it returns.
+            log.warning("could not create consumer groups at start: %s", error)
+        await state.hub.start()
+        try:
+            yield
+        finally:
+            await state.hub.stop()
+            await state.redis.aclose()
+
+    app = FastAPI(title="Shield orchestrator", version="1.0.0", lifespan=lifespan)
+    for router in (events.router, tasks.router, health.router, metrics.router):
+        app.include_router(router)
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_event_bytes)
+    if settings.api_token is not None:
+        app.add_middleware(BearerAuth, token=settings.api_token.get_secret_value())
+    return app
+
+
+def _app_from_environment() -> FastAPI:
+    try:
+        return create_app()
+    except ConfigError as error:
+        sys.exit(f"config error: {error}")
+
+
+app = _app_from_environment()

@@ -1,0 +1,169 @@
+"""The worker process: ``python -m service.worker [--consumer NAME]``.
+
+On SIGTERM or SIGINT it stops reading, finishes the task in hand, acks what it finished and
+exits; tasks of the batch it did not start stay pending and are reclaimed by another worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+
+from redis.exceptions import RedisError
+
+from service.bus import EventPublisher
+from service.config import ConfigError, Settings, load_settings
+from service.events import Event
+from service.groups import ensure_group
+from service.handlers import load_handler
+from service.processing import TaskHandler, TaskProcessor
+from service.queue import Delivery, TaskQueue
+from service.redisclient import create_redis
+
+log = logging.getLogger("service.worker")
+
+RECONNECT_DELAY_S = 1.0
+# Look for abandoned tasks this often, and at least as often as they can become claimable.
+MAX_RECLAIM_INTERVAL_S = 5.0
+
+
+def default_consumer_name() -> str:
+    """Host plus pid, unique among live workers."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Worker:
+    """Reads tasks in the worker group and runs them until told to stop."""
+
+    def __init__(self, settings: Settings, handler: TaskHandler, consumer: str) -> None:
+        self._settings = settings
+        self._consumer = consumer
+        self._redis = create_redis(settings)
+        self._queue = TaskQueue(self._redis, settings)
+        self._publisher = EventPublisher(
+            self._redis, settings.stream_events, settings.stream_maxlen
+        )
+        self._processor = TaskProcessor(
+            self._redis, self._queue, self._publisher, handler, settings.retry_attempts
+        )
+        self._stopping = asyncio.Event()
+        self._reclaim_interval_s = min(settings.claim_idle_ms / 2000, MAX_RECLAIM_INTERVAL_S)
+        self._next_reclaim = 0.0
+
+    def stop(self) -> None:
+        """Ask the worker to finish the task in hand and exit."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Work until stop() is called."""
+        await self._start()
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await self._work_once()
+                except RedisError as error:
+                    log.warning(
+                        "redis unavailable, retrying in %.1fs: %s",
+                        RECONNECT_DELAY_S,
+                        error,
+                    )
+                    await self._sleep_unless_stopping(RECONNECT_DELAY_S)
+        finally:
+            await self._finish()
+
+    async def _start(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await ensure_group(
+                    self._redis,
+                    self._settings.stream_ingestion,
+                    self._settings.worker_group,
+                )
+                await self._announce("worker.started")
+                log.info(
+                    "worker %s reading %s",
+                    self._consumer,
+                    self._settings.stream_ingestion,
+                )
+                return
+            except RedisError as error:
+                log.warning("redis unavailable at start, retrying: %s", error)
+                await self._sleep_unless_stopping(RECONNECT_DELAY_S)
+
+    async def _finish(self) -> None:
+        try:
+            await self._announce("worker.stopped")
+        except RedisError as error:
+            log.warning("could not announce worker.stopped: %s", error)
+        await self._redis.aclose()
+        log.info("worker %s stopped", self._consumer)
+
+    async def _work_once(self) -> None:
+        deliveries: list[Delivery] = []
+        if time.monotonic() >= self._next_reclaim:
+            deliveries = await self._queue.reclaim(self._consumer)
+            self._next_reclaim = time.monotonic() + self._reclaim_interval_s
+        if not deliveries:
+            deliveries = await self._read_unless_stopping()
+        if deliveries:
+            await self._processor.process(deliveries, self._stopping.is_set)
+
+    async def _read_unless_stopping(self) -> list[Delivery]:
+        read = asyncio.ensure_future(self._queue.read_new(self._consumer))
+        stopped = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({read, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if read.done():
+            return read.result()
+        # Entries Redis handed out during the cancelled read stay pending for reclaim.
+        read.cancel()
+        return []
+
+    async def _sleep_unless_stopping(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    async def _announce(self, event_type: str) -> None:
+        await self._publisher.publish(
+            Event(type=event_type, data={"consumer": self._consumer, "pid": os.getpid()})
+        )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m service.worker", description=__doc__)
+    parser.add_argument("--consumer", default=None, help="consumer name (default: host-pid)")
+    return parser.parse_args(argv)
+
+
+async def serve(worker: Worker) -> None:
+    """Run a worker with SIGTERM and SIGINT wired to a graceful stop."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, worker.stop)
+    await worker.run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = load_settings()
+        handler = load_handler(settings.task_handler)
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        return 2
+    consumer = args.consumer or default_consumer_name()
+    asyncio.run(serve(Worker(settings, handler, consumer)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

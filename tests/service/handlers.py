@@ -1,0 +1,47 @@
+"""Task handlers that the worker tests load through SHIELD_TASK_HANDLER."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import redis
+
+HANDLED_KEY = "test:handled"
+
+
+def _client() -> redis.Redis:
+    return redis.Redis.from_url(os.environ["SHIELD_REDIS_URL"], decode_responses=True)
+
+
+def record(task: Mapping[str, Any]) -> None:
+    """Succeed, noting the chunk id (and whether metadata arrived as a dict)."""
+    assert isinstance(task["metadata"], dict)
+    with _client() as client:
+        client.rpush(HANDLED_KEY, task["chunk_id"])
+
+
+async def record_async(task: Mapping[str, Any]) -> None:
+    await asyncio.sleep(0)
+    record(task)
+
+
+def fail_always(task: Mapping[str, Any]) -> None:
+    raise RuntimeError(f"cannot process {task['chunk_id']}")
+
+
+def slow_then_record(task: Mapping[str, Any]) -> None:
+    """Sleep for the number of seconds in the content, then succeed."""
+    time.sleep(float(task["content"]))
+    record(task)
+
+
+def kill_on_poison(task: Mapping[str, Any]) -> None:
+    """Take the whole worker down for a poison task, as a segfaulting parser would."""
+    if task["content"] == "poison":
+        os.kill(os.getpid(), signal.SIGKILL)
+    record(task)
