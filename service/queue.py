@@ -115,14 +115,18 @@ class TaskQueue:
         return [Delivery(entry_id, fields, 1) for entry_id, fields in first_stream_entries(reply)]
 
     async def reclaim(self, consumer: str) -> list[Delivery]:
-        """Take over tasks left pending by consumers idle for claim_idle_ms."""
+        """Take over the oldest task left pending by a consumer idle for claim_idle_ms.
+
+        One at a time: XAUTOCLAIM raises the delivery count of every entry it claims, so
+        claiming a batch would charge a poison task's crashes to its innocent neighbours.
+        """
         reply = await self._redis.xautoclaim(
             self._stream,
             self._group,
             consumer,
             min_idle_time=self._claim_idle_ms,
             start_id="0-0",
-            count=self._batch_size,
+            count=1,
         )
         claimed = entries(reply[1])
         if not claimed:

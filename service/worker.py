@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from service.bus import EventPublisher
 from service.config import ConfigError, Settings, load_settings
 from service.events import Event
-from service.groups import ensure_group
+from service.groups import ensure_group, worker_group_start
 from service.handlers import load_handler
 from service.processing import TaskHandler, TaskProcessor
 from service.queue import Delivery, TaskQueue
@@ -53,12 +53,21 @@ class Worker:
             self._redis, self._queue, self._publisher, handler, settings.retry_attempts
         )
         self._stopping = asyncio.Event()
+        self._stop_requested = False
         self._reclaim_interval_s = min(settings.claim_idle_ms / 2000, MAX_RECLAIM_INTERVAL_S)
         self._next_reclaim = 0.0
 
+    def request_stop(self) -> None:
+        """Note a stop request; safe to call from a signal handler while the loop is blocked."""
+        self._stop_requested = True
+
     def stop(self) -> None:
         """Ask the worker to finish the task in hand and exit."""
+        self._stop_requested = True
         self._stopping.set()
+
+    def _should_stop(self) -> bool:
+        return self._stop_requested
 
     async def run(self) -> None:
         """Work until stop() is called."""
@@ -84,6 +93,7 @@ class Worker:
                     self._redis,
                     self._settings.stream_ingestion,
                     self._settings.worker_group,
+                    worker_group_start(self._settings, self._settings.worker_group),
                 )
                 await self._announce("worker.started")
                 log.info(
@@ -108,11 +118,12 @@ class Worker:
         deliveries: list[Delivery] = []
         if time.monotonic() >= self._next_reclaim:
             deliveries = await self._queue.reclaim(self._consumer)
-            self._next_reclaim = time.monotonic() + self._reclaim_interval_s
+            if not deliveries:
+                self._next_reclaim = time.monotonic() + self._reclaim_interval_s
         if not deliveries:
             deliveries = await self._read_unless_stopping()
         if deliveries:
-            await self._processor.process(deliveries, self._stopping.is_set)
+            await self._processor.process(deliveries, self._should_stop)
 
     async def _read_unless_stopping(self) -> list[Delivery]:
         read = asyncio.ensure_future(self._queue.read_new(self._consumer))
@@ -146,8 +157,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def serve(worker: Worker) -> None:
     """Run a worker with SIGTERM and SIGINT wired to a graceful stop."""
     loop = asyncio.get_running_loop()
+
+    def request_stop(signum: int, frame: object) -> None:
+        loop.call_soon_threadsafe(worker.stop)
+        worker.request_stop()
+
+    # A plain signal handler rather than loop.add_signal_handler: a sync task handler blocks
+    # the loop, and the stop request must be seen before the next task of the batch starts.
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, worker.stop)
+        signal.signal(signum, request_stop)
     await worker.run()
 
 

@@ -1,0 +1,57 @@
+"""A Redis restart in the middle of a stream: clear errors while down, recovery without restart."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import websockets
+
+from tests.service.test_fanout import publish, sse, ws_url
+from tests.support.redis_server import RedisServer
+
+
+async def _wait_until_up(base_url: str) -> None:
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        for _ in range(100):
+            if (await client.get("/health/detailed")).status_code == 200:
+                return
+            await asyncio.sleep(0.1)
+    raise TimeoutError("service did not see Redis come back")
+
+
+async def test_redis_restart_mid_stream(api: str, redis_server: RedisServer) -> None:
+    before = await publish(api, 10)
+    async with sse(api) as reader, websockets.connect(ws_url(api, "?last_id=0")) as connection:
+        assert [message.id for message in await reader.take(10)] == before
+        for _ in range(10):
+            await asyncio.wait_for(connection.recv(), 10)
+
+        redis_server.stop()
+        error = await reader.next()
+        assert error.event == "error"
+        assert "redis unavailable" in error.json()["error"]
+        assert error.json()["resume_from"] == before[-1]
+        ws_error = await asyncio.wait_for(connection.recv(), 10)
+        assert '"type": "error"' in ws_error and before[-1] in ws_error
+
+        async with httpx.AsyncClient(base_url=api) as client:
+            down = await client.post("/events", json={"type": "test.event"})
+            assert down.status_code == 503
+            assert down.json()["detail"].startswith("redis unavailable")
+            task = {"job_id": "j", "chunk_id": "c", "content": "x"}
+            assert (await client.post("/tasks", json=task)).status_code == 503
+            health = await client.get("/health/detailed")
+            assert health.status_code == 503
+            assert health.json()["status"] == "down" and health.json()["error"]
+            assert (await client.get("/health")).status_code == 200
+            assert (await client.get("/events/stream", params={"last_id": "$"})).status_code == 503
+
+    redis_server.start()
+    await _wait_until_up(api)
+    async with sse(api, headers={"Last-Event-ID": error.json()["resume_from"]}) as resumed:
+        await asyncio.sleep(0.3)
+        after = await publish(api, 10)
+        assert [message.id for message in await resumed.take(10)] == after
+    async with sse(api) as replay:
+        assert [message.id for message in await replay.take(20)] == before + after

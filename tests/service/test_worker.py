@@ -1,0 +1,235 @@
+"""The worker process against a real redis-server: acks, reclaim, retries, dead letters."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from service.events import task_fields
+from tests.service.conftest import make_settings
+from tests.service.handlers import HANDLED_KEY
+from tests.support.live_server import http, serve, wait_for
+from tests.support.processes import REPO_ROOT, service_env, start_worker, stop
+from tests.support.redis_server import RedisServer
+
+QUEUE = "shield:ingestion_queue"
+DLQ = "shield:ingestion_queue:dlq"
+GROUP = "lightrag-workers"
+
+
+@pytest.fixture
+def worker_env(redis_server: RedisServer, redis_client: redis.Redis) -> dict[str, str]:
+    return service_env(redis_server.url, block_ms=200, claim_idle_ms=400)
+
+
+@pytest.fixture
+def workers() -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def enqueue(client: redis.Redis, chunk_id: str, content: str = "x", job_id: str = "job") -> str:
+    entry_id: str = client.xadd(
+        QUEUE, task_fields(job_id=job_id, chunk_id=chunk_id, content=content)
+    )
+    return entry_id
+
+
+def events_of_type(client: redis.Redis, event_type: str) -> list[dict[str, str]]:
+    return [fields for _, fields in client.xrange("shield:events") if fields["type"] == event_type]
+
+
+def pending_count(client: redis.Redis) -> int:
+    return int(client.xpending(QUEUE, GROUP)["pending"])
+
+
+@pytest.mark.parametrize("handler", ["record", "record_async"])
+def test_worker_runs_sync_and_async_handlers_and_acks(
+    handler: str, worker_env: dict[str, str], redis_client: redis.Redis, workers: list
+) -> None:
+    worker_env["SHIELD_TASK_HANDLER"] = f"tests.service.handlers:{handler}"
+    workers.append(start_worker(worker_env, consumer="w1"))
+    chunks = [f"c{index}" for index in range(25)]
+    for chunk in chunks:
+        enqueue(redis_client, chunk)
+    wait_for(lambda: redis_client.llen(HANDLED_KEY) == 25)
+    assert redis_client.lrange(HANDLED_KEY, 0, -1) == chunks
+    wait_for(lambda: pending_count(redis_client) == 0)
+    wait_for(lambda: len(events_of_type(redis_client, "ingestion.completed")) == 25)
+    assert {fields["job_id"] for fields in events_of_type(redis_client, "ingestion.started")} == {
+        "job"
+    }
+    assert len(events_of_type(redis_client, "worker.started")) == 1
+    assert redis_client.hget("shield:ingestion_queue:counters", "acked") == "25"
+    assert stop(workers[0]) == 0
+    assert len(events_of_type(redis_client, "worker.stopped")) == 1
+
+
+def test_killed_workers_task_is_reclaimed(
+    worker_env: dict[str, str], redis_client: redis.Redis, workers: list
+) -> None:
+    slow = dict(worker_env, SHIELD_TASK_HANDLER="tests.service.handlers:slow_then_record")
+    workers.append(start_worker(slow, consumer="doomed"))
+    entry_id = enqueue(redis_client, "survivor", content="60")
+    wait_for(lambda: events_of_type(redis_client, "ingestion.started"))
+    stop(workers[0], signal.SIGKILL)
+    assert redis_client.llen(HANDLED_KEY) == 0
+    [pending] = redis_client.xpending_range(QUEUE, GROUP, "-", "+", 10)
+    assert pending["message_id"] == entry_id and pending["consumer"] == "doomed"
+    fast = dict(worker_env, SHIELD_TASK_HANDLER="tests.service.handlers:record")
+    workers.append(start_worker(fast, consumer="rescuer"))
+    wait_for(lambda: redis_client.lrange(HANDLED_KEY, 0, -1) == ["survivor"])
+    wait_for(lambda: pending_count(redis_client) == 0)
+
+
+def test_three_failures_dead_letter_then_requeue(
+    worker_env: dict[str, str], redis_client: redis.Redis, redis_server: RedisServer, workers: list
+) -> None:
+    failing = dict(worker_env, SHIELD_TASK_HANDLER="tests.service.handlers:fail_always")
+    workers.append(start_worker(failing))
+    original_id = enqueue(redis_client, "doomed-chunk", job_id="job-dlq")
+    wait_for(lambda: redis_client.xlen(DLQ) == 1)
+    wait_for(lambda: pending_count(redis_client) == 0)
+    stop(workers[0])
+    [(_, letter)] = redis_client.xrange(DLQ)
+    assert letter["dlq_reason"] == "RuntimeError: cannot process doomed-chunk"
+    assert letter["dlq_attempts"] == "3"
+    assert letter["chunk_id"] == "doomed-chunk" and letter["retry_count"] == "2"
+    failed = events_of_type(redis_client, "ingestion.failed")
+    assert [json.loads(fields["data"])["attempt"] for fields in failed] == [1, 2, 3]
+    [dead] = events_of_type(redis_client, "ingestion.dead_lettered")
+    assert dead["job_id"] == "job-dlq"
+    assert redis_client.hget("shield:ingestion_queue:counters", "retried") == "2"
+    # Each attempt is its own entry, every one of them acked (pending is 0 above).
+    attempts = redis_client.xrange(QUEUE)
+    assert attempts[0][0] == original_id
+    assert [fields["retry_count"] for _, fields in attempts] == ["0", "1", "2"]
+
+    with serve(make_settings(redis_server)) as base_url, http(base_url) as client:
+        listing = client.get("/tasks/dead-letters").json()
+        assert listing["total"] == 1
+        [shown] = listing["dead_letters"]
+        assert shown["reason"] == "RuntimeError: cannot process doomed-chunk"
+        assert shown["attempts"] == 3
+        assert shown["fields"]["chunk_id"] == "doomed-chunk"
+        requeued = client.post(f"/tasks/dead-letters/{shown['id']}/requeue")
+        assert requeued.status_code == 201
+        assert client.post(f"/tasks/dead-letters/{shown['id']}/requeue").status_code == 404
+    assert redis_client.xlen(DLQ) == 0
+    [(_, fields)] = redis_client.xrange(QUEUE, requeued.json()["id"], requeued.json()["id"])
+    assert fields["retry_count"] == "0" and not any(name.startswith("dlq_") for name in fields)
+    healthy = dict(worker_env, SHIELD_TASK_HANDLER="tests.service.handlers:record")
+    workers.append(start_worker(healthy))
+    wait_for(lambda: redis_client.lrange(HANDLED_KEY, 0, -1) == ["doomed-chunk"])
+
+
+def test_poison_task_that_kills_the_worker_ends_in_dead_letters(
+    worker_env: dict[str, str], redis_client: redis.Redis, workers: list
+) -> None:
+    env = dict(worker_env, SHIELD_TASK_HANDLER="tests.service.handlers:kill_on_poison")
+    enqueue(redis_client, "poison-chunk", content="poison")
+    enqueue(redis_client, "good-chunk", content="fine")
+    crashes = 0
+    while redis_client.xlen(DLQ) == 0:
+        assert crashes <= 4, "poison task was not dead-lettered"
+        worker = start_worker(env)
+        workers.append(worker)
+        try:
+            worker.wait(timeout=10)
+            assert worker.returncode == -signal.SIGKILL
+            crashes += 1
+        except subprocess.TimeoutExpired:
+            break
+    wait_for(lambda: redis_client.xlen(DLQ) == 1)
+    [(_, letter)] = redis_client.xrange(DLQ)
+    assert letter["chunk_id"] == "poison-chunk"
+    assert letter["dlq_reason"] == "poison: delivered 4 times without an ack"
+    assert letter["dlq_attempts"] == "3"
+    assert crashes == 3
+    wait_for(lambda: "good-chunk" in redis_client.lrange(HANDLED_KEY, 0, -1))
+    wait_for(lambda: pending_count(redis_client) == 0)
+
+
+def test_malformed_entries_go_to_dead_letters_without_crashing(
+    worker_env: dict[str, str], redis_client: redis.Redis, workers: list
+) -> None:
+    redis_client.xadd(QUEUE, {"chunk_id": "c", "content": "x"})
+    redis_client.xadd(QUEUE, {"job_id": "j", "chunk_id": "c2", "content": "x", "metadata": "{oops"})
+    enqueue(redis_client, "after-the-bad-ones")
+    env = dict(worker_env, SHIELD_TASK_HANDLER="tests.service.handlers:record")
+    workers.append(start_worker(env))
+    wait_for(lambda: redis_client.lrange(HANDLED_KEY, 0, -1) == ["after-the-bad-ones"])
+    reasons = [fields["dlq_reason"] for _, fields in redis_client.xrange(DLQ)]
+    assert reasons[0] == "malformed: missing field(s): job_id"
+    assert reasons[1].startswith("malformed: metadata is not valid JSON")
+    assert workers[0].poll() is None
+    wait_for(lambda: pending_count(redis_client) == 0)
+
+
+def test_sigterm_finishes_in_flight_task_and_leaves_the_rest_pending(
+    worker_env: dict[str, str], redis_client: redis.Redis, workers: list
+) -> None:
+    env = dict(worker_env, SHIELD_TASK_HANDLER="tests.service.handlers:slow_then_record")
+    for index in range(3):
+        enqueue(redis_client, f"slow{index}", content="1.0")
+    workers.append(start_worker(env, consumer="leaving"))
+    wait_for(lambda: len(events_of_type(redis_client, "ingestion.started")) == 3)
+    assert stop(workers[0], signal.SIGTERM) == 0
+    assert redis_client.lrange(HANDLED_KEY, 0, -1) == ["slow0"]
+    assert pending_count(redis_client) == 2
+    assert len(events_of_type(redis_client, "worker.stopped")) == 1
+    workers.append(start_worker(env, consumer="successor"))
+    wait_for(lambda: redis_client.llen(HANDLED_KEY) == 3)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "named"),
+    [
+        ("BATCH_SIZE", "ten", "SHIELD_BATCH_SIZE"),
+        ("BLOCK_MS", "-5", "SHIELD_BLOCK_MS"),
+        ("REDIS_URL", "http://127.0.0.1", "SHIELD_REDIS_URL"),
+        ("TASK_HANDLER", "no_colon", "SHIELD_TASK_HANDLER"),
+        ("TASK_HANDLER", "missing.module:run", "SHIELD_TASK_HANDLER"),
+    ],
+)
+def test_bad_setting_stops_the_worker_with_one_line(
+    worker_env: dict[str, str], setting: str, value: str, named: str
+) -> None:
+    env = dict(worker_env, **{f"SHIELD_{setting}": value})
+    result = subprocess.run(
+        [sys.executable, "-m", "service.worker"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0], result.stderr
+
+
+def test_bad_setting_stops_the_api_with_one_line(worker_env: dict[str, str]) -> None:
+    env = dict(worker_env, SHIELD_MAX_EVENT_BYTES="0")
+    result = subprocess.run(
+        [sys.executable, "-c", "import service.main"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "config error: SHIELD_MAX_EVENT_BYTES: Input should be greater than 0"
+    ]

@@ -1,0 +1,44 @@
+"""Starting the real worker and API processes the way systemd would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def service_env(redis_url: str, **settings: object) -> dict[str, str]:
+    """Environment for a service process: SHIELD_* settings and the repo on the path."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SHIELD_")}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    env["SHIELD_REDIS_URL"] = redis_url
+    for name, value in settings.items():
+        env[f"SHIELD_{name.upper()}"] = str(value)
+    return env
+
+
+def start_worker(env: Mapping[str, str], consumer: str | None = None) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "service.worker"]
+    if consumer:
+        command += ["--consumer", consumer]
+    return subprocess.Popen(
+        command,
+        cwd=REPO_ROOT,
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def stop(
+    process: subprocess.Popen[str], signum: int = signal.SIGTERM, timeout_s: float = 15
+) -> int:
+    if process.poll() is None:
+        process.send_signal(signum)
+    return process.wait(timeout=timeout_s)
