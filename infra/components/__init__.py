@@ -1,0 +1,1 @@
+"""ComponentResources: one per host role."""

@@ -1,0 +1,149 @@
+"""ServiceDeployment: the service user, code, venv, env file and systemd units on one host."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+from pulumi_command import remote
+
+from infra import scripts
+from infra.artifacts import Release, Wheelhouse, digest_text
+from infra.config import PackageSettings, RedisSettings, ServiceSettings, SshTarget
+
+
+@dataclass(frozen=True)
+class ServiceDeploymentArgs:
+    target: SshTarget
+    connection: remote.ConnectionArgs
+    service: ServiceSettings
+    redis: RedisSettings
+    packages: PackageSettings
+    requirements: str
+    release: Release
+    wheelhouse: Wheelhouse | None
+    redis_password: pulumi.Output[str] | None
+    api_token: pulumi.Output[str] | None
+    install_os_packages: bool
+    # The service starts only after these exist (the consumer groups).
+    ready_after: list[pulumi.Resource]
+
+
+class ServiceDeployment(pulumi.ComponentResource):
+    """Deploys and restarts the API and the worker, then waits for /health/detailed."""
+
+    health: pulumi.Output[dict[str, Any]]
+
+    def __init__(
+        self, name: str, args: ServiceDeploymentArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("shield:infra:ServiceDeployment", name, None, opts)
+        service, use_sudo = args.service, args.target.use_sudo
+
+        def run(script: str) -> str:
+            return scripts.invocation(script, use_sudo)
+
+        def after(*resources: pulumi.Resource) -> pulumi.ResourceOptions:
+            return pulumi.ResourceOptions(parent=self, depends_on=list(resources))
+
+        wheelhouse_python = args.packages.python_version if args.wheelhouse else None
+        self.preflight = remote.Command(
+            f"{name}-preflight",
+            connection=args.connection,
+            create=run(
+                scripts.orchestrator_preflight(
+                    args.target.host, service, args.install_os_packages, wheelhouse_python
+                )
+            ),
+            opts=after(),
+        )
+        release_path = f"{service.install_dir}/releases/{args.release.digest}.tar.gz"
+        self.release_copy = remote.CopyToRemote(
+            f"{name}-release-copy",
+            connection=args.connection,
+            source=pulumi.FileAsset(str(args.release.tarball)),
+            remote_path=release_path,
+            opts=after(self.preflight),
+        )
+        self.release = remote.Command(
+            f"{name}-release",
+            connection=args.connection,
+            create=run(scripts.release_unpack(service.install_dir, args.release.digest)),
+            opts=after(self.release_copy),
+        )
+        venv_dependencies: list[pulumi.Resource] = [self.preflight]
+        wheelhouse_path = None
+        if args.wheelhouse is not None:
+            wheelhouse_path = f"{service.install_dir}/wheelhouse/{args.wheelhouse.digest}.tar"
+            self.wheelhouse_copy = remote.CopyToRemote(
+                f"{name}-wheelhouse-copy",
+                connection=args.connection,
+                source=pulumi.FileAsset(str(args.wheelhouse.tarball)),
+                remote_path=wheelhouse_path,
+                opts=after(self.preflight),
+            )
+            venv_dependencies.append(self.wheelhouse_copy)
+        requirements_digest = digest_text(args.requirements, wheelhouse_path or "index")
+        self.venv = remote.Command(
+            f"{name}-venv",
+            connection=args.connection,
+            create=run(
+                scripts.venv_install(
+                    service.install_dir,
+                    args.requirements,
+                    requirements_digest,
+                    wheelhouse_path,
+                    args.packages.index_url,
+                )
+            ),
+            opts=after(*venv_dependencies),
+        )
+        revision = [
+            f"release {args.release.digest}",
+            f"venv {requirements_digest}",
+            f"units {digest_text(scripts.api_unit(service), scripts.worker_unit(service))}",
+        ]
+        self.units = remote.Command(
+            f"{name}-units",
+            connection=args.connection,
+            create=run(scripts.service_apply(service, revision)),
+            delete=run(scripts.service_remove(service)),
+            stdin=_env_text(args),
+            opts=after(self.release, self.venv, *args.ready_after),
+        )
+        self.health_check = remote.Command(
+            f"{name}-health",
+            connection=args.connection,
+            create=run(scripts.health_wait(args.target.host, service)),
+            triggers=[self.units.stdout],
+            opts=after(self.units),
+        )
+        self.health = self.health_check.stdout.apply(_parse_health)
+        self.register_outputs({"health": self.health})
+
+
+def _env_text(args: ServiceDeploymentArgs) -> pulumi.Output[str]:
+    """The env file, secret as a whole because it holds the password and the token."""
+    public = scripts.service_environment(args.redis, args.service)
+
+    def render(secrets: list[str | None]) -> str:
+        password, token = secrets
+        settings = dict(public)
+        if password:
+            settings["SHIELD_REDIS_PASSWORD"] = password
+        if token:
+            settings["SHIELD_API_TOKEN"] = token
+        return scripts.env_file(settings)
+
+    return pulumi.Output.secret(
+        pulumi.Output.all(args.redis_password, args.api_token).apply(render)
+    )
+
+
+def _parse_health(stdout: str | None) -> dict[str, Any]:
+    if not stdout:
+        return {}
+    parsed: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
+    return parsed

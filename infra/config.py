@@ -1,0 +1,344 @@
+"""The stack's settings: read once from Pulumi config, validated, with errors that name the key."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import pulumi
+
+from service import names
+
+PROJECT = "shield-orchestrator"
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+_UNIX_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_UNIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,200}$")
+_GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+_STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+_ABSOLUTE_PATH = re.compile(r"^/[A-Za-z0-9_./-]*$")
+_PYTHON_VERSION = re.compile(r"^3\.\d{1,2}$")
+_PLATFORM_TAG = re.compile(r"^[a-z0-9_]+$")
+_HOST_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+$")
+PACKAGE_SOURCES = ("wheelhouse", "index")
+
+
+class ConfigError(pulumi.RunError):
+    """A stack setting is missing or invalid; the message names the key."""
+
+
+class ConfigSource(Protocol):
+    """The part of pulumi.Config that load() reads."""
+
+    def get(self, key: str) -> str | None: ...
+
+    def get_secret(self, key: str) -> pulumi.Output[str] | None: ...
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """How to reach one host over SSH."""
+
+    host: str
+    port: int
+    user: str
+    host_key: str | None
+
+    @property
+    def use_sudo(self) -> bool:
+        return self.user != "root"
+
+
+@dataclass(frozen=True)
+class Bastion:
+    host: str
+    port: int
+    user: str
+    host_key: str | None
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    host: str
+    port: int
+    db: int
+    url: str
+    ingestion_stream: str
+    events_stream: str
+    ingestion_groups: tuple[str, ...]
+    event_groups: tuple[str, ...]
+    maxlen: int
+
+    @property
+    def address(self) -> str:
+        """The Redis address the service uses, never with a password."""
+        return self.url
+
+    @property
+    def companion_keys(self) -> tuple[str, str]:
+        """The dead-letter stream and the workers' counters, which belong to the task stream."""
+        return (
+            names.dead_letter_stream(self.ingestion_stream),
+            names.worker_counters_key(self.ingestion_stream),
+        )
+
+    @property
+    def streams(self) -> dict[str, tuple[str, ...]]:
+        return {self.ingestion_stream: self.ingestion_groups, self.events_stream: self.event_groups}
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    bind_address: str
+    port: int
+    public_host: str
+    batch_size: int
+    block_ms: int
+    retry_attempts: int
+    claim_idle_ms: int
+    max_event_bytes: int
+    install_dir: str
+    config_dir: str
+    user: str
+    unit_name: str
+    health_timeout_s: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.public_host}:{self.port}"
+
+    @property
+    def health_url(self) -> str:
+        host = "127.0.0.1" if self.bind_address in ("0.0.0.0", "::") else self.bind_address
+        return f"http://{host}:{self.port}/health/detailed"
+
+
+@dataclass(frozen=True)
+class PackageSettings:
+    source: str
+    index_url: str | None
+    python_version: str
+    platforms: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    orchestrator: SshTarget
+    redis_host: SshTarget
+    bastion: Bastion | None
+    redis: RedisSettings
+    service: ServiceSettings
+    packages: PackageSettings
+    install_os_packages: bool
+    drop_streams_on_destroy: bool
+
+
+@dataclass(frozen=True)
+class StackSecrets:
+    """Secret settings; they stay Outputs so Pulumi keeps them encrypted."""
+
+    ssh_private_key: pulumi.Output[str]
+    bastion_private_key: pulumi.Output[str] | None
+    redis_password: pulumi.Output[str] | None
+    api_token: pulumi.Output[str] | None
+
+
+class _Reader:
+    """Typed, validated access to config values, naming the full key on error."""
+
+    def __init__(self, source: ConfigSource) -> None:
+        self._source = source
+
+    def fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{PROJECT}:{key}: {problem}")
+
+    def text(
+        self, key: str, default: str | None = None, pattern: re.Pattern[str] | None = None
+    ) -> str:
+        value = self._source.get(key)
+        if value is None or value == "":
+            if default is None:
+                raise self.fail(key, "is required (pulumi config set " + key + " ...)")
+            return default
+        if pattern is not None and not pattern.match(value):
+            raise self.fail(key, f"invalid value {value!r}")
+        return value
+
+    def optional(self, key: str, pattern: re.Pattern[str] | None = None) -> str | None:
+        value = self._source.get(key)
+        if not value:
+            return None
+        if pattern is not None and not pattern.match(value):
+            raise self.fail(key, f"invalid value {value!r}")
+        return value
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        raw = self._source.get(key)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise self.fail(key, f"must be an integer, got {raw!r}") from None
+        if not low <= value <= high:
+            raise self.fail(key, f"must be between {low} and {high}, got {value}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        raw = self._source.get(key)
+        if raw is None or raw == "":
+            return default
+        if raw.lower() in ("true", "1", "yes"):
+            return True
+        if raw.lower() in ("false", "0", "no"):
+            return False
+        raise self.fail(key, f"must be true or false, got {raw!r}")
+
+    def host(self, key: str, default: str | None = None) -> str:
+        value = self.text(key, default)
+        if not _is_host(value):
+            raise self.fail(key, f"not a hostname or IP address: {value!r}")
+        return value
+
+    def names(
+        self, key: str, default: tuple[str, ...], pattern: re.Pattern[str]
+    ) -> tuple[str, ...]:
+        raw = self._source.get(key)
+        if raw is None or raw == "":
+            return default
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = [item.strip() for item in raw.split(",")]
+        if (
+            not isinstance(value, list)
+            or not value
+            or not all(isinstance(item, str) for item in value)
+        ):
+            raise self.fail(key, "must be a non-empty list of names")
+        for item in value:
+            if not pattern.match(item):
+                raise self.fail(key, f"invalid name {item!r}")
+        if len(set(value)) != len(value):
+            raise self.fail(key, "names must be unique")
+        return tuple(value)
+
+    def secret(self, key: str) -> pulumi.Output[str] | None:
+        return self._source.get_secret(key)
+
+    def required_secret(self, key: str) -> pulumi.Output[str]:
+        value = self._source.get_secret(key)
+        if value is None:
+            raise self.fail(key, f"is required (pulumi config set --secret {key} < file)")
+        return value
+
+
+def _is_host(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return bool(_HOSTNAME.match(value))
+    return True
+
+
+def _redis_url(reader: _Reader, host: str, port: int, db: int) -> str:
+    url = reader.optional("redisUrl")
+    if url is None:
+        return f"redis://{host}:{port}/{db}"
+    if not url.startswith(("redis://", "rediss://")):
+        raise reader.fail("redisUrl", "must start with redis:// or rediss://")
+    if "@" in url.split("//", 1)[1].split("/", 1)[0]:
+        raise reader.fail("redisUrl", "must not hold credentials: set redisPassword as a secret")
+    return url
+
+
+def load(source: ConfigSource) -> tuple[StackConfig, StackSecrets]:
+    """Read and validate every setting of the stack."""
+    read = _Reader(source)
+    ssh_user = read.text("sshUser", "root", _UNIX_NAME)
+    ssh_port = read.integer("sshPort", 22, 1, 65535)
+    orchestrator_host = read.host("orchestratorHost")
+    redis_host = read.host("redisHost")
+    orchestrator = SshTarget(
+        host=read.host("orchestratorSshHost", orchestrator_host),
+        port=read.integer("orchestratorSshPort", ssh_port, 1, 65535),
+        user=ssh_user,
+        host_key=read.optional("orchestratorHostKey", _HOST_KEY),
+    )
+    redis_ssh = SshTarget(
+        host=read.host("redisSshHost", redis_host),
+        port=read.integer("redisSshPort", ssh_port, 1, 65535),
+        user=ssh_user,
+        host_key=read.optional("redisHostKey", _HOST_KEY),
+    )
+    bastion_host = read.optional("bastionHost")
+    bastion = None
+    if bastion_host is not None:
+        bastion = Bastion(
+            host=read.host("bastionHost"),
+            port=read.integer("bastionPort", 22, 1, 65535),
+            user=read.text("bastionUser", ssh_user, _UNIX_NAME),
+            host_key=read.optional("bastionHostKey", _HOST_KEY),
+        )
+    redis_port = read.integer("redisPort", 6379, 1, 65535)
+    redis_db = read.integer("redisDb", 0, 0, 15)
+    redis = RedisSettings(
+        host=redis_host,
+        port=redis_port,
+        db=redis_db,
+        url=_redis_url(read, redis_host, redis_port, redis_db),
+        ingestion_stream=read.text("streamIngestion", names.INGESTION_STREAM, _STREAM_NAME),
+        events_stream=read.text("streamEvents", names.EVENTS_STREAM, _STREAM_NAME),
+        ingestion_groups=read.names("ingestionGroups", names.INGESTION_GROUPS, _GROUP_NAME),
+        event_groups=read.names("eventGroups", names.EVENT_GROUPS, _GROUP_NAME),
+        maxlen=read.integer("streamMaxlen", 10000, 1, 10**9),
+    )
+    if redis.ingestion_stream == redis.events_stream:
+        raise read.fail("streamEvents", "must differ from streamIngestion")
+    service = ServiceSettings(
+        bind_address=read.host("serviceBindAddress", "0.0.0.0"),
+        port=read.integer("servicePort", 8000, 1, 65535),
+        public_host=orchestrator_host,
+        batch_size=read.integer("batchSize", 10, 1, 10000),
+        block_ms=read.integer("blockMs", 5000, 1, 600000),
+        retry_attempts=read.integer("retryAttempts", 3, 1, 100),
+        claim_idle_ms=read.integer("claimIdleMs", 60000, 1, 86400000),
+        max_event_bytes=read.integer("maxEventBytes", 65536, 1, 64 * 1024 * 1024),
+        install_dir=read.text("installDir", "/opt/shield-orchestrator", _ABSOLUTE_PATH),
+        config_dir=read.text("configDir", "/etc/shield-orchestrator", _ABSOLUTE_PATH),
+        user=read.text("serviceUser", "shield", _UNIX_NAME),
+        unit_name=read.text("serviceName", "shield-orchestrator", _UNIT_NAME),
+        health_timeout_s=read.integer("healthTimeoutSeconds", 90, 5, 3600),
+    )
+    source_kind = read.text("packageSource", "wheelhouse")
+    if source_kind not in PACKAGE_SOURCES:
+        raise read.fail("packageSource", f"must be one of {', '.join(PACKAGE_SOURCES)}")
+    packages = PackageSettings(
+        source=source_kind,
+        index_url=read.optional("packageIndexUrl"),
+        python_version=read.text("targetPythonVersion", "3.11", _PYTHON_VERSION),
+        platforms=read.names(
+            "targetPlatforms", ("manylinux2014_x86_64", "manylinux_2_28_x86_64"), _PLATFORM_TAG
+        ),
+    )
+    config = StackConfig(
+        orchestrator=orchestrator,
+        redis_host=redis_ssh,
+        bastion=bastion,
+        redis=redis,
+        service=service,
+        packages=packages,
+        install_os_packages=read.boolean("installOsPackages", True),
+        drop_streams_on_destroy=read.boolean("dropStreamsOnDestroy", False),
+    )
+    secrets = StackSecrets(
+        ssh_private_key=read.required_secret("sshPrivateKey"),
+        bastion_private_key=read.secret("bastionPrivateKey"),
+        redis_password=read.secret("redisPassword"),
+        api_token=read.secret("apiToken"),
+    )
+    return config, secrets

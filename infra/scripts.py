@@ -1,0 +1,402 @@
+"""Pure builders of the shell scripts that run on the hosts.
+
+Every script starts with ``set -euo pipefail``, quotes each value with shlex.quote, and says
+which host and which piece is at fault when it stops. Secrets never appear here: the scripts
+read them from standard input, which pulumi-command keeps encrypted in the state.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Mapping, Sequence
+
+from infra.config import RedisSettings, ServiceSettings
+
+HEADER = "set -euo pipefail\n"
+
+
+def q(value: object) -> str:
+    """Shell-quote one value."""
+    return shlex.quote(str(value))
+
+
+def invocation(script: str, use_sudo: bool) -> str:
+    """The command line that runs a script: bash -c, through sudo -n for a non-root user."""
+    runner = "sudo -n bash -c " if use_sudo else "bash -c "
+    return runner + q(script)
+
+
+def _fail_function(host: str) -> str:
+    return (
+        f"fail() {{ printf 'shield-orchestrator: host %s: %s\\n' {q(host)} \"$*\" >&2; exit 1; }}\n"
+    )
+
+
+def orchestrator_preflight(
+    host: str, service: ServiceSettings, install_os_packages: bool, python_version: str | None
+) -> str:
+    """Check systemd and Python on the orchestrator, then create the service user and dirs."""
+    install = "yes" if install_os_packages else "no"
+    version_check = ""
+    if python_version is not None:
+        version_check = (
+            "have=$(python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])')\n"
+            f'[ "$have" = {q(python_version)} ]'
+            f' || fail "python3 is $have but the wheelhouse is built'
+            f' for {python_version}: set targetPythonVersion"\n'
+        )
+    return (
+        HEADER
+        + _fail_function(host)
+        + f"install_os_packages={install}\n"
+        + '[ -d /run/systemd/system ] || fail "systemd is not running as PID 1"\n'
+        + "missing=()\n"
+        + "command -v python3 >/dev/null 2>&1 || missing+=(python3)\n"
+        + "python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)\n"
+        + 'if [ "${#missing[@]}" -gt 0 ]; then\n'
+        + '  if [ "$install_os_packages" = yes ]; then\n'
+        + "    export DEBIAN_FRONTEND=noninteractive\n"
+        + '    { apt-get update -qq && apt-get install -y -qq "${missing[@]}"; } >&2'
+        + ' || fail "missing ${missing[*]} and apt-get could not install it"\n'
+        + "  else\n"
+        + '    fail "missing ${missing[*]} (install it, or set installOsPackages to true)"\n'
+        + "  fi\n"
+        + "fi\n"
+        + version_check
+        + f"getent group {q(service.user)} >/dev/null || groupadd --system {q(service.user)}\n"
+        + f"id -u {q(service.user)} >/dev/null 2>&1 || useradd --system --gid {q(service.user)}"
+        + f" --home-dir {q(service.install_dir)} --no-create-home --shell /usr/sbin/nologin"
+        + f" {q(service.user)}\n"
+        + "install -d -m 0755 -o root -g root"
+        + f" {q(service.install_dir)} {q(service.install_dir + '/releases')}"
+        + f" {q(service.install_dir + '/wheelhouse')}\n"
+        + f"install -d -m 0750 -o root -g {q(service.user)} {q(service.config_dir)}\n"
+        + 'echo "ready"\n'
+    )
+
+
+def release_unpack(install_dir: str, digest: str) -> str:
+    """Unpack a release tarball into releases/<digest> and point current at it."""
+    release = f"{install_dir}/releases/{digest}"
+    tarball = f"{release}.tar.gz"
+    return (
+        HEADER
+        + f"# release {digest}\n"
+        + f"if [ ! -f {q(release + '/.complete')} ]; then\n"
+        + f"  rm -rf {q(release + '.partial')}\n"
+        + f"  install -d -m 0755 {q(release + '.partial')}\n"
+        + f"  tar -xzf {q(tarball)} -C {q(release + '.partial')} --no-same-owner\n"
+        + f"  touch {q(release + '.partial/.complete')}\n"
+        + f"  rm -rf {q(release)}\n"
+        + f"  mv {q(release + '.partial')} {q(release)}\n"
+        + "fi\n"
+        + f"ln -sfn {q(release)} {q(install_dir + '/current.next')}\n"
+        + f"mv -T {q(install_dir + '/current.next')} {q(install_dir + '/current')}\n"
+        + f"echo {q(digest)}\n"
+    )
+
+
+def venv_install(
+    install_dir: str,
+    requirements: str,
+    requirements_digest: str,
+    wheelhouse_tarball: str | None,
+    index_url: str | None,
+) -> str:
+    """Build venv-<digest> from the pinned requirements, then point venv at it.
+
+    The requirements travel inside the script, so a change to them changes the command and
+    Pulumi re-runs it; a venv that is already complete is reused.
+    """
+    venv = f"{install_dir}/venv-{requirements_digest}"
+    requirements_file = f"{venv}.requirements.txt"
+    if wheelhouse_tarball is not None:
+        source = (
+            "wheels=$(mktemp -d)\ntrap 'rm -rf \"$wheels\"' EXIT\n"
+            + f'tar -xf {q(wheelhouse_tarball)} -C "$wheels"\n'
+            + 'pip_source=(--no-index --find-links "$wheels")\n'
+        )
+    elif index_url is not None:
+        source = f"pip_source=(--index-url {q(index_url)})\n"
+    else:
+        source = "pip_source=()\n"
+    return (
+        HEADER
+        + f"# requirements {requirements_digest}\n"
+        + f"if [ ! -f {q(venv + '/.complete')} ]; then\n"
+        + f"  rm -rf {q(venv)}\n"
+        + f"  cat > {q(requirements_file)} <<'REQUIREMENTS'\n"
+        + f"{requirements.rstrip()}\nREQUIREMENTS\n"
+        + "  "
+        + source.replace("\n", "\n  ").rstrip(" ")
+        + f"  python3 -m venv {q(venv)}\n"
+        + f"  {q(venv + '/bin/pip')} install --quiet --disable-pip-version-check"
+        + ' "${pip_source[@]}"'
+        + f" -r {q(requirements_file)} >&2\n"
+        + f"  touch {q(venv + '/.complete')}\n"
+        + "fi\n"
+        + f"ln -sfn {q(venv)} {q(install_dir + '/venv.next')}\n"
+        + f"mv -T {q(install_dir + '/venv.next')} {q(install_dir + '/venv')}\n"
+        + f"echo {q(requirements_digest)}\n"
+    )
+
+
+def _systemd_quote(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def env_file(settings: Mapping[str, str]) -> str:
+    """An EnvironmentFile: KEY="value" lines, sorted so the text is stable."""
+    lines = []
+    for key in sorted(settings):
+        value = settings[key]
+        if "\n" in value or "\r" in value:
+            raise ValueError(f"{key}: a setting cannot span lines")
+        lines.append(f"{key}={_systemd_quote(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def service_environment(redis: RedisSettings, service: ServiceSettings) -> dict[str, str]:
+    """The SHIELD_* settings that are not secret."""
+    return {
+        "SHIELD_REDIS_URL": redis.url,
+        "SHIELD_STREAM_INGESTION": redis.ingestion_stream,
+        "SHIELD_STREAM_EVENTS": redis.events_stream,
+        "SHIELD_STREAM_MAXLEN": str(redis.maxlen),
+        "SHIELD_INGESTION_GROUPS": json.dumps(list(redis.ingestion_groups)),
+        "SHIELD_EVENT_GROUPS": json.dumps(list(redis.event_groups)),
+        "SHIELD_BATCH_SIZE": str(service.batch_size),
+        "SHIELD_BLOCK_MS": str(service.block_ms),
+        "SHIELD_RETRY_ATTEMPTS": str(service.retry_attempts),
+        "SHIELD_CLAIM_IDLE_MS": str(service.claim_idle_ms),
+        "SHIELD_MAX_EVENT_BYTES": str(service.max_event_bytes),
+    }
+
+
+HARDENING = """NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+ProtectProc=invisible
+ProcSubset=pid
+RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+RemoveIPC=yes
+CapabilityBoundingSet=
+AmbientCapabilities=
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallFilter=~@privileged @resources
+UMask=0077
+"""
+
+
+def unit_file(service: ServiceSettings, description: str, exec_start: str) -> str:
+    """A hardened systemd unit for one of the service's processes."""
+    return (
+        "[Unit]\n"
+        f"Description={description}\n"
+        "After=network-online.target\n"
+        "Wants=network-online.target\n"
+        "\n"
+        "[Service]\n"
+        "Type=exec\n"
+        f"User={service.user}\n"
+        f"Group={service.user}\n"
+        f"EnvironmentFile={service.config_dir}/shield.env\n"
+        "Environment=PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1\n"
+        f"WorkingDirectory={service.install_dir}/current\n"
+        f"ExecStart={exec_start}\n"
+        "Restart=on-failure\n"
+        "RestartSec=2\n"
+        "TimeoutStopSec=30\n" + HARDENING + "\n[Install]\nWantedBy=multi-user.target\n"
+    )
+
+
+def api_unit(service: ServiceSettings) -> str:
+    exec_start = (
+        f"{service.install_dir}/venv/bin/uvicorn service.main:app"
+        f" --host {service.bind_address} --port {service.port} --timeout-graceful-shutdown 10"
+    )
+    return unit_file(
+        service, "Shield orchestrator API (Redis Streams queue and event bus)", exec_start
+    )
+
+
+def worker_unit(service: ServiceSettings) -> str:
+    exec_start = f"{service.install_dir}/venv/bin/python -m service.worker"
+    return unit_file(service, "Shield orchestrator task worker", exec_start)
+
+
+def unit_names(service: ServiceSettings) -> tuple[str, str]:
+    return f"{service.unit_name}.service", f"{service.unit_name}-worker.service"
+
+
+def service_apply(service: ServiceSettings, revision: Sequence[str]) -> str:
+    """Write the env file from stdin and both units, then reload, enable and restart them.
+
+    The revision lines (digests of code, venv and units) only mark what is deployed: when one
+    changes, the script changes, and Pulumi runs it again, which restarts the service.
+    """
+    api, worker = unit_names(service)
+    env_path = f"{service.config_dir}/shield.env"
+    return (
+        HEADER
+        + "".join(f"# {line}\n" for line in revision)
+        + "umask 077\n"
+        + f"tmp=$(mktemp {q(env_path + '.XXXXXX')})\n"
+        + 'cat > "$tmp"\n'
+        + f'chown root:{q(service.user)} "$tmp"\n'
+        + 'chmod 0640 "$tmp"\n'
+        + f'mv -f "$tmp" {q(env_path)}\n'
+        + _write_unit(api, api_unit(service))
+        + _write_unit(worker, worker_unit(service))
+        + "systemctl daemon-reload\n"
+        + f"systemctl enable --quiet {q(api)} {q(worker)}\n"
+        + f"systemctl restart {q(api)} {q(worker)}\n"
+        + 'echo "restarted $(date -u +%Y-%m-%dT%H:%M:%SZ)"\n'
+    )
+
+
+def _write_unit(name: str, text: str) -> str:
+    path = f"/etc/systemd/system/{name}"
+    staged = q(path + ".tmp")
+    return f"cat > {staged} <<'UNIT'\n{text}UNIT\nchmod 0644 {staged}\nmv -f {staged} {q(path)}\n"
+
+
+def service_remove(service: ServiceSettings) -> str:
+    """Stop and remove the service, its units, code and env file; the user stays."""
+    api, worker = unit_names(service)
+    return (
+        HEADER
+        + f"systemctl disable --now --quiet {q(api)} {q(worker)} 2>/dev/null || true\n"
+        + f"rm -f {q('/etc/systemd/system/' + api)} {q('/etc/systemd/system/' + worker)}\n"
+        + "systemctl daemon-reload\n"
+        + f"rm -rf {q(service.install_dir)} {q(service.config_dir)}\n"
+        + 'echo "removed"\n'
+    )
+
+
+def health_wait(host: str, service: ServiceSettings) -> str:
+    """Poll /health/detailed until it says up; on timeout, fail with the journal's last lines."""
+    api, worker = unit_names(service)
+    probe = (
+        "import json, sys, time, urllib.request\n"
+        "url, deadline = sys.argv[1], time.monotonic() + float(sys.argv[2])\n"
+        "last = 'no answer'\n"
+        "while time.monotonic() < deadline:\n"
+        "    try:\n"
+        "        with urllib.request.urlopen(url, timeout=5) as reply:\n"
+        "            body = json.load(reply)\n"
+        "    except Exception as error:\n"
+        "        last = str(error)\n"
+        "    else:\n"
+        "        if body.get('status') == 'up':\n"
+        "            print(json.dumps(body, sort_keys=True))\n"
+        "            sys.exit(0)\n"
+        "        last = json.dumps(body)\n"
+        "    time.sleep(1)\n"
+        "print(last, file=sys.stderr)\n"
+        "sys.exit(1)\n"
+    )
+    return (
+        HEADER
+        + _fail_function(host)
+        + f"if ! python3 -c {q(probe)} {q(service.health_url)} {service.health_timeout_s}; then\n"
+        + f"  journalctl --no-pager -n 40 -u {q(api)} -u {q(worker)} >&2 || true\n"
+        + f'  fail "{service.health_url} did not report up within {service.health_timeout_s}s"\n'
+        + "fi\n"
+    )
+
+
+def redis_cli_prelude(host: str, redis: RedisSettings) -> str:
+    """Read the password from stdin into REDISCLI_AUTH, so it is on no command line."""
+    return (
+        _fail_function(host)
+        + "IFS= read -r REDISCLI_AUTH || true\n"
+        + 'if [ -n "$REDISCLI_AUTH" ]; then export REDISCLI_AUTH; else unset REDISCLI_AUTH; fi\n'
+        + "rcli() { redis-cli --no-auth-warning"
+        + f' -h {q(redis.host)} -p {redis.port} -n {redis.db} "$@"; }}\n'
+    )
+
+
+def redis_preflight(host: str, redis: RedisSettings, install_os_packages: bool) -> str:
+    """Check that redis-cli exists (installing redis-tools if allowed) and Redis answers PING."""
+    install = "yes" if install_os_packages else "no"
+    return (
+        HEADER
+        + redis_cli_prelude(host, redis)
+        + f"install_os_packages={install}\n"
+        + "if ! command -v redis-cli >/dev/null 2>&1; then\n"
+        + '  [ "$install_os_packages" = yes ]'
+        + ' || fail "redis-cli is missing'
+        + ' (install redis-tools, or set installOsPackages to true)"\n'
+        + "  export DEBIAN_FRONTEND=noninteractive\n"
+        + "  { apt-get update -qq && apt-get install -y -qq redis-tools; } >&2"
+        + ' || fail "redis-cli is missing and apt-get could not install redis-tools"\n'
+        + "fi\n"
+        + "answer=$(rcli PING 2>&1) || true\n"
+        + '[ "$answer" = PONG ]'
+        + f' || fail "Redis at {redis.host}:{redis.port} does not answer PING: $answer"\n'
+        + "echo PONG\n"
+    )
+
+
+def redis_groups(host: str, redis: RedisSettings) -> str:
+    """Create both streams and every group with XGROUP CREATE ... $ MKSTREAM, then list them.
+
+    BUSYGROUP means the group is already there, which is the idempotent case. The last line
+    printed is JSON: each stream and its group names, as Redis reports them.
+    """
+    creates = "".join(
+        f"create {q(stream)} {q(group)}\n"
+        for stream, groups in redis.streams.items()
+        for group in groups
+    )
+    listing = " ".join(q(stream) for stream in redis.streams)
+    return (
+        HEADER
+        + redis_cli_prelude(host, redis)
+        + "create() {\n"
+        + '  local answer\n  answer=$(rcli XGROUP CREATE "$1" "$2" \'$\' MKSTREAM 2>&1) || true\n'
+        + '  case "$answer" in\n'
+        + "    OK|BUSYGROUP*) ;;\n"
+        + '    *) fail "XGROUP CREATE $1 $2: $answer" ;;\n'
+        + "  esac\n"
+        + "}\n"
+        + creates
+        + "printf '{'\nsep=''\n"
+        + f"for stream in {listing}; do\n"
+        + '  printf \'%s"%s":[\' "$sep" "$stream"\n'
+        + "  inner=''\n"
+        + "  while IFS= read -r group; do\n"
+        + '    printf \'%s"%s"\' "$inner" "$group"; inner=\',\'\n'
+        + '  done < <(rcli --raw XINFO GROUPS "$stream"'
+        + " | awk 'prev == \"name\" { print } { prev = $0 }')\n"
+        + "  printf ']'\n  sep=','\n"
+        + "done\n"
+        + "printf '}\\n'\n"
+    )
+
+
+def redis_drop(host: str, redis: RedisSettings) -> str:
+    """Delete both streams and their groups; only used when dropStreamsOnDestroy is set."""
+    keys = " ".join(q(key) for key in (*redis.streams, *redis.companion_keys))
+    return HEADER + redis_cli_prelude(host, redis) + f"rcli DEL {keys} >/dev/null\necho dropped\n"
+
+
+def no_op() -> str:
+    """A delete step that leaves the data where it is."""
+    return "true"

@@ -1,0 +1,101 @@
+"""Composing the stack: artifacts, both components, and the outputs users read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+
+from infra.artifacts import REPO_ROOT, build_release, build_wheelhouse
+from infra.components.connection import ssh_connection, warn_if_unpinned
+from infra.components.redis_streams import RedisStreams, RedisStreamsArgs
+from infra.components.service_deployment import ServiceDeployment, ServiceDeploymentArgs
+from infra.config import StackConfig, StackSecrets
+
+REQUIREMENTS = Path("service") / "requirements.txt"
+
+
+@dataclass(frozen=True)
+class Deployed:
+    streams: RedisStreams
+    service: ServiceDeployment
+
+
+def deploy(
+    config: StackConfig, secrets: StackSecrets, build_dir: Path, source_root: Path = REPO_ROOT
+) -> Deployed:
+    """Create the resources of both hosts, in order: groups before the service starts."""
+    requirements = source_root / REQUIREMENTS
+    warn_if_unpinned("orchestrator", config.orchestrator)
+    warn_if_unpinned("redis", config.redis_host)
+    if config.bastion is not None and config.bastion.host_key is None:
+        pulumi.log.warn(f"bastion {config.bastion.host}: its SSH host key is not pinned")
+    release = build_release(build_dir, source_root)
+    wheelhouse = None
+    if config.packages.source == "wheelhouse":
+        wheelhouse = build_wheelhouse(
+            build_dir, requirements, config.packages.python_version, config.packages.platforms
+        )
+    streams = RedisStreams(
+        "redis",
+        RedisStreamsArgs(
+            target=config.redis_host,
+            connection=ssh_connection(
+                config.redis_host,
+                secrets.ssh_private_key,
+                config.bastion,
+                secrets.bastion_private_key,
+            ),
+            redis=config.redis,
+            password=secrets.redis_password,
+            install_os_packages=config.install_os_packages,
+            drop_on_destroy=config.drop_streams_on_destroy,
+        ),
+    )
+    service = ServiceDeployment(
+        "orchestrator",
+        ServiceDeploymentArgs(
+            target=config.orchestrator,
+            connection=ssh_connection(
+                config.orchestrator,
+                secrets.ssh_private_key,
+                config.bastion,
+                secrets.bastion_private_key,
+            ),
+            service=config.service,
+            redis=config.redis,
+            packages=config.packages,
+            requirements=requirements.read_text(),
+            release=release,
+            wheelhouse=wheelhouse,
+            redis_password=secrets.redis_password,
+            api_token=secrets.api_token,
+            install_os_packages=config.install_os_packages,
+            ready_after=[streams.streams],
+        ),
+    )
+    return Deployed(streams, service)
+
+
+def endpoints(config: StackConfig) -> dict[str, str]:
+    """The URLs users and UIs connect to."""
+    base = config.service.base_url
+    return {
+        "sse_url": f"{base}/events/stream",
+        "ws_url": base.replace("http://", "ws://", 1) + "/events/ws",
+        "stats_url": f"{base}/events/stats",
+        "health_url": f"{base}/health/detailed",
+        "metrics_url": f"{base}/metrics",
+    }
+
+
+def outputs(config: StackConfig, deployed: Deployed) -> dict[str, Any]:
+    """Everything exported from the stack."""
+    return {
+        "endpoints": endpoints(config),
+        "redisAddress": config.redis.address,
+        "streamHealth": deployed.service.health,
+        "consumerGroups": deployed.streams.groups,
+    }
