@@ -16,7 +16,7 @@ from infra import config as stack_config
 from infra.stack import Deployed, deploy, outputs
 
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
-SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAAtest-key-material\n-----END OPENSSH PRIVATE KEY-----\n"
+SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAAtest\n-----END OPENSSH PRIVATE KEY-----\n"
 REDIS_PASSWORD = "redis-pass-7f3c1"
 API_TOKEN = "api-token-9d2e4"
 HEALTH = {"status": "up", "latency_ms": 0.2, "streams": {}}
