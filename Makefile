@@ -1,0 +1,53 @@
+# The two commands users run are `make up` and `make test`; the rest are their steps.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STACK ?= lab
+export PULUMI_SKIP_UPDATE_CHECK := true
+export PULUMI_BACKEND_URL ?= file://$(CURDIR)/.pulumi-state
+
+.PHONY: up test deps venv lint format lab-up lab-down lab-status toolchain bench clean
+
+up: deps venv toolchain lab-up  ## set up everything, deploy to the lab stack, print the outputs
+	scripts/deploy-lab
+
+test: deps venv lint  ## every test: service, infra, faults, and the lab
+	scripts/run-tests
+
+deps:
+	scripts/install-deps
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt service/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+lint: venv
+	$(VENV)/bin/ruff check service infra tests bench
+	$(VENV)/bin/ruff format --check service infra tests bench
+	$(VENV)/bin/mypy
+
+format: venv
+	$(VENV)/bin/ruff format service infra tests bench
+	$(VENV)/bin/ruff check --fix service infra tests bench
+
+toolchain:
+	scripts/pulumi-toolchain check
+
+lab-up:
+	scripts/lab up
+
+lab-down:
+	scripts/lab down
+
+lab-status:
+	scripts/lab status
+
+bench: deps venv
+	$(PY) -m bench
+
+clean:
+	rm -rf build .pulumi-state
