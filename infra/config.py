@@ -21,7 +21,7 @@ _UNIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,200}$")
 _GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _ABSOLUTE_PATH = re.compile(r"^/[A-Za-z0-9_./-]*$")
-_PYTHON_VERSION = re.compile(r"^3\.\d{1,2}$")
+_PYTHON_VERSION = re.compile(r"^3\.\d{1,2}(\.\d{1,2})?$")
 _PLATFORM_TAG = re.compile(r"^[a-z0-9_]+$")
 _HOST_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+$")
 PACKAGE_SOURCES = ("wheelhouse", "index")
@@ -320,7 +320,9 @@ def load(source: ConfigSource) -> tuple[StackConfig, StackSecrets]:
     packages = PackageSettings(
         source=source_kind,
         index_url=read.optional("packageIndexUrl"),
-        python_version=read.text("targetPythonVersion", "3.11", _PYTHON_VERSION),
+        # Debian 12's Python. The micro version matters: markers such as
+        # python_full_version < "3.11.3" decide which wheels the target needs.
+        python_version=read.text("targetPythonVersion", "3.11.2", _PYTHON_VERSION),
         platforms=read.names(
             "targetPlatforms", ("manylinux2014_x86_64", "manylinux_2_28_x86_64"), _PLATFORM_TAG
         ),

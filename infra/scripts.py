@@ -41,7 +41,8 @@ def orchestrator_preflight(
     version_check = ""
     if python_version is not None:
         version_check = (
-            "have=$(python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])')\n"
+            "have=$(python3 -c 'import sys;"
+            f' print(".".join(map(str, sys.version_info[:{python_version.count(".") + 1}])))\')\n'
             f'[ "$have" = {q(python_version)} ]'
             f' || fail "python3 is $have but the wheelhouse is built'
             f' for {python_version}: set targetPythonVersion"\n'

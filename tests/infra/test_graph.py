@@ -155,7 +155,7 @@ def test_wheelhouse_mode_copies_the_wheels_and_installs_without_an_index(
     build_dir = tmp_path / "build"
     build_dir.mkdir()
     requirements = (source_root / "service" / "requirements.txt").read_text()
-    digest = digest_text(requirements, "3.11", "manylinux2014_x86_64", "manylinux_2_28_x86_64")
+    digest = digest_text(requirements, "3.11.2", "manylinux2014_x86_64", "manylinux_2_28_x86_64")
     (build_dir / f"wheelhouse-{digest}.tar").write_bytes(b"")  # already built: no download
     run = run_program({**BASE_CONFIG, "packageSource": "wheelhouse"}, build_dir, source_root)
     copy = run.registered["orchestrator-wheelhouse-copy"]
