@@ -149,7 +149,8 @@ def test_original_manual_checks(deployment: Deployment) -> None:
         time.sleep(1)
         added = deployment.lab.check(
             REDIS_HOST,
-            f"{auth} XADD shield:events '*' type test.event job_id manual data '{{\"msg\":\"hi\"}}'",
+            f"{auth} XADD shield:events '*' type test.event job_id manual"
+            " data '{\"msg\":\"hi\"}'",
         ).strip()
         assert curl.stdout is not None
         lines = []
