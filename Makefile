@@ -6,6 +6,8 @@ STACK ?= lab
 export PULUMI_SKIP_UPDATE_CHECK := true
 export PULUMI_BACKEND_URL ?= file://$(CURDIR)/.pulumi-state
 
+PY_PATHS := service infra tests $(wildcard bench)
+
 .PHONY: up test deps venv lint format lab-up lab-down lab-status toolchain bench clean
 
 up: deps venv toolchain lab-up  ## set up everything, deploy to the lab stack, print the outputs
@@ -26,13 +28,13 @@ $(VENV)/.installed: requirements.txt service/requirements.txt
 	touch $@
 
 lint: venv
-	$(VENV)/bin/ruff check service infra tests bench
-	$(VENV)/bin/ruff format --check service infra tests bench
+	$(VENV)/bin/ruff check $(PY_PATHS)
+	$(VENV)/bin/ruff format --check $(PY_PATHS)
 	$(VENV)/bin/mypy
 
 format: venv
-	$(VENV)/bin/ruff format service infra tests bench
-	$(VENV)/bin/ruff check --fix service infra tests bench
+	$(VENV)/bin/ruff format $(PY_PATHS)
+	$(VENV)/bin/ruff check --fix $(PY_PATHS)
 
 toolchain:
 	scripts/pulumi-toolchain check

@@ -19,12 +19,15 @@ from pulumi import automation as auto
 from infra.program import main
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA-e2e-only\n-----END OPENSSH PRIVATE KEY-----\n"
+SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\ne2e-only\n-----END OPENSSH PRIVATE KEY-----\n"
 REDIS_PASSWORD = "e2e-redis-password-4b1d"
 
 
+Project = tuple[Path, dict[str, str], auto.PulumiCommand]
+
+
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str], auto.PulumiCommand]]:
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     bin_dir = os.environ.get("PULUMI_BIN_DIR")
     if not bin_dir or not (Path(bin_dir) / "pulumi").exists():
         pytest.fail("PULUMI_BIN_DIR does not hold a pulumi binary: run `make test`")
@@ -44,7 +47,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, di
     yield root, env, command
 
 
-def stack(project: tuple[Path, dict[str, str], auto.PulumiCommand], name: str, build_dir: Path) -> auto.Stack:
+def stack(project: Project, name: str, build_dir: Path) -> auto.Stack:
     root, env, command = project
     workspace = auto.LocalWorkspace(
         work_dir=str(root), program=lambda: main(build_dir), env_vars=env, pulumi_command=command
@@ -52,11 +55,11 @@ def stack(project: tuple[Path, dict[str, str], auto.PulumiCommand], name: str, b
     return auto.Stack.create_or_select(name, workspace)
 
 
-def test_cli_version_is_the_built_one(project: tuple[Path, dict[str, str], auto.PulumiCommand]) -> None:
+def test_cli_version_is_the_built_one(project: Project) -> None:
     assert str(project[2].version).startswith("3.")
 
 
-def test_secrets_are_encrypted_in_the_stack_config(project, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_secrets_are_encrypted_in_the_stack_config(project: Project, tmp_path: Path) -> None:
     lab = stack(project, "lab", tmp_path / "build")
     lab.set_config("sshPrivateKey", auto.ConfigValue(SSH_KEY, secret=True))
     lab.set_config("redisPassword", auto.ConfigValue(REDIS_PASSWORD, secret=True))
@@ -67,20 +70,23 @@ def test_secrets_are_encrypted_in_the_stack_config(project, tmp_path: Path) -> N
     assert lab.get_config("redisPassword").value == REDIS_PASSWORD
 
 
-def test_preview_fails_naming_a_bad_key(project, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_preview_fails_naming_a_bad_key(project: Project, tmp_path: Path) -> None:
     lab = stack(project, "lab", tmp_path / "build")
     lab.set_config("sshPrivateKey", auto.ConfigValue(SSH_KEY, secret=True))
     lab.set_config("redisPort", auto.ConfigValue("not-a-port"))
     try:
         with pytest.raises(auto.CommandError) as failure:
             lab.preview()
-        assert "shield-orchestrator:redisPort: must be an integer, got 'not-a-port'" in str(failure.value)
+        message = str(failure.value)
+        assert "shield-orchestrator:redisPort: must be an integer, got 'not-a-port'" in message
         assert "Traceback" not in str(failure.value)
     finally:
         lab.remove_config("redisPort")
 
 
-def test_dev_stack_preview_asks_for_the_ssh_key_and_touches_no_host(project, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_dev_preview_asks_for_the_ssh_key_and_touches_no_host(
+    project: Project, tmp_path: Path
+) -> None:
     dev = stack(project, "dev", tmp_path / "build")
     assert dev.get_config("orchestratorHost").value == "192.168.10.8"
     with pytest.raises(auto.CommandError) as failure:

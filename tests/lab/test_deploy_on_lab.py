@@ -150,7 +150,7 @@ def test_original_manual_checks(deployment: Deployment) -> None:
         added = deployment.lab.check(
             REDIS_HOST,
             f"{auth} XADD shield:events '*' type test.event job_id manual"
-            " data '{\"msg\":\"hi\"}'",
+            ' data \'{"msg":"hi"}\'',
         ).strip()
         assert curl.stdout is not None
         lines = []
