@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -180,14 +180,14 @@ class EventHub:
         read_count: int,
         block_ms: int,
         buffer_limit: int,
-        on_read_error: Callable[[Exception], None] | None = None,
+        reader: Redis | None = None,
     ) -> None:
         self._redis = redis
+        self._reader = reader or redis
         self._stream = stream
         self._read_count = read_count
         self._block_ms = block_ms
         self._buffer_limit = buffer_limit
-        self._on_read_error = on_read_error
         self._subscriptions: set[Subscription] = set()
         self._task: asyncio.Task[None] | None = None
         self._cursor: str | None = None
@@ -261,8 +261,6 @@ class EventHub:
                 failures = 0
             except RedisError as error:
                 log.warning("event hub lost Redis: %s", error)
-                if self._on_read_error is not None:
-                    self._on_read_error(error)
                 self._close_all(f"redis unavailable: {error}")
                 delay = RECONNECT_DELAYS_S[min(failures, len(RECONNECT_DELAYS_S) - 1)]
                 failures += 1
@@ -270,8 +268,8 @@ class EventHub:
 
     async def _read_once(self) -> None:
         if self._cursor is None:
-            self._cursor = await last_entry_id(self._redis, self._stream)
-        reply = await self._redis.xread(
+            self._cursor = await last_entry_id(self._reader, self._stream)
+        reply = await self._reader.xread(
             {self._stream: self._cursor}, count=self._read_count, block=self._block_ms
         )
         read = first_stream_entries(reply)

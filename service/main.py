@@ -31,10 +31,14 @@ FANOUT_READ_COUNT = 500
 def build_state(settings: Settings) -> AppState:
     """Wire the Redis client into the publisher, the queue and the fan-out hub."""
     redis = create_redis(settings)
+    # The hub's blocking XREAD gets a connection of its own, so a burst of clients
+    # replaying history can neither starve it nor be starved by it.
+    hub_reader = create_redis(settings, max_connections=1)
     metrics_ = ServiceMetrics()
     hub = EventHub(
         redis,
         settings.stream_events,
+        reader=hub_reader,
         read_count=max(FANOUT_READ_COUNT, settings.batch_size),
         block_ms=settings.block_ms,
         buffer_limit=settings.client_buffer_events,
@@ -42,6 +46,7 @@ def build_state(settings: Settings) -> AppState:
     return AppState(
         settings=settings,
         redis=redis,
+        hub_reader=hub_reader,
         hub=hub,
         publisher=EventPublisher(redis, settings.stream_events, settings.stream_maxlen),
         queue=TaskQueue(redis, settings),
@@ -67,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await state.hub.stop()
+            await state.hub_reader.aclose()
             await state.redis.aclose()
 
     app = FastAPI(title="Shield orchestrator", version="1.0.0", lifespan=lifespan)

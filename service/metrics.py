@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 from prometheus_client import (
@@ -9,6 +10,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 
@@ -49,6 +51,12 @@ class ServiceMetrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=self.registry,
         )
+        # Leaks show up here first: tasks and memory that do not return after clients leave.
+        ProcessCollector(registry=self.registry)
+        self.asyncio_tasks = Gauge(
+            "shield_asyncio_tasks", "asyncio tasks alive in this process", registry=self.registry
+        )
+        self.asyncio_tasks.set_function(_running_task_count)
         for transport in ("sse", "ws"):
             self.events_delivered.labels(transport)
             self.connected_clients.labels(transport)
@@ -61,3 +69,10 @@ class ServiceMetrics:
     def render(self) -> bytes:
         """Prometheus text exposition."""
         return generate_latest(self.registry)
+
+
+def _running_task_count() -> float:
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:
+        return 0.0

@@ -18,6 +18,7 @@ from service.queue import TaskQueue
 class AppState:
     settings: Settings
     redis: Redis
+    hub_reader: Redis
     hub: EventHub
     publisher: EventPublisher
     queue: TaskQueue

@@ -42,3 +42,18 @@ def stop(
     if process.poll() is None:
         process.send_signal(signum)
     return process.wait(timeout=timeout_s)
+
+
+def start_api(env: Mapping[str, str], port: int) -> subprocess.Popen[str]:
+    """uvicorn service.main:app on 127.0.0.1:port, as the unit file starts it."""
+    return subprocess.Popen(
+        [
+            sys.executable, "-m", "uvicorn", "service.main:app",
+            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+        ],
+        cwd=REPO_ROOT,
+        env=dict(env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip

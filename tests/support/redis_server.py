@@ -45,7 +45,7 @@ class RedisServer:
                 "--dir", str(self.workdir),
                 "--save", "",
                 "--appendonly", "yes" if self.appendonly else "no",
-                "--appendfsync", "always",
+                "--appendfsync", "everysec",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

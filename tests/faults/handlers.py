@@ -1,0 +1,23 @@
+"""Handlers for the fault tests: count every completion, die on poison."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Mapping
+from typing import Any
+
+import redis
+
+COMPLETIONS_KEY = "faults:completions"
+_client: redis.Redis | None = None
+
+
+def count_or_die(task: Mapping[str, Any]) -> None:
+    """Count a completion per chunk id; a poison task kills the worker outright."""
+    global _client
+    if task["content"] == "poison":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if _client is None:
+        _client = redis.Redis.from_url(os.environ["SHIELD_REDIS_URL"])
+    _client.hincrby(COMPLETIONS_KEY, task["chunk_id"], 1)

@@ -1,0 +1,105 @@
+"""1,000 SSE clients connect and leave: asyncio tasks and RSS of the API return to baseline."""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import redis
+
+from tests.support.live_server import wait_for
+from tests.support.processes import service_env, start_api, stop
+from tests.support.redis_server import RedisServer, free_port
+
+CLIENTS = 1_000
+WAVE = 250
+RSS_SLACK_BYTES = 24 * 1024 * 1024
+
+
+@pytest.fixture
+def api_process(redis_server: RedisServer, redis_client: redis.Redis) -> Iterator[str]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
+    port = free_port()
+    process = start_api(service_env(redis_server.url, block_ms=1000), port)
+    base_url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"{base_url}/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(answers, timeout_s=20)
+    try:
+        yield base_url
+    finally:
+        stop(process)
+
+
+def _gauges(base_url: str) -> dict[str, float]:
+    wanted = {
+        "shield_asyncio_tasks": "tasks",
+        "process_resident_memory_bytes": "rss",
+        'shield_connected_clients{transport="sse"}': "sse",
+    }
+    found = {}
+    for line in httpx.get(f"{base_url}/metrics", timeout=10).text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name in wanted:
+            found[wanted[name]] = float(value)
+    return found
+
+
+async def _visit(client: httpx.AsyncClient, opened: asyncio.Event) -> None:
+    async with client.stream("GET", "/events/stream", params={"last_id": "$"}) as response:
+        assert response.status_code == 200
+        async for line in response.aiter_lines():
+            if line.startswith("id:"):
+                return
+            opened.set()
+
+
+async def _wave(base_url: str, count: int) -> None:
+    limits = httpx.Limits(max_connections=count + 10)
+    async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as client:
+        opened = asyncio.Event()
+        visits = [asyncio.create_task(_visit(client, opened)) for _ in range(count)]
+        deadline = time.monotonic() + 30
+        while _gauges(base_url).get("sse", 0) < count:
+            assert time.monotonic() < deadline, f"only {_gauges(base_url)} of {count} connected"
+            await asyncio.sleep(0.1)
+        # One event makes every client read it and leave.
+        reply = await client.post("/events", json={"type": "churn.leave"})
+        assert reply.status_code == 201
+        await asyncio.wait_for(asyncio.gather(*visits), 60)
+
+
+def _settled(base_url: str, baseline: dict[str, float]) -> bool:
+    now = _gauges(base_url)
+    return now["sse"] == 0 and now["tasks"] <= baseline["tasks"]
+
+
+async def test_connection_churn_leaks_nothing(
+    api_process: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await _wave(api_process, 50)
+    await asyncio.to_thread(wait_for, lambda: _gauges(api_process)["sse"] == 0, 20)
+    baseline = _gauges(api_process)
+    started = time.monotonic()
+    for _ in range(CLIENTS // WAVE):
+        await _wave(api_process, WAVE)
+    await asyncio.to_thread(wait_for, lambda: _settled(api_process, baseline), 30)
+    after = _gauges(api_process)
+    with capsys.disabled():
+        print(
+            f"\nconnection churn: {CLIENTS} SSE clients in {time.monotonic() - started:.1f}s;"
+            f" tasks {baseline['tasks']:.0f} -> {after['tasks']:.0f};"
+            f" RSS {baseline['rss'] / 2**20:.1f} -> {after['rss'] / 2**20:.1f} MiB"
+        )
+    assert after["tasks"] <= baseline["tasks"]
+    assert after["rss"] <= baseline["rss"] + RSS_SLACK_BYTES
