@@ -8,7 +8,7 @@ and acking it happen in one MULTI, so a crash in between neither loses nor doubl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,15 +103,25 @@ class TaskQueue:
         )
         return str(entry_id)
 
-    async def read_new(self, consumer: str) -> list[Delivery]:
-        """Tasks never delivered before; blocks up to block_ms."""
-        reply = await self._redis.xreadgroup(
-            self._group,
-            consumer,
-            {self._stream: ">"},
-            count=self._batch_size,
-            block=self._block_ms,
-        )
+    async def read_new(
+        self, consumer: str, before: Callable[[Any], None] | None = None
+    ) -> list[Delivery]:
+        """Tasks never delivered before; blocks up to block_ms.
+
+        `before` may queue commands (acks of the previous batch) that travel in the same
+        round trip, ahead of the read.
+        """
+        async with self._redis.pipeline(transaction=False) as pipeline:
+            if before is not None:
+                before(pipeline)
+            pipeline.xreadgroup(
+                self._group,
+                consumer,
+                {self._stream: ">"},
+                count=self._batch_size,
+                block=self._block_ms,
+            )
+            reply = (await pipeline.execute())[-1]
         return [Delivery(entry_id, fields, 1) for entry_id, fields in first_stream_entries(reply)]
 
     async def reclaim(self, consumer: str) -> list[Delivery]:

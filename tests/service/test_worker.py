@@ -49,6 +49,15 @@ def events_of_type(client: redis.Redis, event_type: str) -> list[dict[str, str]]
     return [fields for _, fields in client.xrange("shield:events") if fields["type"] == event_type]
 
 
+def tasks_in_events(client: redis.Redis, event_type: str) -> list[str]:
+    """Chunk ids named by batch events of a type, in stream order."""
+    return [
+        chunk
+        for fields in events_of_type(client, event_type)
+        for chunk in json.loads(fields["data"])["chunk_ids"]
+    ]
+
+
 def pending_count(client: redis.Redis) -> int:
     return int(client.xpending(QUEUE, GROUP)["pending"])
 
@@ -65,7 +74,7 @@ def test_worker_runs_sync_and_async_handlers_and_acks(
     wait_for(lambda: redis_client.llen(HANDLED_KEY) == 25)
     assert redis_client.lrange(HANDLED_KEY, 0, -1) == chunks
     wait_for(lambda: pending_count(redis_client) == 0)
-    wait_for(lambda: len(events_of_type(redis_client, "ingestion.completed")) == 25)
+    wait_for(lambda: tasks_in_events(redis_client, "ingestion.completed") == chunks)
     assert {fields["job_id"] for fields in events_of_type(redis_client, "ingestion.started")} == {
         "job"
     }
@@ -183,7 +192,7 @@ def test_sigterm_finishes_in_flight_task_and_leaves_the_rest_pending(
     for index in range(3):
         enqueue(redis_client, f"slow{index}", content="1.0")
     workers.append(start_worker(env, consumer="leaving"))
-    wait_for(lambda: len(events_of_type(redis_client, "ingestion.started")) == 3)
+    wait_for(lambda: len(tasks_in_events(redis_client, "ingestion.started")) == 3)
     assert stop(workers[0], signal.SIGTERM) == 0
     assert redis_client.lrange(HANDLED_KEY, 0, -1) == ["slow0"]
     assert pending_count(redis_client) == 2
