@@ -48,7 +48,8 @@ lab-down:
 lab-status:
 	scripts/lab status
 
-bench: deps venv
+bench: deps venv  ## every benchmark side by side; writes bench/results/
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 	$(PY) -m bench
 
 clean:

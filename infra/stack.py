@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+from pulumi_command import remote
 
 from infra.artifacts import REPO_ROOT, build_release, build_wheelhouse
 from infra.components.connection import ssh_connection, warn_if_unpinned
 from infra.components.redis_streams import RedisStreams, RedisStreamsArgs
 from infra.components.service_deployment import ServiceDeployment, ServiceDeploymentArgs
-from infra.config import StackConfig, StackSecrets
+from infra.config import SshTarget, StackConfig, StackSecrets
 
 REQUIREMENTS = Path("service") / "requirements.txt"
 
@@ -38,16 +39,17 @@ def deploy(
         wheelhouse = build_wheelhouse(
             build_dir, requirements, config.packages.python_version, config.packages.platforms
         )
+
+    def connect(target: SshTarget) -> remote.ConnectionArgs:
+        return ssh_connection(
+            target, secrets.ssh_private_key, config.bastion, secrets.bastion_private_key
+        )
+
     streams = RedisStreams(
         "redis",
         RedisStreamsArgs(
             target=config.redis_host,
-            connection=ssh_connection(
-                config.redis_host,
-                secrets.ssh_private_key,
-                config.bastion,
-                secrets.bastion_private_key,
-            ),
+            connection=connect(config.redis_host),
             redis=config.redis,
             password=secrets.redis_password,
             install_os_packages=config.install_os_packages,
@@ -58,12 +60,7 @@ def deploy(
         "orchestrator",
         ServiceDeploymentArgs(
             target=config.orchestrator,
-            connection=ssh_connection(
-                config.orchestrator,
-                secrets.ssh_private_key,
-                config.bastion,
-                secrets.bastion_private_key,
-            ),
+            connection=connect(config.orchestrator),
             service=config.service,
             redis=config.redis,
             packages=config.packages,

@@ -31,6 +31,9 @@ from service.streamids import InvalidStreamId, normalize_resume_point
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/events", tags=["events"])
 
+# How a send fails when the client has just gone: starlette raises RuntimeError for a send
+# after the close, the transport an OSError.
+CLIENT_GONE = (WebSocketDisconnect, RuntimeError, OSError)
 # A stuck client is cut off after this long; its buffer already stopped growing.
 SSE_SEND_TIMEOUT_S = 30.0
 
@@ -189,7 +192,10 @@ async def websocket_events(
             await asyncio.gather(*pending, return_exceptions=True)
             for task in done:
                 failure = task.exception()
-                if failure is not None and not isinstance(failure, WebSocketDisconnect):
+                if isinstance(failure, CLIENT_GONE):
+                    # A send raced the client's departure; nothing was lost but the client.
+                    log.debug("websocket client left: %r", failure)
+                elif failure is not None:
                     log.warning("websocket client ended with %r", failure)
     finally:
         clients.dec()

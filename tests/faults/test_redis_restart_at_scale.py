@@ -9,7 +9,7 @@ import time
 import httpx
 import redis
 
-from tests.support.clients import SseReader
+from tests.support.clients import follow_sse
 from tests.support.redis_server import RedisServer
 
 CLIENTS = 5
@@ -38,40 +38,6 @@ async def _publish(base_url: str, stop_at: int) -> list[str]:
     return acknowledged
 
 
-async def _follow(
-    base_url: str, finished: asyncio.Event, received: list[str], errors: list[str]
-) -> None:
-    last_id = "0"
-    while True:
-        try:
-            async with httpx.AsyncClient(
-                base_url=base_url, timeout=httpx.Timeout(5, read=5)
-            ) as client:
-                async with client.stream(
-                    "GET",
-                    "/events/stream",
-                    params={"types": "fault.tick"},
-                    headers={"Last-Event-ID": last_id},
-                ) as response:
-                    if response.status_code != 200:
-                        errors.append(f"status {response.status_code}")
-                        await asyncio.sleep(0.2)
-                        continue
-                    reader = SseReader(response)
-                    while True:
-                        message = await reader.next(timeout_s=3)
-                        if message.event == "error":
-                            errors.append(message.json()["error"])
-                            break
-                        assert message.id is not None
-                        received.append(message.id)
-                        last_id = message.id
-        except (httpx.HTTPError, EOFError, TimeoutError):
-            if finished.is_set():
-                return
-            await asyncio.sleep(0.2)
-
-
 async def test_redis_restart_with_aof_mid_stream(
     api: str, redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
@@ -79,7 +45,10 @@ async def test_redis_restart_with_aof_mid_stream(
     streams: list[list[str]] = [[] for _ in range(CLIENTS)]
     errors: list[list[str]] = [[] for _ in range(CLIENTS)]
     followers = [
-        asyncio.create_task(_follow(api, finished, streams[i], errors[i])) for i in range(CLIENTS)
+        asyncio.create_task(
+            follow_sse(api, {"types": "fault.tick"}, streams[i], errors[i], finished.is_set)
+        )
+        for i in range(CLIENTS)
     ]
     publisher = asyncio.create_task(_publish(api, EVENTS))
     await asyncio.sleep(1.5)

@@ -19,23 +19,19 @@ import httpx
 import pytest
 import redis
 
+from service import names
 from tests.infra.support import ProgramRun, run_program
 from tests.lab import replay
 from tests.lab.hosts import ORCHESTRATOR, REDIS_HOST, Lab
-from tests.support.clients import SseReader
+from tests.support.clients import follow_sse
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 API_TOKEN = "lab-token-for-tests"
 BASE_URL = f"http://{ORCHESTRATOR}:8000"
 UNITS = ("shield-orchestrator.service", "shield-orchestrator-worker.service")
 GROUPS = {
-    "shield:ingestion_queue": ["lightrag-workers", "metrics-collector"],
-    "shield:events": [
-        "ag-ui-frontend",
-        "power-ui-frontend",
-        "dashboard-frontend",
-        "metrics-collector",
-    ],
+    names.INGESTION_STREAM: list(names.INGESTION_GROUPS),
+    names.EVENTS_STREAM: list(names.EVENT_GROUPS),
 }
 
 
@@ -252,33 +248,11 @@ async def _publish_across(deployment: Deployment, redeploy: object) -> tuple[lis
         done.set()
 
     async def follow() -> None:
-        last_id = start
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (
-            done.is_set() and received and received[-1] == published[-1]
-        ):
-            try:
-                async with httpx.AsyncClient(
-                    base_url=BASE_URL, timeout=httpx.Timeout(10, read=10)
-                ) as client:
-                    async with client.stream(
-                        "GET",
-                        "/events/stream",
-                        params={"types": "redeploy.tick", "access_token": API_TOKEN},
-                        headers={"Last-Event-ID": last_id},
-                    ) as response:
-                        reader = SseReader(response)
-                        while True:
-                            message = await reader.next(timeout_s=10)
-                            if message.event == "error":
-                                break
-                            if message.id:
-                                received.append(message.id)
-                                last_id = message.id
-                            if done.is_set() and received[-1] == published[-1]:
-                                return
-            except (httpx.HTTPError, EOFError, TimeoutError):
-                await asyncio.sleep(0.2)
+        def caught_up() -> bool:
+            return done.is_set() and bool(received) and received[-1] == published[-1]
+
+        params = {"types": "redeploy.tick", "access_token": API_TOKEN}
+        await asyncio.wait_for(follow_sse(BASE_URL, params, received, [], caught_up, start), 120)
 
     async def run_redeploy() -> None:
         await asyncio.sleep(1)

@@ -9,19 +9,15 @@ import pytest
 import redis
 import websockets
 
+from service import names
 from tests.service.conftest import make_settings
 from tests.support.live_server import http, serve
 from tests.support.redis_server import RedisServer
 
 TOKEN = "s3cret-token"
 GROUPS = {
-    "shield:ingestion_queue": ["lightrag-workers", "metrics-collector"],
-    "shield:events": [
-        "ag-ui-frontend",
-        "power-ui-frontend",
-        "dashboard-frontend",
-        "metrics-collector",
-    ],
+    names.INGESTION_STREAM: list(names.INGESTION_GROUPS),
+    names.EVENTS_STREAM: list(names.EVENT_GROUPS),
 }
 
 

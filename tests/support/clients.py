@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,3 +70,37 @@ async def ws_take(
         raw = await asyncio.wait_for(connection.recv(), timeout_s)
         messages.append(json.loads(raw))
     return messages
+
+
+async def follow_sse(
+    base_url: str,
+    params: Mapping[str, str],
+    received: list[str],
+    errors: list[str],
+    finished: Callable[[], bool],
+    last_id: str = "0",
+) -> None:
+    """Follow /events/stream as a browser would: on an error event or a dropped connection,
+    reconnect with Last-Event-ID, until finished() says so. Appends every id received."""
+    while not finished():
+        try:
+            timeout = httpx.Timeout(5, read=5)
+            async with httpx.AsyncClient(base_url=base_url, timeout=timeout) as client:
+                async with client.stream(
+                    "GET", "/events/stream", params=dict(params), headers={"Last-Event-ID": last_id}
+                ) as response:
+                    if response.status_code != 200:
+                        errors.append(f"status {response.status_code}")
+                        await asyncio.sleep(0.2)
+                        continue
+                    reader = SseReader(response)
+                    while not finished():
+                        message = await reader.next(timeout_s=3)
+                        if message.event == "error":
+                            errors.append(message.json()["error"])
+                            break
+                        if message.id is not None:
+                            received.append(message.id)
+                            last_id = message.id
+        except (httpx.HTTPError, EOFError, TimeoutError):
+            await asyncio.sleep(0.2)

@@ -1,0 +1,138 @@
+"""Fan-out: publish at a fixed rate, count what every subscriber receives and how late."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import redis
+
+from service.events import Event
+from tests.support.processes import REPO_ROOT
+
+READ_COMMANDS = ("xread", "xreadgroup", "xack", "xrange", "xrevrange")
+TICK_S = 0.01
+
+
+@dataclass
+class FanoutResult:
+    system: str
+    transport: str
+    subscribers: int
+    rate_per_s: int
+    duration_s: float
+    published: int
+    deliveries: int
+    expected: int
+    completeness: float
+    deliveries_per_s: float
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    errors: int
+    redis_reads: int
+    redis_reads_per_event: float
+    redis_reads_per_delivery: float
+
+    def row(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def percentile(sorted_values: list[int], fraction: float) -> float | None:
+    if not sorted_values:
+        return None
+    index = min(len(sorted_values) - 1, int(fraction * len(sorted_values)))
+    return sorted_values[index] / 1000
+
+
+def publish(client: redis.Redis, rate_per_s: int, duration_s: float) -> int:
+    """XADD events carrying their publish time, in 10 ms ticks, for duration_s."""
+    per_tick = rate_per_s * TICK_S
+    started = time.monotonic()
+    owed = 0.0
+    sent = 0
+    while (elapsed := time.monotonic() - started) < duration_s:
+        owed += per_tick
+        pipeline = client.pipeline(transaction=False)
+        while owed >= 1:
+            event = Event(type="bench.tick", data={"t": time.time_ns() // 1000, "n": sent})
+            pipeline.xadd("shield:events", event.to_fields(), maxlen=100_000, approximate=True)
+            owed -= 1
+            sent += 1
+        pipeline.execute()
+        next_tick = started + (int(elapsed / TICK_S) + 1) * TICK_S
+        time.sleep(max(0.0, next_tick - time.monotonic()))
+    return sent
+
+
+def read_commands(client: redis.Redis) -> int:
+    stats = client.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in READ_COMMANDS)
+
+
+def run_cell(
+    system: str,
+    transport: str,
+    target: str,
+    redis_url: str,
+    subscribers: int,
+    rate_per_s: int,
+    duration_s: float = 5.0,
+    drain_s: float = 2.0,
+) -> FanoutResult:
+    """One measurement: N subscribers in up to two client processes, one publisher."""
+    processes = []
+    shares = [subscribers // 2, subscribers - subscribers // 2] if subscribers > 1 else [1]
+    for share in shares:
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "bench.subscribers", transport, target, str(share)],
+                cwd=REPO_ROOT,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        )
+    for process in processes:
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        if line != "ready":
+            raise RuntimeError(f"{system}/{transport}: subscribers did not connect ({line!r})")
+    client = redis.Redis.from_url(redis_url)
+    client.config_resetstat()
+    published = publish(client, rate_per_s, duration_s)
+    time.sleep(drain_s)
+    reads = read_commands(client)
+    client.close()
+    deliveries, errors, latencies = 0, 0, []
+    for process in processes:
+        output, _ = process.communicate("", timeout=120)
+        report = json.loads(output.strip().splitlines()[-1])
+        deliveries += report["deliveries"]
+        errors += report["errors"]
+        latencies.extend(report["latencies_us"])
+    latencies.sort()
+    expected = published * subscribers
+    return FanoutResult(
+        system=system,
+        transport=transport,
+        subscribers=subscribers,
+        rate_per_s=rate_per_s,
+        duration_s=duration_s,
+        published=published,
+        deliveries=deliveries,
+        expected=expected,
+        completeness=round(deliveries / expected, 4) if expected else 0.0,
+        # Over the publishing window: the rate sustained while events kept arriving.
+        deliveries_per_s=round(deliveries / duration_s, 1),
+        p50_ms=percentile(latencies, 0.50),
+        p95_ms=percentile(latencies, 0.95),
+        p99_ms=percentile(latencies, 0.99),
+        errors=errors,
+        redis_reads=reads,
+        redis_reads_per_event=round(reads / published, 3) if published else 0.0,
+        redis_reads_per_delivery=round(reads / deliveries, 4) if deliveries else 0.0,
+    )

@@ -1,0 +1,1 @@
+"""Baselines and peers rebuilt for the benchmarks; none of this is shipped."""
