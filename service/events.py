@@ -24,16 +24,6 @@ from typing import Any
 EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+$"
 _EVENT_TYPE = re.compile(EVENT_TYPE_PATTERN)
 UNTYPED_EVENT = "message"
-TASK_FIELDS = (
-    "job_id",
-    "chunk_id",
-    "content",
-    "source_uri",
-    "source_type",
-    "metadata",
-    "retry_count",
-    "timestamp",
-)
 _REQUIRED_TASK_FIELDS = ("job_id", "chunk_id", "content")
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from pulumi import automation as auto
 
 from infra.program import main
@@ -88,7 +89,11 @@ def test_dev_preview_asks_for_the_ssh_key_and_touches_no_host(
     project: Project, tmp_path: Path
 ) -> None:
     dev = stack(project, "dev", tmp_path / "build")
-    assert dev.get_config("orchestratorHost").value == "192.168.10.8"
+    committed = yaml.safe_load((REPO_ROOT / "Pulumi.dev.yaml").read_text())["config"]
+    assert (
+        dev.get_config("orchestratorHost").value
+        == committed["shield-orchestrator:orchestratorHost"]
+    )
     with pytest.raises(auto.CommandError) as failure:
         dev.preview()
     assert "shield-orchestrator:sshPrivateKey: is required" in str(failure.value)
