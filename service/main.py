@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from redis.exceptions import RedisError
 
 from service.api import events, health, metrics, tasks
-from service.api.auth import BearerAuth
+from service.api.auth import BearerAuth, redact_access_log
 from service.api.errors import install_error_handlers
 from service.api.limits import BodySizeLimit
 from service.api.state import AppState
@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_event_bytes)
     if settings.api_token is not None:
         app.add_middleware(BearerAuth, token=settings.api_token.get_secret_value())
+        redact_access_log()
     return app
 
 

@@ -8,6 +8,8 @@ browsers cannot set headers on EventSource or WebSocket.
 from __future__ import annotations
 
 import hmac
+import logging
+import re
 from urllib.parse import parse_qs
 
 from starlette.responses import JSONResponse
@@ -70,3 +72,27 @@ async def deny_websocket(scope: Scope, receive: Receive, send: Send, denial: JSO
         await denial(scope, receive, send)
     else:
         await send({"type": "websocket.close", "code": 1008})
+
+
+_QUERY_TOKEN = re.compile(r"(access_token=)[^&\s]*")
+
+
+class RedactQueryToken(logging.Filter):
+    """Masks ?access_token= in uvicorn's access log lines, which log the full query string."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _QUERY_TOKEN.sub(r"\1***", arg) if isinstance(arg, str) else arg
+                for arg in record.args
+            )
+        elif isinstance(record.msg, str):
+            record.msg = _QUERY_TOKEN.sub(r"\1***", record.msg)
+        return True
+
+
+def redact_access_log() -> None:
+    """Install the filter once on uvicorn's access logger."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(existing, RedactQueryToken) for existing in access.filters):
+        access.addFilter(RedactQueryToken())

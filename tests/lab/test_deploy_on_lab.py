@@ -179,6 +179,9 @@ def test_original_manual_checks(deployment: Deployment) -> None:
             client.get("/events/stats", headers={"Authorization": "Bearer wrong"}).status_code
             == 401
         )
+    journal = deployment.on_orchestrator(f"journalctl --no-pager -u {UNITS[0]}")
+    assert "access_token=***" in journal
+    assert API_TOKEN not in journal
 
 
 def test_worker_on_the_host_processes_a_task(deployment: Deployment) -> None:

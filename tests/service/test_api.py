@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import httpx
@@ -212,3 +213,18 @@ async def test_sse_and_ws_accept_access_token_query(secured: str) -> None:
         async with websockets.connect(f"{ws_base}/events/ws?access_token=nope"):
             pass
     assert refused.value.response.status_code == 401
+
+
+def test_access_log_never_shows_the_query_token(
+    secured: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    access = logging.getLogger("uvicorn.access")
+    record = logging.LogRecord(
+        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5", "GET", f"/events/stream?last_id=$&access_token={TOKEN}&x=1", "1.1", 200),
+        None,
+    )  # fmt: skip
+    for log_filter in access.filters:
+        log_filter.filter(record)
+    assert TOKEN not in record.getMessage()
+    assert "access_token=***&x=1" in record.getMessage()
