@@ -33,8 +33,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     if not bin_dir or not (Path(bin_dir) / "pulumi").exists():
         pytest.fail("PULUMI_BIN_DIR does not hold a pulumi binary: run `make test`")
     root = tmp_path_factory.mktemp("pulumi-project")
-    for name in ("Pulumi.yaml", "Pulumi.lab.yaml", "Pulumi.dev.yaml"):
+    for name in ("Pulumi.yaml", "Pulumi.dev.yaml"):
         shutil.copy(REPO_ROOT / name, root / name)
+    shutil.copy(REPO_ROOT / "infra" / "stacks" / "lab.yaml", root / "Pulumi.lab.yaml")
     # The CLI checks that the project's main directory exists; the program itself runs inline.
     (root / "infra").symlink_to(REPO_ROOT / "infra")
     state = root / ".state"
