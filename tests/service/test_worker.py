@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -183,6 +184,8 @@ def test_malformed_entries_go_to_dead_letters_without_crashing(
     assert reasons[1].startswith("malformed: metadata is not valid JSON")
     assert workers[0].poll() is None
     wait_for(lambda: pending_count(redis_client) == 0)
+    [started] = events_of_type(redis_client, "worker.started")
+    assert json.loads(started["data"])["consumer"] == f"{socket.gethostname()}-{workers[0].pid}"
 
 
 def test_sigterm_finishes_in_flight_task_and_leaves_the_rest_pending(
