@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pulumi
 from pulumi_command import remote
 
 from infra.artifacts import REPO_ROOT, build_release, build_wheelhouse
@@ -31,8 +30,8 @@ def deploy(
     requirements = source_root / REQUIREMENTS
     warn_if_unpinned("orchestrator", config.orchestrator)
     warn_if_unpinned("redis", config.redis_host)
-    if config.bastion is not None and config.bastion.host_key is None:
-        pulumi.log.warn(f"bastion {config.bastion.host}: its SSH host key is not pinned")
+    if config.bastion is not None:
+        warn_if_unpinned("bastion", config.bastion)
     release = build_release(build_dir, source_root)
     wheelhouse = None
     if config.packages.source == "wheelhouse":

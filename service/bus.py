@@ -138,12 +138,19 @@ class Subscription:
         self._wakeup.set()
 
     async def batches(self) -> AsyncIterator[list[EncodedEvent]]:
-        """Every event after the cursor that passes the filter, in order, batch by batch."""
-        async for batch in self._hub.replay(self):
-            yield batch
-        self._hub.join(self)
-        async for batch in self._hub.replay(self):
-            yield batch
+        """Every event after the cursor that passes the filter, in order, batch by batch.
+
+        Ends with SubscriptionClosed, whether the hub dropped it or a replay lost Redis, so
+        a transport has one way to tell its client where to resume.
+        """
+        try:
+            async for batch in self._hub.replay(self):
+                yield batch
+            self._hub.join(self)
+            async for batch in self._hub.replay(self):
+                yield batch
+        except RedisError as error:
+            raise SubscriptionClosed(f"redis unavailable: {error}") from error
         while True:
             if self._buffer:
                 batch = self._drain()
@@ -192,10 +199,6 @@ class EventHub:
         self._task: asyncio.Task[None] | None = None
         self._cursor: str | None = None
 
-    @property
-    def subscriber_count(self) -> int:
-        return len(self._subscriptions)
-
     async def start(self) -> None:
         """Start the reader task."""
         self._task = asyncio.create_task(self._read_forever(), name="event-hub-reader")
@@ -220,10 +223,9 @@ class EventHub:
 
     @asynccontextmanager
     async def subscribe(
-        self, resume_point: str, event_filter: EventFilter
+        self, cursor: str, event_filter: EventFilter
     ) -> AsyncIterator[Subscription]:
-        """A subscription for the lifetime of one client connection."""
-        cursor = await self.resolve_start(resume_point)
+        """A subscription for one client connection, after a cursor from resolve_start."""
         subscription = Subscription(self, cursor, event_filter, self._buffer_limit)
         try:
             yield subscription

@@ -73,11 +73,11 @@ class TaskProcessor:
         try:
             task = decode_task(delivery.entry_id, delivery.fields)
         except MalformedTask as error:
-            await self._dead_letter(delivery, f"malformed: {error}", 0, delivery.fields)
+            await self._dead_letter(delivery, f"malformed: {error}", 0)
             return None
         if delivery.deliveries > self._retry_attempts:
             reason = f"poison: delivered {delivery.deliveries} times without an ack"
-            await self._dead_letter(delivery, reason, delivery.deliveries - 1, delivery.fields)
+            await self._dead_letter(delivery, reason, delivery.deliveries - 1)
             return None
         return task
 
@@ -115,7 +115,7 @@ class TaskProcessor:
             error,
         )
         if attempt >= self._retry_attempts:
-            await self._dead_letter(delivery, error, attempt, delivery.fields, task)
+            await self._dead_letter(delivery, error, attempt, task)
             return
         failed = _task_event("ingestion.failed", task, error=error, attempt=attempt, retrying=True)
         async with self._redis.pipeline(transaction=True) as transaction:
@@ -128,7 +128,6 @@ class TaskProcessor:
         delivery: Delivery,
         reason: str,
         attempts: int,
-        fields: Mapping[str, str],
         task: Task | None = None,
     ) -> None:
         log.error(
@@ -137,7 +136,7 @@ class TaskProcessor:
             attempts,
             reason,
         )
-        job_id = task.job_id if task else fields.get("job_id", "")
+        job_id = task.job_id if task else delivery.fields.get("job_id", "")
         data = {"message_id": delivery.entry_id, "error": reason, "attempts": attempts}
         async with self._redis.pipeline(transaction=True) as transaction:
             self._queue.dead_letter_in(transaction, delivery, reason, attempts)

@@ -53,27 +53,28 @@ class Worker:
         self._processor = TaskProcessor(
             self._redis, self._queue, self._publisher, handler, settings.retry_attempts
         )
-        self._stopping = asyncio.Event()
+        # stop() may run in a signal handler while a sync task handler blocks the loop: the
+        # flag is seen between tasks, the event wakes the sleeps once the loop runs again.
         self._stop_requested = False
+        self._stopping = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         # Tasks handled but not acked yet: their ack rides with the next read.
         self._finished: list[Task] = []
         self._reclaim_interval_s = min(settings.claim_idle_ms / 2000, MAX_RECLAIM_INTERVAL_S)
         self._next_reclaim = 0.0
 
-    def request_stop(self) -> None:
-        """Note a stop request; safe to call from a signal handler while the loop is blocked."""
-        self._stop_requested = True
-
     def stop(self) -> None:
-        """Ask the worker to finish the task in hand and exit."""
+        """Ask the worker to finish the task in hand and exit; safe from a signal handler."""
         self._stop_requested = True
-        self._stopping.set()
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
 
     def _should_stop(self) -> bool:
         return self._stop_requested
 
     async def run(self) -> None:
         """Work until stop() is called."""
+        self._loop = asyncio.get_running_loop()
         await self._start()
         try:
             while not self._stop_requested:
@@ -90,7 +91,7 @@ class Worker:
             await self._finish()
 
     async def _start(self) -> None:
-        while not self._stopping.is_set():
+        while not self._stop_requested:
             try:
                 await ensure_group(
                     self._redis,
@@ -166,11 +167,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def serve(worker: Worker) -> None:
     """Run a worker with SIGTERM and SIGINT wired to a graceful stop."""
-    loop = asyncio.get_running_loop()
 
     def request_stop(signum: int, frame: object) -> None:
-        loop.call_soon_threadsafe(worker.stop)
-        worker.request_stop()
+        worker.stop()
 
     # A plain signal handler rather than loop.add_signal_handler: a sync task handler blocks
     # the loop, and the stop request must be seen before the next task of the batch starts.

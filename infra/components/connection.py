@@ -36,7 +36,7 @@ def ssh_connection(
     )
 
 
-def warn_if_unpinned(role: str, target: SshTarget) -> None:
+def warn_if_unpinned(role: str, target: SshTarget | Bastion) -> None:
     """Preview says so when a host's key is not pinned."""
     if target.host_key is None:
         pulumi.log.warn(

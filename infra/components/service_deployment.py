@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -59,13 +60,20 @@ class ServiceDeployment(pulumi.ComponentResource):
             ),
             opts=after(),
         )
-        release_path = f"{service.install_dir}/releases/{args.release.digest}.tar.gz"
-        self.release_copy = remote.CopyToRemote(
-            f"{name}-release-copy",
-            connection=args.connection,
-            source=pulumi.FileAsset(str(args.release.tarball)),
-            remote_path=release_path,
-            opts=after(self.preflight),
+
+        def copy(suffix: str, tarball: Path, remote_path: str) -> remote.CopyToRemote:
+            return remote.CopyToRemote(
+                f"{name}-{suffix}",
+                connection=args.connection,
+                source=pulumi.FileAsset(str(tarball)),
+                remote_path=remote_path,
+                opts=after(self.preflight),
+            )
+
+        self.release_copy = copy(
+            "release-copy",
+            args.release.tarball,
+            f"{service.install_dir}/releases/{args.release.digest}.tar.gz",
         )
         self.release = remote.Command(
             f"{name}-release",
@@ -77,13 +85,7 @@ class ServiceDeployment(pulumi.ComponentResource):
         wheelhouse_path = None
         if args.wheelhouse is not None:
             wheelhouse_path = f"{service.install_dir}/wheelhouse/{args.wheelhouse.digest}.tar"
-            self.wheelhouse_copy = remote.CopyToRemote(
-                f"{name}-wheelhouse-copy",
-                connection=args.connection,
-                source=pulumi.FileAsset(str(args.wheelhouse.tarball)),
-                remote_path=wheelhouse_path,
-                opts=after(self.preflight),
-            )
+            self.wheelhouse_copy = copy("wheelhouse-copy", args.wheelhouse.tarball, wheelhouse_path)
             venv_dependencies.append(self.wheelhouse_copy)
         requirements_digest = digest_text(args.requirements, wheelhouse_path or "index")
         self.venv = remote.Command(

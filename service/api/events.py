@@ -79,18 +79,20 @@ async def stream_stats(state: State) -> dict[str, Any]:
     return fold_stats(infos, await state.queue.dead_letter_count(), utc_now_iso())
 
 
-async def _sse_frames(state: AppState, subscription: Subscription) -> AsyncIterator[bytes]:
+async def _sse_frames(
+    state: AppState, cursor: str, event_filter: EventFilter
+) -> AsyncIterator[bytes]:
     delivered = state.metrics.events_delivered.labels("sse")
     clients = state.metrics.connected_clients.labels("sse")
     clients.inc()
     try:
-        async for batch in subscription.batches():
-            delivered.inc(len(batch))
-            yield b"".join(event.sse for event in batch)
-    except SubscriptionClosed as closed:
-        yield encode_sse_error(str(closed), subscription.cursor)
-    except RedisError as error:
-        yield encode_sse_error(f"redis unavailable: {error}", subscription.cursor)
+        async with state.hub.subscribe(cursor, event_filter) as subscription:
+            try:
+                async for batch in subscription.batches():
+                    delivered.inc(len(batch))
+                    yield b"".join(event.sse for event in batch)
+            except SubscriptionClosed as closed:
+                yield encode_sse_error(str(closed), subscription.cursor)
     finally:
         clients.dec()
 
@@ -115,13 +117,8 @@ async def stream_events(
         state, last_event_id if last_event_id is not None else last_id, types, job_id
     )
 
-    async def frames() -> AsyncIterator[bytes]:
-        async with state.hub.subscribe(cursor, event_filter) as subscription:
-            async for frame in _sse_frames(state, subscription):
-                yield frame
-
     return EventSourceResponse(
-        frames(),
+        _sse_frames(state, cursor, event_filter),
         ping=state.settings.sse_ping_s,
         sep="\n",
         send_timeout=SSE_SEND_TIMEOUT_S,
@@ -140,10 +137,6 @@ async def _ws_send_events(
             delivered.inc(len(batch))
     except SubscriptionClosed as closed:
         await websocket.send_text(encode_ws_error(str(closed), subscription.cursor))
-    except RedisError as error:
-        await websocket.send_text(
-            encode_ws_error(f"redis unavailable: {error}", subscription.cursor)
-        )
     await websocket.close(code=1011)
 
 

@@ -204,3 +204,15 @@ def test_destroy_keeps_streams_unless_asked(tmp_path: Path, source_root: Path) -
     assert "rcli DEL shield:ingestion_queue shield:events shield:ingestion_queue:dlq" in script(
         dropped, "redis-groups", "delete"
     )
+
+
+def test_preview_warns_about_each_unpinned_host_key(
+    tmp_path: Path, source_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyForTests"
+    run_program({**BASE_CONFIG, "orchestratorHostKey": key}, tmp_path / "build", source_root)
+    warnings = [
+        record.getMessage() for record in caplog.records if "not pinned" in record.getMessage()
+    ]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("redis host 127.0.10.48: its SSH host key is not pinned")

@@ -217,31 +217,29 @@ def test_sigterm_finishes_in_flight_task_and_leaves_the_rest_pending(
 def test_bad_setting_stops_the_worker_with_one_line(
     worker_env: dict[str, str], setting: str, value: str, named: str
 ) -> None:
-    env = dict(worker_env, **{f"SHIELD_{setting}": value})
-    result = subprocess.run(
-        [sys.executable, "-m", "service.worker"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = _start_with(["-m", "service.worker"], dict(worker_env, **{f"SHIELD_{setting}": value}))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and named in lines[0], result.stderr
 
 
 def test_bad_setting_stops_the_api_with_one_line(worker_env: dict[str, str]) -> None:
-    env = dict(worker_env, SHIELD_MAX_EVENT_BYTES="0")
-    result = subprocess.run(
-        [sys.executable, "-c", "import service.main"],
+    result = _start_with(
+        ["-c", "import service.main"], dict(worker_env, SHIELD_MAX_EVENT_BYTES="0")
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "config error: SHIELD_MAX_EVENT_BYTES: Input should be greater than 0"
+    ]
+
+
+def _start_with(arguments: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Start a service process the way systemd would and wait for it to exit."""
+    return subprocess.run(
+        [sys.executable, *arguments],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=30,
     )
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [
-        "config error: SHIELD_MAX_EVENT_BYTES: Input should be greater than 0"
-    ]
