@@ -2,13 +2,10 @@
 
 Choices kept from the original design:
 - event entries hold event_id, type, timestamp, job_id, data (JSON) and metadata (JSON);
-- task entries hold job_id, chunk_id, content, source_uri, source_type, metadata (JSON),
-  retry_count and timestamp;
 - the SSE data line is ``{"event_id", "job_id", "timestamp", ...data}``.
 
 Decoding an event is lenient, because anything (redis-cli, another service) may XADD to the
-events stream and the fan-out must keep going; decoding a task is strict, because a task that
-cannot be understood belongs in the dead-letter stream with its reason.
+events stream and the fan-out must keep going. Task entries are service.tasks'.
 """
 
 from __future__ import annotations
@@ -24,7 +21,6 @@ from typing import Any
 EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+$"
 _EVENT_TYPE = re.compile(EVENT_TYPE_PATTERN)
 UNTYPED_EVENT = "message"
-_REQUIRED_TASK_FIELDS = ("job_id", "chunk_id", "content")
 
 
 def utc_now_iso() -> str:
@@ -147,90 +143,3 @@ def encode_sse_error(message: str, resume_id: str) -> bytes:
 def encode_ws_error(message: str, resume_id: str) -> str:
     """The WebSocket counterpart of encode_sse_error."""
     return json.dumps({"type": "error", "error": message, "resume_from": resume_id})
-
-
-class MalformedTask(ValueError):
-    """A task entry lacks a required field or holds invalid JSON."""
-
-
-@dataclass(frozen=True, slots=True)
-class Task:
-    """One task as read from the ingestion stream."""
-
-    message_id: str
-    job_id: str
-    chunk_id: str
-    content: str
-    source_uri: str
-    source_type: str
-    metadata: Mapping[str, Any]
-    retry_count: int
-    timestamp: str
-
-    def as_handler_payload(self) -> dict[str, Any]:
-        """The mapping a task handler is called with."""
-        return {
-            "message_id": self.message_id,
-            "job_id": self.job_id,
-            "chunk_id": self.chunk_id,
-            "content": self.content,
-            "source_uri": self.source_uri,
-            "source_type": self.source_type,
-            "metadata": dict(self.metadata),
-            "retry_count": self.retry_count,
-            "timestamp": self.timestamp,
-        }
-
-
-def task_fields(
-    *,
-    job_id: str,
-    chunk_id: str,
-    content: str,
-    source_uri: str = "",
-    source_type: str = "",
-    metadata: Mapping[str, Any] | None = None,
-    retry_count: int = 0,
-    timestamp: str | None = None,
-) -> dict[str, str]:
-    """Stream-entry fields of a new task."""
-    return {
-        "job_id": job_id,
-        "chunk_id": chunk_id,
-        "content": content,
-        "source_uri": source_uri,
-        "source_type": source_type,
-        "metadata": json.dumps(metadata or {}, separators=(",", ":")),
-        "retry_count": str(retry_count),
-        "timestamp": timestamp or utc_now_iso(),
-    }
-
-
-def decode_task(message_id: str, fields: Mapping[str, str]) -> Task:
-    """Decode a task entry, raising MalformedTask with the reason."""
-    missing = [name for name in _REQUIRED_TASK_FIELDS if not fields.get(name)]
-    if missing:
-        raise MalformedTask(f"missing field(s): {', '.join(missing)}")
-    try:
-        metadata = json.loads(fields.get("metadata") or "{}")
-    except ValueError as error:
-        raise MalformedTask(f"metadata is not valid JSON: {error}") from None
-    if not isinstance(metadata, dict):
-        raise MalformedTask("metadata is not a JSON object")
-    try:
-        retry_count = int(fields.get("retry_count") or 0)
-    except ValueError:
-        raise MalformedTask("retry_count is not an integer") from None
-    if retry_count < 0:
-        raise MalformedTask("retry_count is negative")
-    return Task(
-        message_id=message_id,
-        job_id=fields["job_id"],
-        chunk_id=fields["chunk_id"],
-        content=fields["content"],
-        source_uri=fields.get("source_uri", ""),
-        source_type=fields.get("source_type", ""),
-        metadata=metadata,
-        retry_count=retry_count,
-        timestamp=fields.get("timestamp", ""),
-    )

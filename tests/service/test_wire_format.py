@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 
 from service.events import (
     EncodedEvent,
     Event,
-    MalformedTask,
-    decode_task,
     encode_for_clients,
     encode_sse,
     encode_sse_error,
     encode_ws,
     is_event_type,
-    task_fields,
 )
 from service.filters import EventFilter
 from service.streamids import InvalidStreamId, is_after, normalize_resume_point
@@ -106,38 +102,6 @@ def test_error_frame_names_resume_point() -> None:
     assert encode_sse_error("too slow", "9-9") == (
         b'event: error\ndata: {"error":"too slow","resume_from":"9-9"}\n\n'
     )
-
-
-def test_task_fields_decode_to_handler_payload() -> None:
-    fields = task_fields(job_id="j", chunk_id="c", content="text", metadata={"k": 1}, timestamp="t")
-    assert fields == {
-        "job_id": "j",
-        "chunk_id": "c",
-        "content": "text",
-        "source_uri": "",
-        "source_type": "",
-        "metadata": '{"k":1}',
-        "retry_count": "0",
-        "timestamp": "t",
-    }
-    payload = decode_task("3-0", fields).as_handler_payload()
-    assert payload["message_id"] == "3-0"
-    assert payload["metadata"] == {"k": 1}
-    assert payload["retry_count"] == 0
-
-
-@pytest.mark.parametrize(
-    ("fields", "reason"),
-    [
-        ({"chunk_id": "c", "content": "x"}, "missing field(s): job_id"),
-        ({"job_id": "j", "chunk_id": "c", "content": "x", "metadata": "{"}, "not valid JSON"),
-        ({"job_id": "j", "chunk_id": "c", "content": "x", "metadata": "[]"}, "not a JSON object"),
-        ({"job_id": "j", "chunk_id": "c", "content": "x", "retry_count": "x"}, "not an integer"),
-    ],
-)
-def test_malformed_tasks_name_their_reason(fields: dict[str, str], reason: str) -> None:
-    with pytest.raises(MalformedTask, match=re.escape(reason)):
-        decode_task("1-0", fields)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,92 @@
+"""The task entry's wire format, defined once: encode for XADD, decode strictly, or refuse.
+
+A task entry holds the fields of ``Task`` (the original design's job_id, chunk_id, content,
+source_uri, source_type, metadata as JSON, retry_count and timestamp). Decoding is strict,
+because a task that cannot be understood belongs in the dead-letter stream with its reason,
+and it never raises anything but MalformedTask: anyone with redis-cli can write to the stream.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from service.events import utc_now_iso
+from service.rawtext import is_utf8
+
+_REQUIRED = ("job_id", "chunk_id", "content")
+
+
+class MalformedTask(ValueError):
+    """A task entry that no handler can be given: the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One task; every field but message_id is a field of its stream entry."""
+
+    job_id: str
+    chunk_id: str
+    content: str
+    source_uri: str = ""
+    source_type: str = ""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    retry_count: int = 0
+    timestamp: str = field(default_factory=utc_now_iso)
+    message_id: str = field(default="", compare=False)
+
+    def to_fields(self) -> dict[str, str]:
+        """Stream-entry fields for XADD."""
+        encoded: dict[str, str] = {}
+        for name in ENTRY_FIELDS:
+            value = getattr(self, name)
+            if name == "metadata":
+                value = json.dumps(dict(value), separators=(",", ":"))
+            encoded[name] = str(value)
+        return encoded
+
+    def retried(self, retry_count: int) -> Task:
+        """The same task with a new retry count, to be added again."""
+        return replace(self, retry_count=retry_count)
+
+    def as_handler_payload(self) -> dict[str, Any]:
+        """The mapping a task handler is called with: every field plus message_id."""
+        payload = {name: getattr(self, name) for name in ENTRY_FIELDS}
+        payload["metadata"] = dict(self.metadata)
+        payload["message_id"] = self.message_id
+        return payload
+
+
+ENTRY_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Task) if f.name != "message_id")
+
+
+def task_fields(**values: Any) -> dict[str, str]:
+    """Stream-entry fields of a new task, from Task's keyword arguments."""
+    return Task(**values).to_fields()
+
+
+def decode_task(message_id: str, entry: Mapping[str, str]) -> Task:
+    """Decode a task entry, raising MalformedTask with the reason."""
+    undecodable = [name for name, value in entry.items() if not (is_utf8(name) and is_utf8(value))]
+    if undecodable:
+        raise MalformedTask(f"{len(undecodable)} field(s) are not UTF-8")
+    missing = [name for name in _REQUIRED if not entry.get(name)]
+    if missing:
+        raise MalformedTask(f"missing field(s): {', '.join(missing)}")
+    try:
+        metadata = json.loads(entry.get("metadata") or "{}")
+    except (ValueError, RecursionError) as error:
+        raise MalformedTask(f"metadata is not valid JSON: {error}") from None
+    if not isinstance(metadata, dict):
+        raise MalformedTask("metadata is not a JSON object")
+    try:
+        retry_count = int(entry.get("retry_count") or 0)
+    except ValueError:
+        raise MalformedTask("retry_count is not an integer") from None
+    if retry_count < 0:
+        raise MalformedTask("retry_count is negative")
+    values: dict[str, Any] = {name: entry.get(name, "") for name in ENTRY_FIELDS}
+    values.update(metadata=metadata, retry_count=retry_count, message_id=message_id)
+    return Task(**values)
