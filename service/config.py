@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     block_ms: PositiveInt = 5000
     retry_attempts: PositiveInt = 3
     claim_idle_ms: PositiveInt = 60000
+    lease_max_ms: PositiveInt = 3_600_000
     task_handler: str = ""
     api_token: SecretStr | None = None
     max_event_bytes: PositiveInt = 65536

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from service.config import Settings
 
@@ -41,3 +41,8 @@ def worker_group_start(settings: Settings, group: str) -> str:
     not skipped; the others start at new entries, as the original design created them.
     """
     return "0" if group == settings.worker_group else "$"
+
+
+def is_missing_group(error: RedisError) -> bool:
+    """True for NOGROUP: the stream or its group is gone, as when Redis lost its data."""
+    return isinstance(error, ResponseError) and str(error).startswith("NOGROUP")

@@ -1,4 +1,8 @@
-"""Running a batch of task deliveries through the handler, with retries and dead letters."""
+"""Running a batch of task deliveries through the handler: the retry and dead-letter policy.
+
+The queue (service.queue) does every move atomically; this module decides which move, and
+which events tell the front-ends about it.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,11 @@ from typing import Any
 from redis.asyncio import Redis
 
 from service.bus import EventPublisher
-from service.events import Event, MalformedTask, Task, decode_task
-from service.queue import Delivery, TaskQueue
+from service.events import Event
+from service.leases import LeaseKeeper
+from service.queue import Delivery, Finished, TaskQueue
+from service.rawtext import is_utf8
+from service.tasks import MalformedTask, Task, decode_task
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +33,7 @@ async def call_handler(handler: TaskHandler, payload: Mapping[str, Any]) -> None
 
 
 class TaskProcessor:
-    """Handles deliveries: ack on success, requeue or dead-letter on failure."""
+    """Handles deliveries: success is acked with the next read, failure retried or dead-lettered."""
 
     def __init__(
         self,
@@ -35,38 +42,46 @@ class TaskProcessor:
         publisher: EventPublisher,
         handler: TaskHandler,
         retry_attempts: int,
+        consumer: str,
     ) -> None:
         self._redis = redis
         self._queue = queue
         self._publisher = publisher
         self._handler = handler
         self._retry_attempts = retry_attempts
+        self._consumer = consumer
 
     async def process(
-        self, deliveries: list[Delivery], should_stop: Callable[[], bool]
-    ) -> list[Task]:
+        self, deliveries: list[Delivery], leases: LeaseKeeper, should_stop: Callable[[], bool]
+    ) -> Finished:
         """Handle a batch in order; stop early when asked, leaving the rest pending.
 
-        Returns the tasks that succeeded. Their ack is the caller's to send, with ack_in on
-        the pipeline of its next read, so a batch costs two round trips, not three.
+        A task that another worker reclaimed meanwhile is skipped: it is that worker's now.
+        Returns what succeeded, for the caller to ack with its next read.
         """
         runnable: list[tuple[Delivery, Task]] = []
         for delivery in deliveries:
             task = await self._screen(delivery)
             if task is not None:
                 runnable.append((delivery, task))
-        await self._announce_started([task for _, task in runnable])
-        acked: list[Task] = []
+        await self._announce(_batch_events("ingestion.started", [task for _, task in runnable]))
+        succeeded: list[Task] = []
         for delivery, task in runnable:
             if should_stop():
                 break
+            if leases.is_lost(delivery.entry_id):
+                log.warning("task %s was reclaimed by another worker; skipped", task.message_id)
+                continue
             try:
                 await call_handler(self._handler, task.as_handler_payload())
             except Exception as error:  # noqa: BLE001 - any handler failure is a task failure
                 await self._fail(delivery, task, f"{type(error).__name__}: {error}")
             else:
-                acked.append(task)
-        return acked
+                succeeded.append(task)
+        return Finished(
+            entry_ids=[task.message_id for task in succeeded],
+            events=[event.to_fields() for event in _batch_events("ingestion.completed", succeeded)],
+        )
 
     async def _screen(self, delivery: Delivery) -> Task | None:
         """Decode a delivery; malformed and poison tasks go straight to the dead letters."""
@@ -77,83 +92,63 @@ class TaskProcessor:
             return None
         if delivery.deliveries > self._retry_attempts:
             reason = f"poison: delivered {delivery.deliveries} times without an ack"
-            await self._dead_letter(delivery, reason, delivery.deliveries - 1)
+            await self._dead_letter(delivery, reason, delivery.deliveries - 1, task)
             return None
         return task
 
-    async def _announce_started(self, tasks: list[Task]) -> None:
-        if not tasks:
+    async def _announce(self, events: list[Event]) -> None:
+        if not events:
             return
         async with self._redis.pipeline(transaction=False) as pipeline:
-            for event in _batch_events("ingestion.started", tasks):
+            for event in events:
                 self._publisher.publish_in(pipeline, event)
-            await pipeline.execute()
-
-    def ack_in(self, pipeline: Any, tasks: list[Task]) -> None:
-        """Queue the ack of finished tasks and their completion events on a pipeline."""
-        if not tasks:
-            return
-        self._queue.ack_in(pipeline, [task.message_id for task in tasks])
-        for event in _batch_events("ingestion.completed", tasks):
-            self._publisher.publish_in(pipeline, event)
-
-    async def ack(self, tasks: list[Task]) -> None:
-        """Ack finished tasks in a round trip of their own."""
-        if not tasks:
-            return
-        async with self._redis.pipeline(transaction=False) as pipeline:
-            self.ack_in(pipeline, tasks)
             await pipeline.execute()
 
     async def _fail(self, delivery: Delivery, task: Task, error: str) -> None:
         attempt = task.retry_count + 1
         log.warning(
-            "task %s (job %s) failed, attempt %d: %s",
-            task.message_id,
-            task.job_id,
-            attempt,
-            error,
+            "task %s (job %s) failed, attempt %d: %s", task.message_id, task.job_id, attempt, error
         )
         if attempt >= self._retry_attempts:
             await self._dead_letter(delivery, error, attempt, task)
             return
         failed = _task_event("ingestion.failed", task, error=error, attempt=attempt, retrying=True)
-        async with self._redis.pipeline(transaction=True) as transaction:
-            self._queue.retry_in(transaction, delivery, attempt)
-            self._publisher.publish_in(transaction, failed)
-            await transaction.execute()
+        moved = await self._queue.retry(
+            self._consumer, delivery, task.retried(attempt), [failed.to_fields()]
+        )
+        if not moved:
+            log.warning("task %s was reclaimed by another worker; not retried", task.message_id)
 
     async def _dead_letter(
-        self,
-        delivery: Delivery,
-        reason: str,
-        attempts: int,
-        task: Task | None = None,
+        self, delivery: Delivery, reason: str, attempts: int, task: Task | None = None
     ) -> None:
         log.error(
-            "task %s dead-lettered after %d attempt(s): %s",
-            delivery.entry_id,
-            attempts,
-            reason,
+            "task %s dead-lettered after %d attempt(s): %s", delivery.entry_id, attempts, reason
         )
+        events = []
+        if task is not None:
+            events.append(
+                _task_event(
+                    "ingestion.failed", task, error=reason, attempt=attempts, retrying=False
+                )
+            )
+        # A malformed entry's job_id may be bytes that are not UTF-8: keep them out of events.
         job_id = task.job_id if task else delivery.fields.get("job_id", "")
         data = {"message_id": delivery.entry_id, "error": reason, "attempts": attempts}
-        async with self._redis.pipeline(transaction=True) as transaction:
-            self._queue.dead_letter_in(transaction, delivery, reason, attempts)
-            if task is not None:
-                failed = _task_event(
-                    "ingestion.failed",
-                    task,
-                    error=reason,
-                    attempt=attempts,
-                    retrying=False,
-                )
-                self._publisher.publish_in(transaction, failed)
-            self._publisher.publish_in(
-                transaction,
-                Event(type="ingestion.dead_lettered", job_id=job_id, data=data),
+        events.append(
+            Event(
+                type="ingestion.dead_lettered",
+                job_id=job_id if is_utf8(job_id) else "",
+                data=data,
             )
-            await transaction.execute()
+        )
+        moved = await self._queue.dead_letter(
+            self._consumer, delivery, reason, attempts, [event.to_fields() for event in events]
+        )
+        if not moved:
+            log.warning(
+                "task %s was reclaimed by another worker; not dead-lettered", delivery.entry_id
+            )
 
 
 def _task_event(event_type: str, task: Task, **extra: Any) -> Event:

@@ -1,29 +1,148 @@
-"""The durable task queue on the ingestion stream: enqueue, read, ack, reclaim, retry, dead letter.
+"""The durable task queue on the ingestion stream: the whole at-least-once protocol.
 
-Delivery is at least once. A worker acks only after its handler succeeded; a task that is
-neither acked nor moved stays pending in the group and is reclaimed with XAUTOCLAIM once it has
-been idle for ``claim_idle_ms``. Moving a task (to a retry entry or to the dead-letter stream)
-and acking it happen in one MULTI, so a crash in between neither loses nor doubles it.
+- **Admit.** ``enqueue`` adds a task only while the worker group's backlog (pending plus not
+  yet delivered) is under ``stream_maxlen``; past it, it raises QueueFull and writes nothing,
+  so the API can answer 503 instead of accepting a task that trimming would later drop.
+- **Read.** A worker reads new tasks with XREADGROUP. The acks of its previous batch, and their
+  completion events, travel in the same round trip, ahead of the read.
+- **Hold.** While a worker runs a batch, ``renew`` resets the idle time of the tasks it still
+  owns (XCLAIM JUSTID), so only a dead or stuck worker's tasks become claimable.
+- **Reclaim.** ``reclaim`` takes over the oldest task idle for ``claim_idle_ms``, one at a time.
+- **Ack, retry, dead-letter.** Each is one Lua script that first checks that the task is still
+  pending for this consumer: a worker whose task was taken from it can neither ack nor move it.
+  A retry adds the task again with a higher retry count; a dead letter goes to ``:dlq`` with its
+  reason, fields kept byte for byte. The move, the ack, the counter and the events are atomic.
+- **Trim.** Only entries the worker group has acked are trimmed: below the oldest pending id,
+  or up to the last delivered id when nothing is pending (Redis 7.0 has no ACKED trim mode).
+  Observer groups on the same stream, such as metrics-collector, may miss trimmed entries.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from service.config import Settings
 from service.events import utc_now_iso
+from service.rawtext import base64_of, is_utf8
 from service.replies import entries, first_stream_entries, xadd_fields
+from service.tasks import Task
+
+log = logging.getLogger(__name__)
+
+# Nothing can follow it, and Redis refuses an exclusive range that starts there.
+LAST_POSSIBLE_ID = f"{2**64 - 1}-{2**64 - 1}"
 
 # Dead-letter metadata is stored beside the task's own fields under this prefix.
 DLQ_PREFIX = "dlq_"
 
+# group_row: a group's row of XINFO GROUPS as a table, or nil; owned: whether an entry is
+# pending for this consumer.
+_LUA_HELPERS = """
+local function group_row(stream, name)
+  if redis.call('EXISTS', stream) == 0 then return nil end
+  for _, info in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local row = {}
+    for i = 1, #info, 2 do row[info[i]] = info[i + 1] end
+    if row['name'] == name then return row end
+  end
+  return nil
+end
+local function owned(stream, group, consumer, id)
+  return #redis.call('XPENDING', stream, group, id, id, 1, consumer) == 1
+end
+"""
+
+# KEYS: stream. ARGV: group, cap, fields... Returns {1, id} or {0, backlog}.
+# XLEN bounds the backlog from above, so the group is only looked at near the cap. A lag that
+# Redis cannot tell (nil) counts as the whole stream: refuse rather than guess low.
+_ADMIT = (
+    _LUA_HELPERS
+    + """
+local stream, cap = KEYS[1], tonumber(ARGV[2])
+local length = redis.call('XLEN', stream)
+if length >= cap then
+  local backlog = length
+  local row = group_row(stream, ARGV[1])
+  if row and row['lag'] then backlog = row['pending'] + row['lag'] end
+  if backlog >= cap then return {0, backlog} end
+end
+return {1, redis.call('XADD', stream, '*', unpack(ARGV, 3))}
+"""
+)
+
+# KEYS: stream, counters. ARGV: group, consumer, maxlen, ids... Returns the ids not acked
+# because another consumer owns them now. Trims acked entries once the stream passes maxlen.
+_ACK = (
+    _LUA_HELPERS
+    + """
+local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
+local acked, lost = 0, {}
+for i = 4, #ARGV do
+  if owned(stream, group, consumer, ARGV[i]) then
+    acked = acked + redis.call('XACK', stream, group, ARGV[i])
+  else
+    table.insert(lost, ARGV[i])
+  end
+end
+if acked > 0 then redis.call('HINCRBY', KEYS[2], 'acked', acked) end
+if redis.call('XLEN', stream) > tonumber(ARGV[3]) then
+  local safe = redis.call('XPENDING', stream, group)[2]
+  if not safe then
+    local row = group_row(stream, group)
+    if row then safe = row['last-delivered-id'] end
+  end
+  if safe then redis.call('XTRIM', stream, 'MINID', '~', safe) end
+end
+return lost
+"""
+)
+
+# KEYS: stream, target, counters, events. ARGV: group, consumer, id, counter, events maxlen,
+# n, the target entry's n field-value items, then per event: m and its m items.
+# Returns 0, and does nothing, when the task is no longer this consumer's.
+_MOVE = (
+    _LUA_HELPERS
+    + """
+local stream, group, consumer, id = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+if not owned(stream, group, consumer, id) then return 0 end
+local n = tonumber(ARGV[6])
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 7, 6 + n))
+redis.call('XACK', stream, group, id)
+redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
+local i = 7 + n
+while i <= #ARGV do
+  local m = tonumber(ARGV[i])
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, i + 1, i + m))
+  i = i + 1 + m
+end
+return 1
+"""
+)
+
+# KEYS: stream. ARGV: group, consumer, ids... Resets the idle time of the ids this consumer
+# still owns, without counting a delivery, and returns them.
+_RENEW = (
+    _LUA_HELPERS
+    + """
+local kept = {}
+for i = 3, #ARGV do
+  if owned(KEYS[1], ARGV[1], ARGV[2], ARGV[i]) then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    table.insert(kept, ARGV[i])
+  end
+end
+return kept
+"""
+)
+
 # Atomically copies a dead letter back onto the task stream, with a fresh retry count and
 # without its dlq_* fields, and deletes it; returns false when the id is not there.
-_REQUEUE_SCRIPT = """
+_REQUEUE = """
 local entry = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
 if #entry == 0 then return false end
 local fields = entry[1][2]
@@ -38,10 +157,19 @@ for i = 1, #fields, 2 do
   end
 end
 if #out == 0 then return false end
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(out))
+local id = redis.call('XADD', KEYS[2], '*', unpack(out))
 redis.call('XDEL', KEYS[1], ARGV[1])
 return id
 """
+
+
+class QueueFull(Exception):
+    """The worker group's backlog reached its cap; nothing was written."""
+
+    def __init__(self, backlog: int, cap: int) -> None:
+        super().__init__(f"task backlog is full: {backlog} unacked tasks, cap {cap}")
+        self.backlog = backlog
+        self.cap = cap
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +182,20 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
+class Finished:
+    """Tasks handled in a batch, to ack with the next read, and the events that say so."""
+
+    entry_ids: Sequence[str]
+    events: Sequence[Mapping[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A task that the queue gave up on."""
+    """A task that the queue gave up on.
+
+    ``fields`` holds what is text; a field whose name or value is not UTF-8 is kept byte for
+    byte in Redis and shown in ``binary_fields`` as base64 pairs.
+    """
 
     entry_id: str
     reason: str
@@ -63,26 +203,36 @@ class DeadLetter:
     original_id: str
     dead_lettered_at: str
     fields: dict[str, str]
+    binary_fields: list[tuple[str, str]]
 
     @classmethod
     def from_entry(cls, entry_id: str, fields: Mapping[str, str]) -> DeadLetter:
-        meta = {name: value for name, value in fields.items() if name.startswith(DLQ_PREFIX)}
-        try:
-            attempts = int(meta.get("dlq_attempts", "0"))
-        except ValueError:
-            attempts = 0
+        text: dict[str, str] = {}
+        binary: list[tuple[str, str]] = []
+        for name, value in fields.items():
+            if is_utf8(name) and is_utf8(value):
+                text[name] = value
+            else:
+                binary.append((base64_of(name), base64_of(value)))
+        meta = {name: value for name, value in text.items() if name.startswith(DLQ_PREFIX)}
+        attempts = meta.get("dlq_attempts", "0")
         return cls(
             entry_id=entry_id,
             reason=meta.get("dlq_reason", ""),
-            attempts=attempts,
+            attempts=int(attempts) if attempts.isdigit() else 0,
             original_id=meta.get("dlq_original_id", ""),
             dead_lettered_at=meta.get("dlq_at", ""),
-            fields={name: value for name, value in fields.items() if name not in meta},
+            fields={name: value for name, value in text.items() if name not in meta},
+            binary_fields=binary,
         )
 
 
+def _flatten(mapping: Mapping[str, str]) -> list[str]:
+    return [item for pair in mapping.items() for item in pair]
+
+
 class TaskQueue:
-    """Operations on the task stream for one consumer group."""
+    """The task stream for one consumer group, with the Redis client injected."""
 
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self._redis = redis
@@ -90,30 +240,32 @@ class TaskQueue:
         self._group = settings.worker_group
         self._dead_letters = settings.dead_letter_stream
         self._counters = settings.worker_counters_key
+        self._events = settings.stream_events
         self._maxlen = settings.stream_maxlen
         self._batch_size = settings.batch_size
         self._block_ms = settings.block_ms
         self._claim_idle_ms = settings.claim_idle_ms
-        self._requeue = redis.register_script(_REQUEUE_SCRIPT)
+        self._admit = redis.register_script(_ADMIT)
+        self._move = redis.register_script(_MOVE)
+        self._renew = redis.register_script(_RENEW)
+        self._requeue = redis.register_script(_REQUEUE)
 
-    async def enqueue(self, fields: Mapping[str, str]) -> str:
-        """XADD one task with approximate trimming."""
-        entry_id = await self._redis.xadd(
-            self._stream, xadd_fields(fields), maxlen=self._maxlen, approximate=True
+    async def enqueue(self, task: Task) -> str:
+        """Add one task, or raise QueueFull when the backlog is at its cap."""
+        admitted, value = await self._admit(
+            keys=[self._stream], args=[self._group, self._maxlen, *_flatten(task.to_fields())]
         )
-        return str(entry_id)
+        if not admitted:
+            raise QueueFull(int(value), self._maxlen)
+        return str(value)
 
-    async def read_new(
-        self, consumer: str, before: Callable[[Any], None] | None = None
-    ) -> list[Delivery]:
-        """Tasks never delivered before; blocks up to block_ms.
+    async def read(self, consumer: str, finished: Finished | None = None) -> list[Delivery]:
+        """Tasks never delivered before, blocking up to block_ms.
 
-        `before` may queue commands (acks of the previous batch) that travel in the same
-        round trip, ahead of the read.
+        The acks and events of the previous batch go first, in the same round trip.
         """
         async with self._redis.pipeline(transaction=False) as pipeline:
-            if before is not None:
-                before(pipeline)
+            acking = self._queue_ack(pipeline, consumer, finished)
             pipeline.xreadgroup(
                 self._group,
                 consumer,
@@ -121,8 +273,43 @@ class TaskQueue:
                 count=self._batch_size,
                 block=self._block_ms,
             )
-            reply = (await pipeline.execute())[-1]
-        return [Delivery(entry_id, fields, 1) for entry_id, fields in first_stream_entries(reply)]
+            replies = await pipeline.execute()
+        if acking:
+            self._note_lost(replies[0])
+        return [
+            Delivery(entry_id, fields, 1) for entry_id, fields in first_stream_entries(replies[-1])
+        ]
+
+    async def ack(self, consumer: str, finished: Finished) -> None:
+        """Ack handled tasks and publish their events in a round trip of their own."""
+        async with self._redis.pipeline(transaction=False) as pipeline:
+            if not self._queue_ack(pipeline, consumer, finished):
+                return
+            replies = await pipeline.execute()
+        self._note_lost(replies[0])
+
+    def _queue_ack(self, pipeline: Pipeline, consumer: str, finished: Finished | None) -> bool:
+        if finished is None or not finished.entry_ids:
+            return False
+        # EVAL, not EVALSHA: a pipeline cannot recover from NOSCRIPT after a Redis restart.
+        pipeline.eval(
+            _ACK,
+            2,
+            self._stream,
+            self._counters,
+            self._group,
+            consumer,
+            self._maxlen,
+            *finished.entry_ids,
+        )
+        for event in finished.events:
+            pipeline.xadd(self._events, xadd_fields(event), maxlen=self._maxlen, approximate=True)
+        return True
+
+    @staticmethod
+    def _note_lost(lost: Sequence[str]) -> None:
+        if lost:
+            log.warning("%d finished task(s) were reclaimed by other workers: %s", len(lost), lost)
 
     async def reclaim(self, consumer: str) -> list[Delivery]:
         """Take over the oldest task left pending by a consumer idle for claim_idle_ms.
@@ -141,40 +328,44 @@ class TaskQueue:
         claimed = entries(reply[1])
         if not claimed:
             return []
+        entry_id, fields = claimed[0]
         pending = await self._redis.xpending_range(
-            self._stream,
-            self._group,
-            min=claimed[0][0],
-            max=claimed[-1][0],
-            count=len(claimed),
-            consumername=consumer,
+            self._stream, self._group, min=entry_id, max=entry_id, count=1, consumername=consumer
         )
-        deliveries = {row["message_id"]: int(row["times_delivered"]) for row in pending}
-        return [
-            Delivery(entry_id, fields, deliveries.get(entry_id, 1)) for entry_id, fields in claimed
-        ]
+        deliveries = int(pending[0]["times_delivered"]) if pending else 1
+        return [Delivery(entry_id, fields, deliveries)]
 
-    def ack_in(self, pipeline: Any, entry_ids: list[str]) -> None:
-        """Queue the ack of handled tasks and their count on a pipeline."""
-        pipeline.xack(self._stream, self._group, *entry_ids)
-        pipeline.hincrby(self._counters, "acked", len(entry_ids))
+    async def renew(self, consumer: str, entry_ids: Iterable[str]) -> list[str]:
+        """Reset the idle time of tasks this consumer still owns; returns those it owns."""
+        ids = list(entry_ids)
+        if not ids:
+            return []
+        kept = await self._renew(keys=[self._stream], args=[self._group, consumer, *ids])
+        return [str(entry_id) for entry_id in kept]
 
-    def retry_in(self, transaction: Any, delivery: Delivery, retry_count: int) -> None:
-        """Queue a requeue with a higher retry count plus the ack, inside a MULTI."""
-        fields = dict(delivery.fields)
-        fields["retry_count"] = str(retry_count)
-        transaction.xadd(self._stream, fields, maxlen=self._maxlen, approximate=True)
-        transaction.xack(self._stream, self._group, delivery.entry_id)
-        transaction.hincrby(self._counters, "retried", 1)
+    async def retry(
+        self, consumer: str, delivery: Delivery, task: Task, events: Sequence[Mapping[str, str]]
+    ) -> bool:
+        """Add the task again with its new retry count and ack this delivery, atomically."""
+        return await self._move_owned(
+            consumer, delivery.entry_id, self._stream, task.to_fields(), "retried", events
+        )
 
-    def dead_letter_in(
-        self, transaction: Any, delivery: Delivery, reason: str, attempts: int
-    ) -> None:
-        """Queue the move to the dead-letter stream plus the ack, inside a MULTI."""
-        fields = {
-            name: value for name, value in delivery.fields.items() if not name.startswith("dlq_")
+    async def dead_letter(
+        self,
+        consumer: str,
+        delivery: Delivery,
+        reason: str,
+        attempts: int,
+        events: Sequence[Mapping[str, str]],
+    ) -> bool:
+        """Move the delivery to the dead-letter stream, fields kept as they are, and ack it."""
+        letter = {
+            name: value
+            for name, value in delivery.fields.items()
+            if not name.startswith(DLQ_PREFIX)
         }
-        fields.update(
+        letter.update(
             {
                 "dlq_reason": reason,
                 "dlq_attempts": str(attempts),
@@ -182,12 +373,32 @@ class TaskQueue:
                 "dlq_at": utc_now_iso(),
             }
         )
-        transaction.xadd(self._dead_letters, fields, maxlen=self._maxlen, approximate=True)
-        transaction.xack(self._stream, self._group, delivery.entry_id)
-        transaction.hincrby(self._counters, "dead_lettered", 1)
+        return await self._move_owned(
+            consumer, delivery.entry_id, self._dead_letters, letter, "dead_lettered", events
+        )
+
+    async def _move_owned(
+        self,
+        consumer: str,
+        entry_id: str,
+        target: str,
+        fields: Mapping[str, str],
+        counter: str,
+        events: Sequence[Mapping[str, str]],
+    ) -> bool:
+        args: list[str | int] = [self._group, consumer, entry_id, counter, self._maxlen]
+        args += [2 * len(fields), *_flatten(fields)]
+        for event in events:
+            args += [2 * len(event), *_flatten(event)]
+        moved = await self._move(
+            keys=[self._stream, target, self._counters, self._events], args=args
+        )
+        return bool(moved)
 
     async def dead_letters(self, count: int, after: str | None = None) -> list[DeadLetter]:
         """The oldest dead letters, optionally strictly after an entry id."""
+        if after == LAST_POSSIBLE_ID:
+            return []
         start = f"({after}" if after else "-"
         page = entries(
             await self._redis.xrange(self._dead_letters, min=start, max="+", count=count)
@@ -200,7 +411,5 @@ class TaskQueue:
 
     async def requeue_dead_letter(self, entry_id: str) -> str | None:
         """Put a dead letter back on the task stream; None when there is no such entry."""
-        new_id = await self._requeue(
-            keys=[self._dead_letters, self._stream], args=[entry_id, self._maxlen]
-        )
+        new_id = await self._requeue(keys=[self._dead_letters, self._stream], args=[entry_id])
         return str(new_id) if new_id else None

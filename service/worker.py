@@ -20,11 +20,12 @@ from redis.exceptions import RedisError
 
 from service.bus import EventPublisher
 from service.config import ConfigError, Settings, load_settings
-from service.events import Event, Task
-from service.groups import ensure_group, worker_group_start
+from service.events import Event
+from service.groups import ensure_all_groups, is_missing_group
 from service.handlers import load_handler
+from service.leases import LeaseKeeper
 from service.processing import TaskHandler, TaskProcessor
-from service.queue import Delivery, TaskQueue
+from service.queue import Delivery, Finished, TaskQueue
 from service.redisclient import create_redis
 
 log = logging.getLogger("service.worker")
@@ -32,6 +33,8 @@ log = logging.getLogger("service.worker")
 RECONNECT_DELAY_S = 1.0
 # Look for abandoned tasks this often, and at least as often as they can become claimable.
 MAX_RECLAIM_INTERVAL_S = 5.0
+# Renew held tasks this many times per claim_idle_ms, so one late renewal costs nothing.
+LEASE_RENEWALS_PER_IDLE_TIME = 3
 
 
 def default_consumer_name() -> str:
@@ -51,7 +54,14 @@ class Worker:
             self._redis, settings.stream_events, settings.stream_maxlen
         )
         self._processor = TaskProcessor(
-            self._redis, self._queue, self._publisher, handler, settings.retry_attempts
+            self._redis, self._queue, self._publisher, handler, settings.retry_attempts, consumer
+        )
+        self._leases = LeaseKeeper(
+            settings,
+            lambda: create_redis(settings, max_connections=1),
+            consumer,
+            interval_s=settings.claim_idle_ms / 1000 / LEASE_RENEWALS_PER_IDLE_TIME,
+            lease_max_s=settings.lease_max_ms / 1000,
         )
         # stop() may run in a signal handler while a sync task handler blocks the loop: the
         # flag is seen between tasks, the event wakes the sleeps once the loop runs again.
@@ -59,7 +69,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         # Tasks handled but not acked yet: their ack rides with the next read.
-        self._finished: list[Task] = []
+        self._finished: Finished | None = None
         self._reclaim_interval_s = min(settings.claim_idle_ms / 2000, MAX_RECLAIM_INTERVAL_S)
         self._next_reclaim = 0.0
 
@@ -75,30 +85,34 @@ class Worker:
     async def run(self) -> None:
         """Work until stop() is called."""
         self._loop = asyncio.get_running_loop()
+        self._leases.start()
         await self._start()
         try:
             while not self._stop_requested:
                 try:
                     await self._work_once()
                 except RedisError as error:
-                    log.warning(
-                        "redis unavailable, retrying in %.1fs: %s",
-                        RECONNECT_DELAY_S,
-                        error,
-                    )
-                    await self._sleep_unless_stopping(RECONNECT_DELAY_S)
+                    await self._recover(error)
         finally:
             await self._finish()
+
+    async def _recover(self, error: RedisError) -> None:
+        if is_missing_group(error):
+            # Redis lost its data (a restart without persistence, FLUSHALL, a failover to an
+            # empty replica): make the groups again and go on.
+            log.warning("consumer group missing, creating the groups again: %s", error)
+            try:
+                await ensure_all_groups(self._redis, self._settings)
+                return
+            except RedisError as again:
+                error = again
+        log.warning("redis unavailable, retrying in %.1fs: %s", RECONNECT_DELAY_S, error)
+        await self._sleep_unless_stopping(RECONNECT_DELAY_S)
 
     async def _start(self) -> None:
         while not self._stop_requested:
             try:
-                await ensure_group(
-                    self._redis,
-                    self._settings.stream_ingestion,
-                    self._settings.worker_group,
-                    worker_group_start(self._settings, self._settings.worker_group),
-                )
+                await ensure_all_groups(self._redis, self._settings)
                 await self._announce("worker.started")
                 log.info(
                     "worker %s reading %s",
@@ -112,31 +126,41 @@ class Worker:
 
     async def _finish(self) -> None:
         try:
-            await self._processor.ack(self._finished)
-            self._finished = []
+            await self._ack_finished()
             await self._announce("worker.stopped")
         except RedisError as error:
             log.warning("could not announce worker.stopped: %s", error)
+        self._leases.stop()
         await self._redis.aclose()
         log.info("worker %s stopped", self._consumer)
+
+    async def _ack_finished(self) -> None:
+        finished, self._finished = self._finished, None
+        if finished is not None:
+            await self._queue.ack(self._consumer, finished)
+            self._leases.release(finished.entry_ids)
 
     async def _work_once(self) -> None:
         deliveries: list[Delivery] = []
         if time.monotonic() >= self._next_reclaim:
-            await self._processor.ack(self._finished)
-            self._finished = []
+            await self._ack_finished()
             deliveries = await self._queue.reclaim(self._consumer)
             if not deliveries:
                 self._next_reclaim = time.monotonic() + self._reclaim_interval_s
         if not deliveries:
-            finished = self._finished
+            finished, self._finished = self._finished, None
             # A stop request is seen when this read returns, within block_ms.
-            deliveries = await self._queue.read_new(
-                self._consumer, before=lambda pipeline: self._processor.ack_in(pipeline, finished)
-            )
-            self._finished = []
+            deliveries = await self._queue.read(self._consumer, finished)
+            if finished is not None:
+                self._leases.release(finished.entry_ids)
         if deliveries and not self._stop_requested:
-            self._finished = await self._processor.process(deliveries, self._should_stop)
+            batch = [delivery.entry_id for delivery in deliveries]
+            self._leases.hold(batch)
+            self._finished = await self._processor.process(
+                deliveries, self._leases, self._should_stop
+            )
+            done = set(self._finished.entry_ids)
+            self._leases.release(entry_id for entry_id in batch if entry_id not in done)
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         try:

@@ -8,11 +8,14 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.state import State
-from service.events import task_fields
-from service.queue import DeadLetter
-from service.streamids import normalize_resume_point, parse_entry_id
+from service.queue import DeadLetter, QueueFull
+from service.streamids import parse_entry_id
+from service.tasks import Task
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+# Workers drain a full backlog of 10,000 in about a second; a client waits a little longer.
+BACKLOG_RETRY_AFTER_S = 2
 
 
 class TaskIn(BaseModel):
@@ -30,6 +33,11 @@ class TaskCreated(BaseModel):
     id: str
 
 
+class BinaryField(BaseModel):
+    name_base64: str
+    value_base64: str
+
+
 class DeadLetterOut(BaseModel):
     id: str
     reason: str
@@ -37,6 +45,9 @@ class DeadLetterOut(BaseModel):
     original_id: str
     dead_lettered_at: str
     fields: dict[str, str]
+    binary_fields: list[BinaryField] = Field(
+        description="fields whose name or value is not UTF-8, as base64 of their bytes"
+    )
 
     @classmethod
     def of(cls, letter: DeadLetter) -> DeadLetterOut:
@@ -47,6 +58,10 @@ class DeadLetterOut(BaseModel):
             original_id=letter.original_id,
             dead_lettered_at=letter.dead_lettered_at,
             fields=letter.fields,
+            binary_fields=[
+                BinaryField(name_base64=name, value_base64=value)
+                for name, value in letter.binary_fields
+            ],
         )
 
 
@@ -60,20 +75,27 @@ class Requeued(BaseModel):
     requeued_from: str
 
 
-@router.post("", status_code=201)
+@router.post(
+    "",
+    status_code=201,
+    responses={503: {"description": "the backlog is full; retry after Retry-After seconds"}},
+)
 async def enqueue_task(body: TaskIn, state: State) -> TaskCreated:
-    """Add one task to the ingestion stream."""
-    fields = task_fields(
-        job_id=body.job_id,
-        chunk_id=body.chunk_id,
-        content=body.content,
-        source_uri=body.source_uri,
-        source_type=body.source_type,
-        metadata=body.metadata,
-    )
-    with state.metrics.redis_latency.time():
-        entry_id = await state.queue.enqueue(fields)
+    """Add one task to the ingestion stream, or refuse with 503 while the backlog is full."""
+    try:
+        with state.metrics.redis_latency.time():
+            entry_id = await state.queue.enqueue(Task(**body.model_dump()))
+    except QueueFull as full:
+        raise HTTPException(
+            status_code=503, detail=str(full), headers={"Retry-After": str(BACKLOG_RETRY_AFTER_S)}
+        ) from None
     return TaskCreated(id=entry_id)
+
+
+def _entry_id(value: str) -> str:
+    """A client's entry id in canonical ms-seq form; InvalidStreamId (400) otherwise."""
+    ms, seq = parse_entry_id(value)
+    return f"{ms}-{seq}"
 
 
 @router.get("/dead-letters")
@@ -83,8 +105,7 @@ async def list_dead_letters(
     after: Annotated[str | None, Query(description="page on from this entry id")] = None,
 ) -> DeadLetterPage:
     """Dead letters, oldest first, with their reason and attempt count."""
-    start = normalize_resume_point(after) if after else None
-    letters = await state.queue.dead_letters(count, start)
+    letters = await state.queue.dead_letters(count, _entry_id(after) if after else None)
     return DeadLetterPage(
         total=await state.queue.dead_letter_count(),
         dead_letters=[DeadLetterOut.of(letter) for letter in letters],
@@ -94,8 +115,7 @@ async def list_dead_letters(
 @router.post("/dead-letters/{entry_id}/requeue", status_code=201)
 async def requeue_dead_letter(entry_id: str, state: State) -> Requeued:
     """Move one dead letter back onto the task stream with a fresh retry count."""
-    ms, seq = parse_entry_id(entry_id)
-    canonical = f"{ms}-{seq}"
+    canonical = _entry_id(entry_id)
     new_id = await state.queue.requeue_dead_letter(canonical)
     if new_id is None:
         raise HTTPException(status_code=404, detail=f"no dead letter {canonical}")

@@ -1,0 +1,113 @@
+"""The task stream's at-least-once protocol, one TaskQueue per consumer, on a real redis-server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import redis
+
+from service.config import Settings
+from service.groups import ensure_all_groups
+from service.queue import Delivery, Finished, QueueFull, TaskQueue
+from service.redisclient import create_redis
+from service.tasks import Task
+from tests.service.conftest import make_settings
+from tests.support.redis_server import RedisServer
+
+QUEUE, GROUP = "shield:ingestion_queue", "lightrag-workers"
+
+
+@pytest.fixture
+async def small_queue(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> AsyncIterator[tuple[TaskQueue, Settings]]:
+    settings = make_settings(redis_server, stream_maxlen=50, batch_size=200, block_ms=10)
+    client = create_redis(settings)
+    await ensure_all_groups(client, settings)
+    try:
+        yield TaskQueue(client, settings), settings
+    finally:
+        await client.aclose()
+
+
+def task(index: int) -> Task:
+    return Task(job_id="j", chunk_id=f"c{index}", content="x")
+
+
+def done(deliveries: list[Delivery]) -> Finished:
+    return Finished(entry_ids=[delivery.entry_id for delivery in deliveries], events=[])
+
+
+async def test_enqueue_refuses_at_the_cap_and_writes_nothing(
+    small_queue: tuple[TaskQueue, Settings], redis_client: redis.Redis
+) -> None:
+    queue, _ = small_queue
+    for index in range(50):
+        await queue.enqueue(task(index))
+    with pytest.raises(QueueFull, match="50 unacked tasks, cap 50"):
+        await queue.enqueue(task(50))
+    assert redis_client.xlen(QUEUE) == 50
+    # Acked tasks no longer count, even before they are trimmed.
+    await queue.ack("w", done(await queue.read("w")))
+    await queue.enqueue(task(51))
+
+
+async def test_trimming_keeps_every_task_the_group_has_not_acked(
+    small_queue: tuple[TaskQueue, Settings], redis_client: redis.Redis
+) -> None:
+    queue, _ = small_queue
+    for index in range(10):
+        await queue.enqueue(task(index))
+    held = await queue.read("slow")
+    for round_ in range(5):
+        for index in range(30):
+            await queue.enqueue(task(1000 * (round_ + 1) + index))
+        await queue.ack("fast", done(await queue.read("fast")))
+    # 160 entries went in, 150 were acked; the 10 the slow consumer holds were never trimmed.
+    held_ids = [delivery.entry_id for delivery in held]
+    assert redis_client.xlen(QUEUE) == 160
+    assert [entry_id for entry_id, _ in redis_client.xrange(QUEUE, count=10)] == held_ids
+    await queue.ack("slow", done(held))
+    await queue.enqueue(task(9999))
+    await queue.ack("fast", done(await queue.read("fast")))
+    # Now everything but the newest entries was acked, so the stream shrinks to its bound
+    # (approximately: whole nodes of 100 entries at most).
+    assert redis_client.xlen(QUEUE) <= 50 + 100
+    assert int(redis_client.xpending(QUEUE, GROUP)["pending"]) == 0
+
+
+async def test_a_consumer_cannot_ack_or_move_a_task_taken_from_it(
+    small_queue: tuple[TaskQueue, Settings], redis_client: redis.Redis
+) -> None:
+    queue, _ = small_queue
+    await queue.enqueue(task(1))
+    await queue.enqueue(task(2))
+    first, second = await queue.read("old")
+    for delivery in (first, second):
+        redis_client.xclaim(QUEUE, GROUP, "new", 0, [delivery.entry_id])
+    await queue.ack("old", done([first]))
+    assert not await queue.retry("old", second, task(2).retried(1), [])
+    assert not await queue.dead_letter("old", second, "late", 1, [])
+    pending = redis_client.xpending_range(QUEUE, GROUP, "-", "+", 10)
+    assert [(row["message_id"], row["consumer"]) for row in pending] == [
+        (first.entry_id, "new"),
+        (second.entry_id, "new"),
+    ]
+    assert redis_client.xlen(QUEUE) == 2 and redis_client.xlen(QUEUE + ":dlq") == 0
+    assert await queue.renew("old", [first.entry_id]) == []
+    assert await queue.renew("new", [first.entry_id]) == [first.entry_id]
+
+
+async def test_renewal_keeps_a_running_task_from_being_reclaimed(
+    small_queue: tuple[TaskQueue, Settings], redis_client: redis.Redis
+) -> None:
+    queue, _ = small_queue
+    await queue.enqueue(task(1))
+    [delivery] = await queue.read("runner")
+    redis_client.execute_command("XCLAIM", QUEUE, GROUP, "runner", 0, delivery.entry_id,
+                                 "IDLE", 10**9, "JUSTID")  # fmt: skip
+    await queue.renew("runner", [delivery.entry_id])
+    assert await queue.reclaim("thief") == []
+    [row] = redis_client.xpending_range(QUEUE, GROUP, "-", "+", 1)
+    assert row["consumer"] == "runner" and row["times_delivered"] == 1
