@@ -6,7 +6,7 @@ import re
 from typing import Annotated
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service import names
 
@@ -46,12 +46,34 @@ class Settings(BaseSettings):
     sse_ping_s: float = Field(default=15.0, gt=0, le=15.0)
     client_buffer_events: PositiveInt = 1000
     redis_max_connections: PositiveInt = 50
+    # Sentinel mode: with sentinels set, redis_url gives only the db, TLS and password.
+    redis_sentinels: Annotated[tuple[str, ...], NoDecode] = ()
+    redis_sentinel_master: str = Field(default=names.SENTINEL_MASTER, min_length=1)
+    # POST /tasks answers 201 only once this many replicas have the task (WAIT).
+    task_replicas: int = Field(default=0, ge=0)
+    task_replica_timeout_ms: PositiveInt = 1000
 
     @field_validator("redis_url")
     @classmethod
     def _redis_url_has_scheme(cls, value: str) -> str:
         if not value.startswith(_REDIS_SCHEMES):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _split_sentinels(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels_are_host_port(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for address in value:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{address!r} is not host:port")
         return value
 
     @field_validator("task_handler")
@@ -75,6 +97,12 @@ class Settings(BaseSettings):
     @property
     def worker_counters_key(self) -> str:
         return names.worker_counters_key(self.stream_ingestion)
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """The sentinels as (host, port) pairs."""
+        pairs = [address.rpartition(":") for address in self.redis_sentinels]
+        return [(host.strip("[]"), int(port)) for host, _, port in pairs]
 
     @property
     def worker_group(self) -> str:

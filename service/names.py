@@ -16,6 +16,9 @@ EVENT_GROUPS: tuple[str, ...] = (
     METRICS_GROUP,
 )
 
+# The master name Sentinel knows the Redis primary by.
+SENTINEL_MASTER = "shield"
+
 # Counters that every worker process adds to, so /metrics shows totals across processes.
 WORKER_COUNTERS_SUFFIX = ":counters"
 

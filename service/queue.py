@@ -172,6 +172,17 @@ class QueueFull(Exception):
         self.cap = cap
 
 
+class NotReplicated(Exception):
+    """The task was written, but fewer replicas than required confirmed it in time."""
+
+    def __init__(self, entry_id: str, confirmed: int, required: int) -> None:
+        super().__init__(
+            f"task {entry_id} reached {confirmed} of {required} replica(s) in time; "
+            "it may run, but retry to be sure it is kept"
+        )
+        self.entry_id = entry_id
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """A task entry handed to this consumer, with the number of times it has been delivered."""
@@ -245,18 +256,29 @@ class TaskQueue:
         self._batch_size = settings.batch_size
         self._block_ms = settings.block_ms
         self._claim_idle_ms = settings.claim_idle_ms
-        self._admit = redis.register_script(_ADMIT)
+        self._replicas = settings.task_replicas
+        self._replica_timeout_ms = settings.task_replica_timeout_ms
         self._move = redis.register_script(_MOVE)
         self._renew = redis.register_script(_RENEW)
         self._requeue = redis.register_script(_REQUEUE)
 
     async def enqueue(self, task: Task) -> str:
-        """Add one task, or raise QueueFull when the backlog is at its cap."""
-        admitted, value = await self._admit(
-            keys=[self._stream], args=[self._group, self._maxlen, *_flatten(task.to_fields())]
-        )
+        """Add one task, or raise QueueFull when the backlog is at its cap.
+
+        With task_replicas set, WAIT on the same connection for that many replicas to have
+        it, or raise NotReplicated: a failover to a replica without it would lose it.
+        """
+        args: list[str | int] = [self._group, self._maxlen, *_flatten(task.to_fields())]
+        async with self._redis.pipeline(transaction=False) as pipeline:
+            pipeline.eval(_ADMIT, 1, self._stream, *args)
+            if self._replicas:
+                pipeline.wait(self._replicas, self._replica_timeout_ms)
+            replies = await pipeline.execute()
+        admitted, value = replies[0]
         if not admitted:
             raise QueueFull(int(value), self._maxlen)
+        if self._replicas and replies[1] < self._replicas:
+            raise NotReplicated(str(value), replies[1], self._replicas)
         return str(value)
 
     async def read(self, consumer: str, finished: Finished | None = None) -> list[Delivery]:

@@ -1,8 +1,20 @@
-"""Building Redis clients from settings; the only place that knows connection options."""
+"""Building Redis clients from settings; the only place that knows connection options.
+
+With SHIELD_REDIS_SENTINELS set, clients find the primary through Sentinel and follow a
+failover by themselves: a connection to a primary that was demoted fails, and the next one
+asks the sentinels again.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+from redis import exceptions
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import parse_url
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import ExponentialWithJitterBackoff
 
 from service.config import Settings
 from service.rawtext import REDIS_ENCODING_ERRORS
@@ -12,6 +24,32 @@ SOCKET_MARGIN_S = 5.0
 CONNECT_TIMEOUT_S = 3.0
 # A burst of clients waits this long for a pooled connection before getting a 503.
 POOL_WAIT_S = 5.0
+# A dropped connection (Redis restarted, a failover) is retried before a request fails.
+RETRIES = 3
+RETRY_BACKOFF = {"base": 0.05, "cap": 1.0}
+
+
+class BlockingSentinelConnectionPool(SentinelConnectionPool, BlockingConnectionPool):
+    """Sentinel's pool with the blocking pool's queueing for a free connection."""
+
+
+def _connection_options(settings: Settings, max_connections: int | None) -> dict[str, Any]:
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    options: dict[str, Any] = {
+        "max_connections": max_connections or settings.redis_max_connections,
+        "timeout": POOL_WAIT_S,
+        "decode_responses": True,
+        # Anyone can XADD bytes that are not UTF-8; decoding them must never raise.
+        "encoding_errors": REDIS_ENCODING_ERRORS,
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "socket_timeout": settings.block_ms / 1000 + SOCKET_MARGIN_S,
+        "health_check_interval": 30,
+        "retry": Retry(ExponentialWithJitterBackoff(**RETRY_BACKOFF), RETRIES),
+        "retry_on_error": [exceptions.ConnectionError, exceptions.TimeoutError],
+    }
+    if password is not None:
+        options["password"] = password
+    return options
 
 
 def create_redis(settings: Settings, max_connections: int | None = None) -> Redis:
@@ -20,18 +58,31 @@ def create_redis(settings: Settings, max_connections: int | None = None) -> Redi
     The password may come from the URL or from its own setting. Replies never fail to decode:
     see service.rawtext.
     """
-    password = settings.redis_password.get_secret_value() if settings.redis_password else None
-    pool = BlockingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=max_connections or settings.redis_max_connections,
-        timeout=POOL_WAIT_S,
-        decode_responses=True,
-        # Anyone can XADD bytes that are not UTF-8; decoding them must never raise.
-        encoding_errors=REDIS_ENCODING_ERRORS,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_timeout=settings.block_ms / 1000 + SOCKET_MARGIN_S,
-        health_check_interval=30,
-        password=password,
-    )
+    options = _connection_options(settings, max_connections)
+    if settings.redis_sentinels:
+        return _sentinel_client(settings, options)
+    pool = BlockingConnectionPool.from_url(settings.redis_url, **options)
     client: Redis = Redis.from_pool(pool)
+    return client
+
+
+def _sentinel_client(settings: Settings, options: dict[str, Any]) -> Redis:
+    from_url = {
+        name: value
+        for name, value in parse_url(settings.redis_url).items()
+        if name not in ("host", "port", "path")
+    }
+    options = {**from_url, **options}
+    # The sentinels share the data nodes' password, when there is one.
+    sentinel_options = {"password": options["password"]} if "password" in options else {}
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        settings.sentinel_addresses,
+        sentinel_kwargs={**sentinel_options, "socket_timeout": CONNECT_TIMEOUT_S},
+        **options,
+    )
+    client: Redis = sentinel.master_for(
+        settings.redis_sentinel_master,
+        redis_class=Redis,
+        connection_pool_class=BlockingSentinelConnectionPool,
+    )
     return client

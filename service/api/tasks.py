@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.state import State
-from service.queue import DeadLetter, QueueFull
+from service.queue import DeadLetter, NotReplicated, QueueFull
 from service.streamids import parse_entry_id
 from service.tasks import Task
 
@@ -78,16 +78,23 @@ class Requeued(BaseModel):
 @router.post(
     "",
     status_code=201,
-    responses={503: {"description": "the backlog is full; retry after Retry-After seconds"}},
+    responses={
+        503: {
+            "description": "the backlog is full, or too few replicas confirmed the task in "
+            "time; retry after Retry-After seconds"
+        }
+    },
 )
 async def enqueue_task(body: TaskIn, state: State) -> TaskCreated:
     """Add one task to the ingestion stream, or refuse with 503 while the backlog is full."""
     try:
         with state.metrics.redis_latency.time():
             entry_id = await state.queue.enqueue(Task(**body.model_dump()))
-    except QueueFull as full:
+    except (QueueFull, NotReplicated) as refusal:
         raise HTTPException(
-            status_code=503, detail=str(full), headers={"Retry-After": str(BACKLOG_RETRY_AFTER_S)}
+            status_code=503,
+            detail=str(refusal),
+            headers={"Retry-After": str(BACKLOG_RETRY_AFTER_S)},
         ) from None
     return TaskCreated(id=entry_id)
 

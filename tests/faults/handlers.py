@@ -21,3 +21,14 @@ def count_or_die(task: Mapping[str, Any]) -> None:
     if _client is None:
         _client = redis.Redis.from_url(os.environ["SHIELD_REDIS_URL"])
     _client.hincrby(COMPLETIONS_KEY, task["chunk_id"], 1)
+
+
+_tally: redis.Redis | None = None
+
+
+def count_in_tally(task: Mapping[str, Any]) -> None:
+    """Count a completion in a Redis of its own (TALLY_REDIS_URL), one that no failover touches."""
+    global _tally
+    if _tally is None:
+        _tally = redis.Redis.from_url(os.environ["TALLY_REDIS_URL"])
+    _tally.hincrby(COMPLETIONS_KEY, task["chunk_id"], 1)

@@ -1,0 +1,178 @@
+"""A Sentinel failover under load: the primary's redis-server is SIGKILLed while tasks arrive.
+
+A primary, a replica and three sentinels on loopback; the API and two workers find the primary
+through the sentinels. Every task that got a 201 was on a replica first (WAIT 1), so the
+promoted replica has it and a worker completes it. Refusals (503) are retried by the client.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from tests.faults.handlers import COMPLETIONS_KEY
+from tests.service.conftest import make_settings
+from tests.support.live_server import http, serve, wait_for
+from tests.support.processes import service_env, start_api, start_worker
+from tests.support.redis_server import RedisServer, SentinelServer, free_port
+
+TASKS = 5_000
+DEADLINE_S = 120
+RESTART_AFTER_S = 3.0
+
+
+class Cluster:
+    """A primary, one replica and three sentinels, all on loopback."""
+
+    def __init__(self, root: Path) -> None:
+        self.primary = RedisServer(root / "primary")
+        self.replica = RedisServer(
+            root / "replica",
+            extra_args=["--replicaof", "127.0.0.1", str(self.primary.port)],
+        )
+        self.sentinels = [
+            SentinelServer(root / f"sentinel{index}", self.primary.port) for index in range(3)
+        ]
+
+    def start(self) -> None:
+        self.primary.start()
+        self.replica.start()
+        for sentinel in self.sentinels:
+            sentinel.start()
+        primary = redis.Redis(port=self.primary.port, decode_responses=True)
+        wait_for(lambda: primary.info("replication")["connected_slaves"] == 1, timeout_s=20)
+        watcher = redis.Redis(port=self.sentinels[0].port, decode_responses=True)
+        # Sentinels learn of each other over the primary's hello channel; a failover needs it.
+        wait_for(
+            lambda: int(watcher.sentinel_master("shield")["num-other-sentinels"]) == 2,
+            timeout_s=30,
+        )
+
+    def kill_primary(self) -> threading.Thread:
+        """SIGKILL the primary; like systemd, start it again a few seconds later.
+
+        Sentinel makes it a replica of the promoted one, so WAIT 1 can succeed again: with no
+        replica at all, every POST /tasks is refused, as it must be.
+        """
+        process = self.primary.process
+        assert process is not None
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        restarter = threading.Timer(RESTART_AFTER_S, self.primary.start)
+        restarter.start()
+        return restarter
+
+    def stop(self) -> None:
+        for server in [*self.sentinels, self.replica, self.primary]:
+            if server.process is not None and server.process.poll() is None:
+                server.stop()
+
+    @property
+    def sentinel_setting(self) -> str:
+        return ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    cluster = Cluster(tmp_path)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_no_accepted_task_is_lost_when_the_primary_dies(
+    cluster: Cluster, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tally = redis_client  # the session's redis-server, which no failover touches
+    env = service_env(
+        f"redis://127.0.0.1:{cluster.primary.port}/0",
+        redis_sentinels=cluster.sentinel_setting,
+        task_replicas=1,
+        block_ms=200,
+        claim_idle_ms=1000,
+        task_handler="tests.faults.handlers:count_in_tally",
+    )
+    env["TALLY_REDIS_URL"] = f"redis://127.0.0.1:{tally.connection_pool.connection_kwargs['port']}"
+    port = free_port()
+    processes = [start_api(env, port), start_worker(env), start_worker(env)]
+    kill_at = random.Random(20261127).randrange(TASKS // 5, TASKS * 4 // 5)
+    accepted: list[str] = []
+    refused = 0
+    restarter: threading.Thread | None = None
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            wait_for(lambda: _answers(client), timeout_s=60)
+            deadline = time.monotonic() + DEADLINE_S
+            for index in range(TASKS):
+                if index == kill_at:
+                    restarter = cluster.kill_primary()
+                chunk = f"c{index}"
+                while not _post(client, chunk):
+                    refused += 1
+                    assert time.monotonic() < deadline, "the API never came back"
+                    time.sleep(0.05)
+                accepted.append(chunk)
+        assert restarter is not None
+        restarter.join()
+        wait_for(lambda: tally.hlen(COMPLETIONS_KEY) >= len(accepted), timeout_s=DEADLINE_S)
+        completions = {chunk: int(count) for chunk, count in tally.hgetall(COMPLETIONS_KEY).items()}
+        missing = [chunk for chunk in accepted if chunk not in completions]
+        assert missing == []
+        assert cluster.sentinels[0].master_port() == cluster.replica.port
+        old_primary = redis.Redis(port=cluster.primary.port, decode_responses=True)
+        wait_for(lambda: old_primary.info("replication")["role"] == "slave", timeout_s=60)
+        duplicates = sum(count - 1 for count in completions.values())
+        with capsys.disabled():
+            print(
+                f"\nsentinel failover: {TASKS} tasks, primary killed at task {kill_at}, "
+                f"{refused} refused and retried, {duplicates} duplicate completions, 0 lost"
+            )
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _answers(client: httpx.Client) -> bool:
+    try:
+        return client.get("/health").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _post(client: httpx.Client, chunk: str) -> bool:
+    """True on 201; False on 503 or a dropped connection, which the client retries."""
+    try:
+        reply = client.post(
+            "/tasks", json={"job_id": "failover", "chunk_id": chunk, "content": "x"}
+        )
+    except httpx.TransportError:
+        return False
+    assert reply.status_code in (201, 503), reply.text
+    return reply.status_code == 201
+
+
+def test_a_task_no_replica_confirmed_is_not_called_accepted(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    settings = make_settings(redis_server, task_replicas=1, task_replica_timeout_ms=100)
+    with serve(settings) as base_url, http(base_url) as client:
+        reply = client.post("/tasks", json={"job_id": "j", "chunk_id": "c", "content": "x"})
+    assert reply.status_code == 503
+    assert reply.headers["Retry-After"] == "2"
+    assert "reached 0 of 1 replica(s)" in reply.json()["detail"]
