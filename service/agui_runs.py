@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
-from redis.exceptions import LockError
+from redis.exceptions import LockError, ResponseError
 
 from service.agui import JobEvent
 from service.agui_plan import IngestPlan
@@ -114,11 +114,17 @@ class RunStore:
     async def open(self, plan: IngestPlan, start: str) -> RunRecord:
         """Create the run's record, or read the one a previous POST created."""
         key = run_key(plan.run_id)
-        async with self._redis.pipeline(transaction=True) as transaction:
-            transaction.hsetnx(key, PLAN_FIELD, plan_record(plan, start))
-            transaction.expire(key, RUN_TTL_S)
-            transaction.hgetall(key)
-            *_, stored = await transaction.execute()
+        try:
+            async with self._redis.pipeline(transaction=True) as transaction:
+                transaction.hsetnx(key, PLAN_FIELD, plan_record(plan, start))
+                transaction.expire(key, RUN_TTL_S)
+                transaction.hgetall(key)
+                *_, stored = await transaction.execute()
+        except ResponseError as error:
+            # A pipeline wraps the reply: "Command # 1 (...) caused error: WRONGTYPE ...".
+            if "WRONGTYPE" not in str(error):
+                raise
+            raise RunConflict(f"{key} holds no readable AG-UI run record (not a hash)") from None
         record = decode_record(plan.run_id, fields(stored))
         if record.digest != plan.digest:
             raise RunConflict(f"runId {plan.run_id!r} is already a run of a different document")

@@ -347,3 +347,40 @@ def test_ingest_needs_the_token_like_every_other_route(
         with agui_run(base_url, body, token="agui-token") as reader:
             assert reader.take(2)[1]["snapshot"] == {"total": 1, "done": 0, "failed": 0}
     assert redis_client.xlen(QUEUE) == 1
+
+
+def test_a_run_being_enqueued_elsewhere_is_503_with_retry_after(
+    api: str, redis_client: redis.Redis
+) -> None:
+    body = run_input("run-busy", "a short document")
+    # Another API process holds the run's enqueue lock and has not recorded its chunk yet.
+    redis_client.set("shield:agui:run:run-busy:enqueuing", "someone-else", px=30000)
+    with httpx.Client(base_url=api, timeout=20) as client:
+        busy = client.post("/agui/ingest", json=body)
+    assert busy.status_code == 503
+    assert busy.headers["Retry-After"] == "1"
+    assert "being enqueued by another request" in busy.json()["detail"]
+    assert redis_client.xlen(QUEUE) == 0
+    redis_client.delete("shield:agui:run:run-busy:enqueuing")
+    with agui_run(api, body) as reader:
+        reader.take(2)
+    assert redis_client.xlen(QUEUE) == 1
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda client: client.hset("shield:agui:run:run-x", "plan", "{oops"),
+        lambda client: client.set("shield:agui:run:run-x", "a string"),
+    ],
+    ids=["bad plan JSON", "not a hash"],
+)
+def test_a_run_key_written_by_someone_else_is_409(
+    api: str, redis_client: redis.Redis, corrupt: Any
+) -> None:
+    corrupt(redis_client)
+    with httpx.Client(base_url=api) as client:
+        reply = client.post("/agui/ingest", json=run_input("run-x", "document"))
+    assert reply.status_code == 409
+    assert "holds no readable AG-UI run record" in reply.json()["detail"]
+    assert redis_client.xlen(QUEUE) == 0
