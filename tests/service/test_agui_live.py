@@ -384,3 +384,42 @@ def test_a_run_key_written_by_someone_else_is_409(
     assert reply.status_code == 409
     assert "holds no readable AG-UI run record" in reply.json()["detail"]
     assert redis_client.xlen(QUEUE) == 0
+
+
+def test_a_stream_cut_by_the_hub_ends_with_run_error_and_can_re_attach(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    settings = make_settings(redis_server, client_buffer_events=2)
+    body = run_input("run-slow", "a short document")
+
+    def publish(count: int) -> None:
+        # One MULTI, so the hub reads them all in one batch, more than the buffer holds.
+        with redis_client.pipeline(transaction=True) as transaction:
+            for index in range(count):
+                data = json.dumps({"index": index})
+                transaction.xadd(
+                    EVENTS, {"type": "doc.progress", "job_id": "run-slow", "data": data}
+                )
+            transaction.execute()
+
+    with serve(settings) as base_url:
+        with agui_run(base_url, body) as reader:
+            reader.take(2)
+            publish(1)
+            assert brief(reader.next()) == "CUSTOM doc.progress"
+            time.sleep(0.5)  # past the catch-up: the subscription is on the hub's live feed
+            publish(10)
+            events = reader.until_end()
+        assert [brief(event) for event in events] == [
+            "CUSTOM doc.progress",
+            "CUSTOM doc.progress",
+            "RUN_ERROR",
+        ]
+        assert events[-1]["code"] == "stream_interrupted"
+        assert "client too slow" in events[-1]["message"]
+        with agui_run(base_url, body) as reader:
+            assert [brief(event) for event in reader.take(2)] == [
+                "RUN_STARTED",
+                'STATE_SNAPSHOT {"done": 0, "failed": 0, "total": 1}',
+            ]
+    assert redis_client.xlen(QUEUE) == 1
