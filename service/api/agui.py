@@ -19,8 +19,8 @@ from fastapi import APIRouter, HTTPException, Request
 from sse_starlette import EventSourceResponse
 
 from service.agui import RunProgress, encode_events, interrupted, job_event_from_ws
-from service.agui_plan import IngestRefused, parse_run_input, plan_ingest
-from service.agui_runs import RunBusy, RunConflict, RunStore, job_history
+from service.agui_plan import IngestPlan, IngestRefused, parse_run_input, plan_ingest
+from service.agui_runs import RunBusy, RunConflict, RunRecord, RunStore, job_history
 from service.api.state import AppState, State
 from service.bus import SubscriptionClosed
 from service.filters import EventFilter
@@ -79,12 +79,7 @@ async def ingest(request: Request, state: State) -> EventSourceResponse:
             detail=str(busy),
             headers={"Retry-After": str(BUSY_RETRY_AFTER_S)},
         ) from None
-    progress = RunProgress(plan.thread_id, plan.run_id, record.chunk_ids, record.message_chunks)
-    attached_at = await state.hub.resolve_start(ONLY_NEW)
-    async for event in job_history(
-        state.redis, state.settings.stream_events, plan.run_id, record.start, attached_at
-    ):
-        progress.apply(event)
+    progress, attached_at = await _fold_history(state, plan, record)
     return EventSourceResponse(
         _run_frames(state, progress, attached_at),
         ping=state.settings.sse_ping_s,
@@ -92,6 +87,19 @@ async def ingest(request: Request, state: State) -> EventSourceResponse:
         send_timeout=SSE_SEND_TIMEOUT_S,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+
+
+async def _fold_history(
+    state: AppState, plan: IngestPlan, record: RunRecord
+) -> tuple[RunProgress, str]:
+    """The run's state from its start to the stream's end now, and that end: the live feed's
+    cursor, so an event is either folded here or delivered live, never both or neither."""
+    progress = RunProgress(plan.thread_id, plan.run_id, record.chunk_ids, record.message_chunks)
+    attached_at = await state.hub.resolve_start(ONLY_NEW)
+    stream = state.settings.stream_events
+    async for event in job_history(state.redis, stream, plan.run_id, record.start, attached_at):
+        progress.apply(event)
+    return progress, attached_at
 
 
 async def _run_frames(state: AppState, progress: RunProgress, cursor: str) -> AsyncIterator[bytes]:
