@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from redis.exceptions import RedisError
 
-from service.api import events, health, metrics, tasks
+from service.api import agui, events, health, metrics, tasks
 from service.api.auth import BearerAuth, redact_access_log
 from service.api.errors import install_error_handlers
 from service.api.limits import BodySizeLimit
@@ -76,7 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await state.redis.aclose()
 
     app = FastAPI(title="Shield orchestrator", version="1.0.0", lifespan=lifespan)
-    for router in (events.router, tasks.router, health.router, metrics.router):
+    for router in (events.router, tasks.router, agui.router, health.router, metrics.router):
         app.include_router(router)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_event_bytes)

@@ -45,3 +45,25 @@ def kill_on_poison(task: Mapping[str, Any]) -> None:
     if task["content"] == "poison":
         os.kill(os.getpid(), signal.SIGKILL)
     record(task)
+
+
+FAIL_MARK = "[fail]"
+HOLD_MARK = "[hold]"
+RELEASE_KEY = "test:release"
+
+
+def fail_marked(task: Mapping[str, Any]) -> None:
+    """Fail every attempt at a chunk whose content holds FAIL_MARK; record the others."""
+    if FAIL_MARK in task["content"]:
+        raise RuntimeError(f"cannot process {task['chunk_id']}")
+    record(task)
+
+
+def hold_marked(task: Mapping[str, Any]) -> None:
+    """Hold a chunk whose content holds HOLD_MARK until RELEASE_KEY exists, then record it."""
+    if HOLD_MARK in task["content"]:
+        with _client() as client:
+            deadline = time.monotonic() + 30
+            while not client.exists(RELEASE_KEY) and time.monotonic() < deadline:
+                time.sleep(0.05)
+    record(task)

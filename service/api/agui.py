@@ -1,0 +1,130 @@
+"""AG-UI: ``POST /agui/ingest`` takes a RunAgentInput, enqueues its document and streams the run.
+
+Everything that can refuse the request (bad input, a runId of another document, the queue's
+backpressure, Redis) happens before the response starts, so it is an HTTP error with a reason;
+once streaming, the only failure left is losing the event feed, which ends the run with
+RUN_ERROR telling the client to POST again to re-attach.
+
+The live part rides the process's one fan-out reader (EventHub), filtered to the job. The state
+so far is folded from the job's history, read from the run's start cursor up to the stream's
+end at attach time; the subscription then starts after that end, so nothing is missed or shown
+twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+
+from fastapi import APIRouter, HTTPException, Request
+from sse_starlette import EventSourceResponse
+
+from service.agui import RunProgress, encode_events, interrupted, job_event_from_ws
+from service.agui_plan import IngestPlan, IngestRefused, parse_run_input, plan_ingest
+from service.agui_runs import RunBusy, RunConflict, RunRecord, RunStore, job_history
+from service.api.state import AppState, State
+from service.bus import SubscriptionClosed
+from service.filters import EventFilter
+from service.queue import TaskQueue
+from service.streamids import ONLY_NEW
+
+router = APIRouter(prefix="/agui", tags=["agui"])
+
+SSE_SEND_TIMEOUT_S = 30.0
+BUSY_RETRY_AFTER_S = 1
+# The body is read and validated by the route itself (pydantic's JSON parser, see
+# service.agui_plan); the schema here only documents it.
+_BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "description": "An AG-UI RunAgentInput; the last user message is the "
+                    "document, forwardedProps may carry source_uri, source_type, metadata.",
+                }
+            }
+        },
+    }
+}
+
+
+async def enqueue_chunk(queue: TaskQueue, fields: Mapping[str, str]) -> str:
+    """The one call into the task queue, so its limits and backpressure apply unchanged."""
+    return await queue.enqueue(fields)
+
+
+@router.post("/ingest", response_class=EventSourceResponse, openapi_extra=_BODY_DOC)
+async def ingest(request: Request, state: State) -> EventSourceResponse:
+    """Enqueue the document as tasks of job runId, then stream the run as AG-UI events."""
+    try:
+        plan = plan_ingest(parse_run_input(await request.body()))
+    except IngestRefused as refused:
+        raise HTTPException(status_code=422, detail=str(refused)) from None
+    # Taken before anything is enqueued: every event of the job comes after it.
+    start = await state.hub.resolve_start(ONLY_NEW)
+    runs = RunStore(state.redis)
+
+    async def enqueue(fields: Mapping[str, str]) -> str:
+        return await enqueue_chunk(state.queue, fields)
+
+    try:
+        record = await runs.open(plan, start)
+        record = await runs.enqueue_missing(plan, record, enqueue)
+    except RunConflict as conflict:
+        raise HTTPException(status_code=409, detail=str(conflict)) from None
+    except RunBusy as busy:
+        raise HTTPException(
+            status_code=503,
+            detail=str(busy),
+            headers={"Retry-After": str(BUSY_RETRY_AFTER_S)},
+        ) from None
+    progress, attached_at = await _fold_history(state, plan, record)
+    return EventSourceResponse(
+        _run_frames(state, progress, attached_at),
+        ping=state.settings.sse_ping_s,
+        sep="\n",
+        send_timeout=SSE_SEND_TIMEOUT_S,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _fold_history(
+    state: AppState, plan: IngestPlan, record: RunRecord
+) -> tuple[RunProgress, str]:
+    """The run's state from its start to the stream's end now, and that end: the live feed's
+    cursor, so an event is either folded here or delivered live, never both or neither."""
+    progress = RunProgress(plan.thread_id, plan.run_id, record.chunk_ids, record.message_chunks)
+    attached_at = await state.hub.resolve_start(ONLY_NEW)
+    stream = state.settings.stream_events
+    async for event in job_history(state.redis, stream, plan.run_id, record.start, attached_at):
+        progress.apply(event)
+    return progress, attached_at
+
+
+async def _run_frames(state: AppState, progress: RunProgress, cursor: str) -> AsyncIterator[bytes]:
+    clients = state.metrics.connected_clients.labels("agui")
+    clients.inc()
+    try:
+        yield encode_events(progress.opening())
+        if progress.settled:
+            yield encode_events([progress.closing()])
+            return
+        job_only = EventFilter(job_id=progress.run_id)
+        async with state.hub.subscribe(cursor, job_only) as subscription:
+            try:
+                async for batch in subscription.batches():
+                    shown = []
+                    for encoded in batch:
+                        shown += progress.apply(job_event_from_ws(encoded.ws))
+                        if progress.settled:
+                            shown.append(progress.closing())
+                            break
+                    if shown:
+                        yield encode_events(shown)
+                    if progress.settled:
+                        return
+            except SubscriptionClosed as closed:
+                yield encode_events([interrupted(str(closed))])
+    finally:
+        clients.dec()
