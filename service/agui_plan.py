@@ -22,7 +22,7 @@ from typing import Any
 from ag_ui.core import RunAgentInput, TextPart, UserMessage
 from pydantic import ValidationError
 
-from service.events import task_fields
+from service.tasks import Task
 
 CHUNK_CHARS = 4000
 # Leaves room for "-<n>" within the 256 characters POST /tasks allows a chunk id.
@@ -58,9 +58,9 @@ class IngestPlan:
     def chunk_ids(self) -> tuple[str, ...]:
         return tuple(chunk.chunk_id for chunk in self.chunks)
 
-    def task_of(self, chunk: Chunk) -> dict[str, str]:
-        """The task-stream fields of one chunk, as POST /tasks would write them."""
-        return task_fields(
+    def task_of(self, chunk: Chunk) -> Task:
+        """The task of one chunk, as POST /tasks would enqueue it."""
+        return Task(
             job_id=self.run_id,
             chunk_id=chunk.chunk_id,
             content=chunk.content,

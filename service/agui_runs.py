@@ -27,6 +27,7 @@ from service.agui_plan import IngestPlan
 from service.events import Event
 from service.replies import entries, fields
 from service.streamids import InvalidStreamId, is_after, normalize_resume_point
+from service.tasks import Task
 
 RUN_KEY_PREFIX = "shield:agui:run:"
 ENQUEUE_LOCK_SUFFIX = ":enqueuing"
@@ -38,7 +39,7 @@ ENQUEUE_LOCK_TIMEOUT_S = 30.0
 ENQUEUE_LOCK_WAIT_S = 5.0
 REPLAY_PAGE = 500
 
-Enqueue = Callable[[Mapping[str, str]], Awaitable[str]]
+Enqueue = Callable[[Task], Awaitable[str]]
 
 
 class RunConflict(Exception):

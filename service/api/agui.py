@@ -13,7 +13,7 @@ twice.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, HTTPException, Request
 from sse_starlette import EventSourceResponse
@@ -22,10 +22,12 @@ from service.agui import RunProgress, encode_events, interrupted, job_event_from
 from service.agui_plan import IngestPlan, IngestRefused, parse_run_input, plan_ingest
 from service.agui_runs import RunBusy, RunConflict, RunRecord, RunStore, job_history
 from service.api.state import AppState, State
+from service.api.tasks import BACKLOG_RETRY_AFTER_S
 from service.bus import SubscriptionClosed
 from service.filters import EventFilter
-from service.queue import TaskQueue
+from service.queue import NotReplicated, QueueFull, TaskQueue
 from service.streamids import ONLY_NEW
+from service.tasks import Task
 
 router = APIRouter(prefix="/agui", tags=["agui"])
 
@@ -49,9 +51,9 @@ _BODY_DOC = {
 }
 
 
-async def enqueue_chunk(queue: TaskQueue, fields: Mapping[str, str]) -> str:
+async def enqueue_chunk(queue: TaskQueue, task: Task) -> str:
     """The one call into the task queue, so its limits and backpressure apply unchanged."""
-    return await queue.enqueue(fields)
+    return await queue.enqueue(task)
 
 
 @router.post("/ingest", response_class=EventSourceResponse, openapi_extra=_BODY_DOC)
@@ -65,8 +67,8 @@ async def ingest(request: Request, state: State) -> EventSourceResponse:
     start = await state.hub.resolve_start(ONLY_NEW)
     runs = RunStore(state.redis)
 
-    async def enqueue(fields: Mapping[str, str]) -> str:
-        return await enqueue_chunk(state.queue, fields)
+    async def enqueue(task: Task) -> str:
+        return await enqueue_chunk(state.queue, task)
 
     try:
         record = await runs.open(plan, start)
@@ -78,6 +80,13 @@ async def ingest(request: Request, state: State) -> EventSourceResponse:
             status_code=503,
             detail=str(busy),
             headers={"Retry-After": str(BUSY_RETRY_AFTER_S)},
+        ) from None
+    except (QueueFull, NotReplicated) as refusal:
+        # The chunks enqueued so far are recorded: a retry of the same runId adds the rest.
+        raise HTTPException(
+            status_code=503,
+            detail=str(refusal),
+            headers={"Retry-After": str(BACKLOG_RETRY_AFTER_S)},
         ) from None
     progress, attached_at = await _fold_history(state, plan, record)
     return EventSourceResponse(

@@ -329,7 +329,7 @@ def test_plan_takes_the_last_user_message_and_the_forwarded_source() -> None:
     plan = plan_ingest(parse_run_input(body))
     assert plan.chunk_ids == ("run-1-1",)
     [chunk] = plan.chunks
-    fields = plan.task_of(chunk)
+    fields = plan.task_of(chunk).to_fields()
     assert fields["job_id"] == "run-1" and fields["chunk_id"] == "run-1-1"
     assert fields["content"] == "new"
     assert fields["source_uri"] == "s3://docs/a.txt" and fields["source_type"] == "text"

@@ -423,3 +423,27 @@ def test_a_stream_cut_by_the_hub_ends_with_run_error_and_can_re_attach(
                 'STATE_SNAPSHOT {"done": 0, "failed": 0, "total": 1}',
             ]
     assert redis_client.xlen(QUEUE) == 1
+
+
+def test_a_full_backlog_refuses_the_rest_and_a_retry_adds_only_the_rest(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    body = run_input("run-full", three_chunk_document())
+    with serve(make_settings(redis_server, stream_maxlen=2)) as base_url:
+        with httpx.Client(base_url=base_url, timeout=10) as client:
+            refused = client.post("/agui/ingest", json=body)
+            assert refused.status_code == 503
+            assert refused.headers["Retry-After"] == "2"
+            assert "backlog is full" in refused.json()["detail"]
+            assert redis_client.xlen(QUEUE) == 2
+            # The backlog drains (here the group is moved past both, as acks would), and the
+            # retry of the same runId adds only the chunk that was refused.
+            redis_client.xgroup_destroy(QUEUE, "lightrag-workers")
+            redis_client.xgroup_create(QUEUE, "lightrag-workers", id="$")
+            with agui_run(base_url, body) as reader:
+                reader.take(2)
+    assert [fields["chunk_id"] for _, fields in redis_client.xrange(QUEUE)] == [
+        "run-full-1",
+        "run-full-2",
+        "run-full-3",
+    ]
