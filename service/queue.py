@@ -22,14 +22,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
 
 from service.config import Settings
 from service.events import utc_now_iso
 from service.rawtext import base64_of, is_utf8
 from service.replies import entries, first_stream_entries, xadd_fields
+from service.streamids import parse_entry_id
 from service.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -75,32 +78,32 @@ return {1, redis.call('XADD', stream, '*', unpack(ARGV, 3))}
 """
 )
 
-# KEYS: stream, counters. ARGV: group, consumer, maxlen, ids... Returns the ids not acked
-# because another consumer owns them now. Trims acked entries once the stream passes maxlen.
-_ACK = (
-    _LUA_HELPERS
-    + """
+# KEYS: stream, counters. ARGV: group, consumer, maxlen, ids in stream order... Acks the ids
+# still pending for this consumer (one XPENDING over their range, not one per id) and returns
+# the others, which another consumer owns now. Then, past maxlen, trims what is acked: below
+# the oldest pending entry, or, with nothing pending, below the last id acked here (every
+# entry before it was delivered, and none is pending).
+_ACK = """
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
-local acked, lost = 0, {}
-for i = 4, #ARGV do
-  if owned(stream, group, consumer, ARGV[i]) then
-    acked = acked + redis.call('XACK', stream, group, ARGV[i])
-  else
-    table.insert(lost, ARGV[i])
-  end
+local first, last, count = ARGV[4], ARGV[#ARGV], #ARGV - 3
+local pending = {}
+for _, row in ipairs(redis.call('XPENDING', stream, group, first, last, count + 100, consumer)) do
+  pending[row[1]] = true
 end
-if acked > 0 then redis.call('HINCRBY', KEYS[2], 'acked', acked) end
+local mine, lost = {}, {}
+for i = 4, #ARGV do
+  if pending[ARGV[i]] then table.insert(mine, ARGV[i]) else table.insert(lost, ARGV[i]) end
+end
+if #mine > 0 then
+  redis.call('XACK', stream, group, unpack(mine))
+  redis.call('HINCRBY', KEYS[2], 'acked', #mine)
+end
 if redis.call('XLEN', stream) > tonumber(ARGV[3]) then
-  local safe = redis.call('XPENDING', stream, group)[2]
-  if not safe then
-    local row = group_row(stream, group)
-    if row then safe = row['last-delivered-id'] end
-  end
-  if safe then redis.call('XTRIM', stream, 'MINID', '~', safe) end
+  local safe = redis.call('XPENDING', stream, group)[2] or last
+  redis.call('XTRIM', stream, 'MINID', '~', safe)
 end
 return lost
 """
-)
 
 # KEYS: stream, target, counters, events. ARGV: group, consumer, id, counter, events maxlen,
 # n, the target entry's n field-value items, then per event: m and its m items.
@@ -256,6 +259,7 @@ class TaskQueue:
         self._batch_size = settings.batch_size
         self._block_ms = settings.block_ms
         self._claim_idle_ms = settings.claim_idle_ms
+        self._ack = redis.register_script(_ACK)
         self._replicas = settings.task_replicas
         self._replica_timeout_ms = settings.task_replica_timeout_ms
         self._move = redis.register_script(_MOVE)
@@ -287,7 +291,7 @@ class TaskQueue:
         The acks and events of the previous batch go first, in the same round trip.
         """
         async with self._redis.pipeline(transaction=False) as pipeline:
-            acking = self._queue_ack(pipeline, consumer, finished)
+            acks = self._queue_ack(pipeline, consumer, finished)
             pipeline.xreadgroup(
                 self._group,
                 consumer,
@@ -295,9 +299,8 @@ class TaskQueue:
                 count=self._batch_size,
                 block=self._block_ms,
             )
-            replies = await pipeline.execute()
-        if acking:
-            self._note_lost(replies[0])
+            replies = await pipeline.execute(raise_on_error=False)
+        await self._settle(replies, acks)
         return [
             Delivery(entry_id, fields, 1) for entry_id, fields in first_stream_entries(replies[-1])
         ]
@@ -305,32 +308,42 @@ class TaskQueue:
     async def ack(self, consumer: str, finished: Finished) -> None:
         """Ack handled tasks and publish their events in a round trip of their own."""
         async with self._redis.pipeline(transaction=False) as pipeline:
-            if not self._queue_ack(pipeline, consumer, finished):
+            acks = self._queue_ack(pipeline, consumer, finished)
+            if acks is None:
                 return
-            replies = await pipeline.execute()
-        self._note_lost(replies[0])
+            replies = await pipeline.execute(raise_on_error=False)
+        await self._settle(replies, acks)
 
-    def _queue_ack(self, pipeline: Pipeline, consumer: str, finished: Finished | None) -> bool:
+    def _queue_ack(
+        self, pipeline: Pipeline, consumer: str, finished: Finished | None
+    ) -> tuple[list[str], list[str | int]] | None:
         if finished is None or not finished.entry_ids:
-            return False
-        # EVAL, not EVALSHA: a pipeline cannot recover from NOSCRIPT after a Redis restart.
-        pipeline.eval(
-            _ACK,
-            2,
-            self._stream,
-            self._counters,
-            self._group,
-            consumer,
-            self._maxlen,
-            *finished.entry_ids,
-        )
+            return None
+        keys = [self._stream, self._counters]
+        # The script checks ownership over the range from the first id to the last.
+        ids = sorted(finished.entry_ids, key=parse_entry_id)
+        args: list[str | int] = [self._group, consumer, self._maxlen, *ids]
+        pipeline.evalsha(self._ack.sha, len(keys), *keys, *args)
         for event in finished.events:
             pipeline.xadd(self._events, xadd_fields(event), maxlen=self._maxlen, approximate=True)
-        return True
+        return keys, args
 
-    @staticmethod
-    def _note_lost(lost: Sequence[str]) -> None:
-        if lost:
+    async def _settle(
+        self, replies: list[Any], acks: tuple[list[str], list[str | int]] | None
+    ) -> None:
+        """Raise the first error of a pipeline, after acking again where only NOSCRIPT failed.
+
+        EVALSHA saves sending the script every batch; after a Redis restart the script is
+        gone, and the other commands of the pipeline have run all the same.
+        """
+        if acks is not None and isinstance(replies[0], NoScriptError):
+            keys, args = acks
+            replies[0] = await self._ack(keys=keys, args=args)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        if acks is not None and replies[0]:
+            lost = replies[0]
             log.warning("%d finished task(s) were reclaimed by other workers: %s", len(lost), lost)
 
     async def reclaim(self, consumer: str) -> list[Delivery]:

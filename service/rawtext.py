@@ -14,6 +14,8 @@ REDIS_ENCODING_ERRORS = "surrogateescape"
 
 def is_utf8(text: str) -> bool:
     """True when the text came from valid UTF-8 (holds no escaped byte or lone surrogate)."""
+    if text.isascii():
+        return True
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

@@ -111,3 +111,16 @@ async def test_renewal_keeps_a_running_task_from_being_reclaimed(
     assert await queue.reclaim("thief") == []
     [row] = redis_client.xpending_range(QUEUE, GROUP, "-", "+", 1)
     assert row["consumer"] == "runner" and row["times_delivered"] == 1
+
+
+async def test_acks_survive_redis_forgetting_its_scripts(
+    small_queue: tuple[TaskQueue, Settings], redis_client: redis.Redis
+) -> None:
+    queue, _ = small_queue
+    await queue.enqueue(task(1))
+    await queue.enqueue(task(2))
+    first = await queue.read("w")
+    redis_client.script_flush()  # what a restart of Redis does to the script cache
+    await queue.read("w", done(first))
+    assert int(redis_client.xpending(QUEUE, GROUP)["pending"]) == 0
+    assert redis_client.hget(QUEUE + ":counters", "acked") == "2"
