@@ -15,6 +15,8 @@ _HANDLER_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 PositiveInt = Annotated[int, Field(gt=0)]
+# A browser origin exactly as the Origin header spells it: scheme, host and port, no path.
+CorsOrigin = Annotated[str, Field(pattern=r"^(\*|https?://[^/\s?#]+)$")]
 
 
 class ConfigError(Exception):
@@ -45,6 +47,7 @@ class Settings(BaseSettings):
     sse_ping_s: float = Field(default=15.0, gt=0, le=15.0)
     client_buffer_events: PositiveInt = 1000
     redis_max_connections: PositiveInt = 50
+    cors_origins: tuple[CorsOrigin, ...] = ()
 
     @field_validator("redis_url")
     @classmethod
