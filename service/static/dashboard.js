@@ -113,7 +113,7 @@
           cell(name),
           cell(stream.length, "number"),
           cell(stream.entries_added, "number"),
-          cell(stream.last_generated_id),
+          cell(stream.last_generated_id, "id"),
         ]);
         tr.dataset.stream = name;
         return tr;
@@ -201,10 +201,12 @@
       })),
     );
     const peak = Math.max(1, ...series.flat().map((point) => point.rate || 0));
+    // The x axis spans the samples held, up to the window, so a fresh page is not one spike.
+    const spanMs = Math.max(POLL_MS * 5, now - (samples.length ? samples[0].at : now));
     context.fillStyle = "#5d6778";
     context.font = "11px sans-serif";
     context.fillText(`${peak.toFixed(0)}/s`, 4, 12);
-    context.fillText("5 min ago", 4, height - 4);
+    context.fillText(`${Math.round(spanMs / 1000)} s ago`, 4, height - 4);
     context.fillText("now", width - 24, height - 4);
     series.forEach((points, index) => {
       context.strokeStyle = COLORS[index % COLORS.length];
@@ -216,7 +218,7 @@
           drawing = false;
           continue;
         }
-        const x = width - ((now - point.at) / RATE_WINDOW_MS) * width;
+        const x = width - ((now - point.at) / spanMs) * width;
         const y = height - 16 - (point.rate / peak) * (height - 32);
         if (drawing) context.lineTo(x, y);
         else context.moveTo(x, y);
@@ -241,12 +243,12 @@
         const action = document.createElement("td");
         action.append(button);
         const tr = row([
-          cell(letter.id),
+          cell(letter.id, "id"),
           cell(letter.fields.job_id),
           cell(letter.fields.chunk_id),
           cell(letter.attempts, "number"),
           cell(letter.reason),
-          cell(letter.dead_lettered_at),
+          cell(letter.dead_lettered_at, "time"),
           action,
         ]);
         tr.dataset.id = letter.id;
@@ -341,7 +343,7 @@
     }
     const type = message.event !== "message" ? message.event : payload.type;
     const tr = row([
-      cell(message.id),
+      cell(message.id, "id"),
       cell(type),
       cell(payload.job_id || ""),
       cell(JSON.stringify(payload).slice(0, DATA_CHARS), "data"),

@@ -26,7 +26,9 @@ FOREIGN_PAGE = b"<!doctype html><html><head><title>foreign</title></head><body><
 def _binary(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        raise RuntimeError(f"{name} is not installed: run `make deps` (apt chromium chromium-driver)")
+        raise RuntimeError(
+            f"{name} is not installed: run `make deps` (apt chromium chromium-driver)"
+        )
     return path
 
 
@@ -80,11 +82,12 @@ def wait_in_page(
     script: str,
     accept: Callable[[Any], bool] = bool,
     timeout_s: float = 15.0,
+    arguments: tuple[Any, ...] = (),
 ) -> Any:
     """Evaluate script in the page until accept(result); returns the accepted result."""
     deadline = time.monotonic() + timeout_s
     while True:
-        result = driver.execute_script(script)
+        result = driver.execute_script(script, *arguments)
         if accept(result):
             return result
         if time.monotonic() > deadline:
