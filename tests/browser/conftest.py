@@ -11,6 +11,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -32,8 +33,13 @@ def _binary(name: str) -> str:
     return path
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[webdriver.Chrome]:
+@contextmanager
+def chromium() -> Iterator[webdriver.Chrome]:
+    """A fresh headless Chromium for one test, quit when the block ends.
+
+    Open it inside the API's block: Chromium keeps an abandoned event stream's socket open to
+    drain it, and the API's shutdown would wait for that stream until the test gives up.
+    """
     options = webdriver.ChromeOptions()
     options.binary_location = _binary("chromium")
     for argument in (

@@ -8,8 +8,7 @@ from contextlib import contextmanager
 import redis
 from selenium import webdriver
 
-from service.config import Settings
-from tests.browser.conftest import wait_in_page
+from tests.browser.conftest import chromium, wait_in_page
 from tests.service.conftest import make_settings
 from tests.support.live_server import http, serve
 from tests.support.redis_server import RedisServer
@@ -53,19 +52,20 @@ socket.onclose = (closed) => done(`closed before open (${closed.code})`);
 
 
 @contextmanager
-def api_with(redis_server: RedisServer, **overrides: object) -> Iterator[tuple[str, Settings]]:
-    settings = make_settings(redis_server, **overrides)
-    with serve(settings) as base_url:
-        yield base_url, settings
+def api_and_browser(
+    redis_server: RedisServer, **overrides: object
+) -> Iterator[tuple[str, webdriver.Chrome]]:
+    """The API with these settings, and a browser that leaves before the API stops."""
+    with serve(make_settings(redis_server, **overrides)) as base_url, chromium() as browser:
+        yield base_url, browser
 
 
 def test_page_on_listed_origin_receives_50_events_in_order_over_event_source(
-    browser: webdriver.Chrome,
     foreign_origin: str,
     redis_server: RedisServer,
     redis_client: redis.Redis,
 ) -> None:
-    with api_with(redis_server, cors_origins=(foreign_origin,)) as (api, _):
+    with api_and_browser(redis_server, cors_origins=(foreign_origin,)) as (api, browser):
         browser.get(foreign_origin)
         browser.execute_script(OPEN_EVENT_SOURCE, f"{api}/events/stream?last_id=$")
         wait_in_page(browser, "return window.sourceState", lambda state: state == "open")
@@ -77,17 +77,15 @@ def test_page_on_listed_origin_receives_50_events_in_order_over_event_source(
         received = wait_in_page(
             browser, "return window.received", lambda got: len(got) >= EVENT_COUNT
         )
-        browser.execute_script("window.source.close()")
     assert received == [[entry_id, n] for n, entry_id in enumerate(ids)]
 
 
 def test_page_on_unlisted_origin_is_refused_by_the_browser(
-    browser: webdriver.Chrome,
     foreign_origin: str,
     redis_server: RedisServer,
     redis_client: redis.Redis,
 ) -> None:
-    with api_with(redis_server) as (api, _):
+    with api_and_browser(redis_server) as (api, browser):
         browser.get(foreign_origin)
         browser.execute_script(OPEN_EVENT_SOURCE, f"{api}/events/stream?last_id=0")
         # CLOSED, not retrying: the browser failed the connection for CORS, for good.
@@ -98,12 +96,14 @@ def test_page_on_unlisted_origin_is_refused_by_the_browser(
 
 
 def test_cross_origin_post_with_token_passes_the_preflight(
-    browser: webdriver.Chrome,
     foreign_origin: str,
     redis_server: RedisServer,
     redis_client: redis.Redis,
 ) -> None:
-    with api_with(redis_server, cors_origins=(foreign_origin,), api_token=TOKEN) as (api, _):
+    with api_and_browser(redis_server, cors_origins=(foreign_origin,), api_token=TOKEN) as (
+        api,
+        browser,
+    ):
         browser.get(foreign_origin)
         reply = browser.execute_async_script(CROSS_ORIGIN_POST, f"{api}/events", TOKEN)
     assert reply["status"] == 201, reply
@@ -113,12 +113,11 @@ def test_cross_origin_post_with_token_passes_the_preflight(
 
 
 def test_cross_origin_post_fails_its_preflight_without_cors(
-    browser: webdriver.Chrome,
     foreign_origin: str,
     redis_server: RedisServer,
     redis_client: redis.Redis,
 ) -> None:
-    with api_with(redis_server, api_token=TOKEN) as (api, _):
+    with api_and_browser(redis_server, api_token=TOKEN) as (api, browser):
         browser.get(foreign_origin)
         reply = browser.execute_async_script(CROSS_ORIGIN_POST, f"{api}/events", TOKEN)
     assert "error" in reply, reply
@@ -126,18 +125,17 @@ def test_cross_origin_post_fails_its_preflight_without_cors(
 
 
 def test_websocket_opens_from_a_listed_origin_only(
-    browser: webdriver.Chrome,
     foreign_origin: str,
     redis_server: RedisServer,
     redis_client: redis.Redis,
 ) -> None:
-    with api_with(redis_server) as (api, _):
+    with api_and_browser(redis_server) as (api, browser):
         ws_url = api.replace("http://", "ws://") + "/events/ws?last_id=$"
         browser.get(foreign_origin)
         refused = browser.execute_async_script(OPEN_WEBSOCKET, ws_url)
         browser.get(f"{api}/dashboard")
         same_origin = browser.execute_async_script(OPEN_WEBSOCKET, ws_url)
-    with api_with(redis_server, cors_origins=(foreign_origin,)) as (api, _):
+    with api_and_browser(redis_server, cors_origins=(foreign_origin,)) as (api, browser):
         ws_url = api.replace("http://", "ws://") + "/events/ws?last_id=$"
         browser.get(foreign_origin)
         listed = browser.execute_async_script(OPEN_WEBSOCKET, ws_url)

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 import redis
-from selenium import webdriver
 from selenium.webdriver.common.by import By
 
-from tests.browser.conftest import wait_in_page
+from tests.browser.conftest import chromium, wait_in_page
 from tests.browser.handlers import CURED_KEY, HANDLED_KEY
 from tests.service.conftest import make_settings
 from tests.support.live_server import http, serve
@@ -62,14 +61,13 @@ def worker(redis_server: RedisServer, redis_client: redis.Redis) -> Iterator[sub
 
 
 def test_dashboard_shows_live_numbers_tails_events_and_requeues_a_dead_letter(
-    browser: webdriver.Chrome,
     redis_server: RedisServer,
     redis_client: redis.Redis,
     worker: subprocess.Popen[str],
     tmp_path: Path,
 ) -> None:
     settings = make_settings(redis_server, api_token=TOKEN, retry_attempts=1)
-    with serve(settings) as api, http(api, TOKEN) as client:
+    with serve(settings) as api, http(api, TOKEN) as client, chromium() as browser:
         browser.get(f"{api}/")
         assert browser.current_url == f"{api}/dashboard"
         wait_in_page(browser, "return !document.getElementById('token-panel').hidden")
