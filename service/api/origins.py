@@ -35,7 +35,7 @@ def _address(authority: str, scheme: str) -> tuple[str, int] | None:
         port = parts.port
     except ValueError:
         return None
-    if not parts.hostname:
+    if not parts.hostname or parts.username is not None:
         return None
     return parts.hostname.lower(), port if port is not None else DEFAULT_PORTS[scheme]
 

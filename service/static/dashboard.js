@@ -298,8 +298,10 @@
     const parser = { lastEventId: "" };
     parser.push = (text) => {
       buffer += text;
-      const lines = buffer.split(/\r\n|\r|\n/);
-      buffer = lines.pop();
+      // A chunk may end between the \r and \n of one line end: hold the \r back.
+      const held = buffer.endsWith("\r") ? "\r" : "";
+      const lines = (held ? buffer.slice(0, -1) : buffer).split(/\r\n|\r|\n/);
+      buffer = lines.pop() + held;
       for (const line of lines) {
         if (line === "") {
           if (data.length) {
