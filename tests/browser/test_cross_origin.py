@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import httpx
 import redis
 from selenium import webdriver
 
@@ -142,3 +144,39 @@ def test_websocket_opens_from_a_listed_origin_only(
     assert refused.startswith("closed before open")
     assert same_origin == "open"
     assert listed == "open"
+
+
+def publish_retrying(client: httpx.Client, n: int) -> str:
+    """POST one tick, retrying the 503s of a service whose Redis has just come back."""
+    for _ in range(20):
+        reply = client.post("/events", json={"type": "browser.tick", "data": {"n": n}})
+        if reply.status_code != 503:
+            break
+        time.sleep(0.1)
+    assert reply.status_code == 201, reply.text
+    entry_id: str = reply.json()["id"]
+    return entry_id
+
+
+def test_page_on_listed_origin_resumes_with_last_event_id_after_the_stream_drops(
+    foreign_origin: str, redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    with api_and_browser(redis_server, cors_origins=(foreign_origin,)) as (api, browser):
+        browser.get(foreign_origin)
+        browser.execute_script(OPEN_EVENT_SOURCE, f"{api}/events/stream?last_id=$")
+        wait_in_page(browser, "return window.sourceState", lambda state: state == "open")
+        with http(api) as client:
+            ids = [
+                client.post("/events", json={"type": "browser.tick", "data": {"n": n}}).json()["id"]
+                for n in range(10)
+            ]
+            wait_in_page(browser, "return window.received.length", lambda count: count == 10)
+            # The service ends every stream when Redis goes; the browser reconnects on its
+            # own, cross-origin, sending Last-Event-ID, and must get the CORS headers again.
+            redis_server.restart(down_s=0.5)
+            wait_in_page(browser, "return window.sourceState", lambda state: state == "retrying")
+            ids += [publish_retrying(client, n) for n in range(10, 20)]
+            received = wait_in_page(
+                browser, "return window.received", lambda got: len(got) >= 20, timeout_s=30
+            )
+    assert received == [[entry_id, n] for n, entry_id in enumerate(ids)]
