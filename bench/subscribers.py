@@ -4,6 +4,10 @@ KIND is sse, ws (our API or a baseline, at TARGET = base URL) or xread (raw redi
 loops, TARGET = Redis URL). It connects COUNT clients, prints "ready", then counts every
 event it receives and its latency from the publish time carried in the event (field "t",
 microseconds since the epoch) until stdin closes, and prints one JSON line of results.
+
+The SSE and WebSocket clients do the same light work per byte (raw asyncio streams, a regex
+over each event's bytes; bench.wsframes splits WebSocket frames), so the two transports'
+cells compare the servers, not the clients. Neither asks for compression.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-import websockets
 from redis.asyncio import Redis
+
+from bench import wsframes
 
 PUBLISH_TIME = re.compile(rb'"t": ?(\d+)')
 SAMPLE_LIMIT = 200_000
@@ -84,18 +89,39 @@ async def sse_client(base_url: str, tally: Tally, connected: asyncio.Queue[None]
 
 
 async def ws_client(base_url: str, tally: Tally, connected: asyncio.Queue[None]) -> None:
-    ws_url = base_url.replace("http://", "ws://") + "/events/ws?last_id=$"
-    async with websockets.connect(ws_url, max_queue=None) as connection:
-        await connected.put(None)
-        async for message in connection:
-            now = _now_us()
-            raw = message.encode() if isinstance(message, str) else message
-            match = PUBLISH_TIME.search(raw)
-            if match:
-                tally.record(int(match.group(1)), now)
-            elif b'"error"' in raw:
+    """As light as sse_client: raw chunks, frames split by offset, a regex over each payload."""
+    url = urlparse(base_url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    writer.write(wsframes.handshake_request(url.netloc, "/events/ws?last_id=$"))
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    if b" 101 " not in head.split(b"\r\n", 1)[0]:
+        tally.errors += 1
+        return
+    await connected.put(None)
+    frames = wsframes.FrameReader()
+    try:
+        while True:
+            chunk = await reader.read(1 << 16)
+            if not chunk:
                 tally.errors += 1
                 return
+            now = _now_us()
+            for opcode, payload in frames.feed(chunk):
+                if opcode == wsframes.OP_TEXT:
+                    match = PUBLISH_TIME.search(payload)
+                    if match:
+                        tally.record(int(match.group(1)), now)
+                    elif b'"error"' in payload:
+                        tally.errors += 1
+                        return
+                elif opcode == wsframes.OP_PING:
+                    writer.write(wsframes.client_frame(wsframes.OP_PONG, payload))
+                elif opcode == wsframes.OP_CLOSE:
+                    tally.errors += 1
+                    return
+    finally:
+        writer.close()
 
 
 async def xread_client(redis_url: str, tally: Tally, connected: asyncio.Queue[None]) -> None:

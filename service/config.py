@@ -15,6 +15,8 @@ _HANDLER_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 PositiveInt = Annotated[int, Field(gt=0)]
+# A browser origin exactly as the Origin header spells it: scheme, host and port, no path.
+CorsOrigin = Annotated[str, Field(pattern=r"^(\*|https?://[^/\s?#]+)$")]
 
 
 class ConfigError(Exception):
@@ -52,6 +54,7 @@ class Settings(BaseSettings):
     # POST /tasks answers 201 only once this many replicas have the task (WAIT).
     task_replicas: int = Field(default=0, ge=0)
     task_replica_timeout_ms: PositiveInt = 1000
+    cors_origins: tuple[CorsOrigin, ...] = ()
 
     @field_validator("redis_url")
     @classmethod

@@ -10,10 +10,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from redis.exceptions import RedisError
 
-from service.api import agui, events, health, metrics, tasks
+from service.api import agui, dashboard, events, health, metrics, tasks
 from service.api.auth import BearerAuth, redact_access_log
 from service.api.errors import install_error_handlers
 from service.api.limits import BodySizeLimit
+from service.api.origins import add_cors
 from service.api.state import AppState
 from service.bus import EventHub, EventPublisher
 from service.config import ConfigError, Settings, load_settings
@@ -76,13 +77,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await state.redis.aclose()
 
     app = FastAPI(title="Shield orchestrator", version="1.0.0", lifespan=lifespan)
-    for router in (events.router, tasks.router, agui.router, health.router, metrics.router):
+    routers = (events.router, tasks.router, agui.router, health.router, metrics.router)
+    for router in (*routers, dashboard.router):
         app.include_router(router)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_event_bytes)
     if settings.api_token is not None:
         app.add_middleware(BearerAuth, token=settings.api_token.get_secret_value())
         redact_access_log()
+    add_cors(app, settings.cors_origins)
     return app
 
 

@@ -44,6 +44,8 @@ def fold_stream(stream: StreamInfo) -> dict[str, Any]:
         "first_entry": _entry(info.get("first-entry")),
         "last_entry": _entry(info.get("last-entry")),
         "last_generated_id": info.get("last-generated-id"),
+        # Redis's running count of XADDs, untouched by trimming: rates are differences of it.
+        "entries_added": info.get("entries-added"),
         "consumer_groups": [group["name"] for group in groups],
         "groups": groups,
     }

@@ -15,7 +15,9 @@ from urllib.parse import parse_qs
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-OPEN_PATHS = frozenset({"/health", "/health/detailed"})
+# The dashboard page and its assets are static: the data calls it makes carry the token.
+OPEN_PATHS = frozenset({"/health", "/health/detailed", "/", "/dashboard"})
+OPEN_PREFIX = "/dashboard/"
 QUERY_TOKEN_PATHS = frozenset({"/events/stream", "/events/ws"})
 
 
@@ -43,7 +45,7 @@ class BearerAuth:
 
     def _allowed(self, scope: Scope) -> bool:
         path = scope.get("path", "")
-        if path in OPEN_PATHS:
+        if path in OPEN_PATHS or path.startswith(OPEN_PREFIX):
             return True
         presented = bearer_token(scope.get("headers", []))
         if presented is None and path in QUERY_TOKEN_PATHS:

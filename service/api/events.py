@@ -14,6 +14,7 @@ from sse_starlette import EventSourceResponse
 from starlette.responses import JSONResponse
 
 from service.api.auth import deny_websocket
+from service.api.origins import refuse_foreign_origin
 from service.api.state import AppState, State, WsState
 from service.bus import Subscription, SubscriptionClosed
 from service.events import (
@@ -156,6 +157,8 @@ async def websocket_events(
     job_id: JobQuery = None,
 ) -> None:
     """The same stream as /events/stream, one JSON object per message."""
+    if await refuse_foreign_origin(websocket, state.settings.cors_origins):
+        return
     try:
         cursor, event_filter = await _open_subscription(state, last_id, types, job_id)
     except InvalidStreamId as error:

@@ -9,6 +9,7 @@ INFO = {
     "first-entry": ("1-0", {"type": "a.b"}),
     "last-entry": ("2-0", {"type": "c.d"}),
     "last-generated-id": "2-0",
+    "entries-added": 5,
 }
 GROUPS = [
     {"name": "g1", "consumers": 2, "pending": 1, "last-delivered-id": "1-0", "lag": 1},
@@ -26,6 +27,7 @@ def test_stats_fold_each_stream_and_group() -> None:
         "first_entry": {"id": "1-0", "fields": {"type": "a.b"}},
         "last_entry": {"id": "2-0", "fields": {"type": "c.d"}},
         "last_generated_id": "2-0",
+        "entries_added": 5,
         "consumer_groups": ["g1", "g2"],
         "groups": [
             {"name": "g1", "consumers": 2, "pending": 1, "last_delivered_id": "1-0", "lag": 1},

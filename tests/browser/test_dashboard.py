@@ -1,0 +1,147 @@
+"""The dashboard in real Chromium, against a real API, worker and redis-server, with a token."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from selenium.webdriver.common.by import By
+
+from tests.browser.conftest import chromium, wait_in_page
+from tests.browser.handlers import CURED_KEY, HANDLED_KEY
+from tests.service.conftest import make_settings
+from tests.support.live_server import http, serve
+from tests.support.processes import service_env, start_worker, stop
+from tests.support.redis_server import RedisServer
+
+TOKEN = "dashboard-secret-token"
+QUEUE = "shield:ingestion_queue"
+# Set it to keep the screenshot, e.g. SHIELD_DASHBOARD_SCREENSHOT=docs/dashboard.png.
+SCREENSHOT_ENV = "SHIELD_DASHBOARD_SCREENSHOT"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+STREAM_CELL = """
+const row = document.querySelector(`#streams tr[data-stream="${arguments[0]}"]`);
+return row ? row.cells[arguments[1]].textContent : null;
+"""
+RATE = """
+const rate = document.querySelector(`#rates li[data-stream="${arguments[0]}"] .rate`);
+return rate ? parseFloat(rate.textContent) || 0 : 0;
+"""
+GROUP_CONSUMERS = """
+const row = document.querySelector(`#groups tr[data-group="${arguments[0]}"]`);
+return row ? Number(row.cells[2].textContent) : 0;
+"""
+TAIL_TYPES = "return [...document.querySelectorAll('#tail tbody tr')].map(r => r.dataset.type)"
+DEAD_LETTER_CHUNKS = """
+return [...document.querySelectorAll('#dead-letters tbody tr')].map(r => r.cells[2].textContent);
+"""
+REQUESTED_URLS = "return performance.getEntriesByType('resource').map(e => e.name)"
+
+
+@pytest.fixture
+def worker(redis_server: RedisServer, redis_client: redis.Redis) -> Iterator[subprocess.Popen[str]]:
+    env = service_env(
+        redis_server.url,
+        block_ms=200,
+        claim_idle_ms=400,
+        retry_attempts=1,
+        task_handler="tests.browser.handlers:fail_poison_until_cured",
+    )
+    process = start_worker(env, consumer="dashboard-worker")
+    try:
+        yield process
+    finally:
+        stop(process)
+
+
+def test_dashboard_shows_live_numbers_tails_events_and_requeues_a_dead_letter(
+    redis_server: RedisServer,
+    redis_client: redis.Redis,
+    worker: subprocess.Popen[str],
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(redis_server, api_token=TOKEN, retry_attempts=1)
+    with serve(settings) as api, http(api, TOKEN) as client, chromium() as browser:
+        browser.get(f"{api}/")
+        assert browser.current_url == f"{api}/dashboard"
+        wait_in_page(browser, "return !document.getElementById('token-panel').hidden")
+        browser.find_element(By.ID, "token-input").send_keys(TOKEN)
+        browser.find_element(By.CSS_SELECTOR, "#token-form button").click()
+        wait_in_page(browser, "return document.getElementById('token-panel').hidden")
+        added_before = int(
+            wait_in_page(
+                browser,
+                STREAM_CELL,
+                lambda cell: bool(cell and cell.isdigit()),
+                arguments=(QUEUE, 2),
+            )
+        )
+
+        # Tasks in a few bursts, so the rate chart has a shape; one of them is poison.
+        for burst in range(4):
+            for index in range(5):
+                content = "poison" if (burst, index) == (1, 2) else "fine"
+                task = {
+                    "job_id": "demo-job",
+                    "chunk_id": f"chunk-{burst}-{index}",
+                    "content": content,
+                }
+                assert client.post("/tasks", json=task).status_code == 201
+            client.post("/events", json={"type": "dashboard.demo", "data": {"burst": burst}})
+            time.sleep(1.5)
+
+        wait_in_page(
+            browser, STREAM_CELL, lambda cell: cell == str(added_before + 20), arguments=(QUEUE, 2)
+        )
+        assert wait_in_page(browser, RATE, lambda rate: rate > 0, arguments=(QUEUE,)) > 0
+        wait_in_page(browser, TAIL_TYPES, lambda types: "dashboard.demo" in types)
+        wait_in_page(browser, TAIL_TYPES, lambda types: "ingestion.completed" in types)
+        wait_in_page(browser, DEAD_LETTER_CHUNKS, lambda chunks: chunks == ["chunk-1-2"])
+        wait_in_page(
+            browser,
+            GROUP_CONSUMERS,
+            lambda count: count >= 1,
+            arguments=(f"{QUEUE}/lightrag-workers",),
+        )
+
+        screenshot = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "dashboard.png")
+        assert browser.save_screenshot(str(screenshot))
+        assert screenshot.read_bytes().startswith(PNG_MAGIC)
+
+        # The type filter restarts the tail with ?types=, so other types stop showing.
+        types_input = browser.find_element(By.ID, "tail-types")
+        types_input.send_keys("dashboard.*")
+        browser.find_element(By.CSS_SELECTOR, "#tail-form button").click()
+        wait_in_page(browser, TAIL_TYPES, lambda types: types == [])
+        wait_in_page(
+            browser,
+            "return document.getElementById('tail-status').textContent",
+            lambda text: "dashboard.*" in text,
+        )
+        client.post("/events", json={"type": "other.thing"})
+        client.post("/events", json={"type": "dashboard.after"})
+        assert wait_in_page(browser, TAIL_TYPES, bool) == ["dashboard.after"]
+
+        # Requeue: the handler is cured first, so the requeued task runs to completion.
+        redis_client.set(CURED_KEY, "1")
+        [dead_id] = [entry_id for entry_id, _ in redis_client.xrange(f"{QUEUE}:dlq")]
+        browser.find_element(By.CSS_SELECTOR, f'button.requeue[data-id="{dead_id}"]').click()
+        wait_in_page(
+            browser,
+            "return document.getElementById('dead-letter-message').textContent",
+            lambda text: text.startswith(f"requeued {dead_id} as task "),
+        )
+        wait_in_page(browser, DEAD_LETTER_CHUNKS, lambda chunks: chunks == [])
+        assert redis_client.xlen(f"{QUEUE}:dlq") == 0
+        assert "chunk-1-2" in redis_client.lrange(HANDLED_KEY, 0, -1)
+
+        urls = browser.execute_script(REQUESTED_URLS)
+        assert any("/events/stream" in url for url in urls)
+        assert not any(TOKEN in url for url in urls)
+        assert browser.execute_script("return sessionStorage.getItem('shield.apiToken')") == TOKEN
