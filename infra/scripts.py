@@ -12,6 +12,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 
 from infra.config import RedisSettings, ServiceSettings
+from service import names
 
 HEADER = "set -euo pipefail\n"
 
@@ -25,6 +26,26 @@ def invocation(script: str, use_sudo: bool) -> str:
     """The command line that runs a script: bash -c, through sudo -n for a non-root user."""
     runner = "sudo -n bash -c " if use_sudo else "bash -c "
     return runner + q(script)
+
+
+def on_host(identity: str, script: str) -> str:
+    """The script marked with the host's identity, so a rebuilt host runs it again."""
+    return f"# host {identity}\n" + script
+
+
+def orchestrator_identity(install_dir: str) -> str:
+    """Print the machine id and the install token, creating the token on first read."""
+    token = f"{install_dir}/.host-token"
+    return (
+        HEADER
+        + 'echo "machine-id $(cat /etc/machine-id)"\n'
+        + f"if [ ! -s {q(token)} ]; then\n"
+        + f"  install -d -m 0755 {q(install_dir)}\n"
+        + f"  head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n' > {q(token + '.tmp')}\n"
+        + f"  mv -f {q(token + '.tmp')} {q(token)}\n"
+        + "fi\n"
+        + f'echo "token $(cat {q(token)})"\n'
+    )
 
 
 def _fail_function(host: str) -> str:
@@ -71,20 +92,20 @@ def orchestrator_preflight(
         + f" {q(service.user)}\n"
         + "install -d -m 0755 -o root -g root"
         + f" {q(service.install_dir)} {q(service.install_dir + '/releases')}"
-        + f" {q(service.install_dir + '/wheelhouse')}\n"
+        + f" {q(service.install_dir + '/incoming')}\n"
         + f"install -d -m 0750 -o root -g {q(service.user)} {q(service.config_dir)}\n"
         + 'echo "ready"\n'
     )
 
 
-def release_unpack(install_dir: str, digest: str) -> str:
+def release_unpack(install_dir: str, digest: str, tarball: str) -> str:
     """Unpack a release tarball into releases/<digest> and point current at it."""
     release = f"{install_dir}/releases/{digest}"
-    tarball = f"{release}.tar.gz"
     return (
         HEADER
         + f"# release {digest}\n"
         + f"if [ ! -f {q(release + '/.complete')} ]; then\n"
+        + f"  [ -f {q(tarball)} ] || {{ echo {q('missing ' + tarball)} >&2; exit 1; }}\n"
         + f"  rm -rf {q(release + '.partial')}\n"
         + f"  install -d -m 0755 {q(release + '.partial')}\n"
         + f"  tar -xzf {q(tarball)} -C {q(release + '.partial')} --no-same-owner\n"
@@ -330,6 +351,29 @@ def redis_cli_prelude(host: str, redis: RedisSettings) -> str:
         + 'if [ -n "$REDISCLI_AUTH" ]; then export REDISCLI_AUTH; else unset REDISCLI_AUTH; fi\n'
         + "rcli() { redis-cli --no-auth-warning"
         + f' -h {q(redis.host)} -p {redis.port} -n {redis.db} "$@"; }}\n'
+    )
+
+
+def redis_identity(host: str, redis: RedisSettings) -> str:
+    """Print the machine id and a token kept in Redis, set on first read.
+
+    Redis's data is what the steps on this host build, so the token lives there: a Redis that
+    lost its data gets a new token. Where Redis cannot be asked yet, the token says so, and
+    the preflight then reports why.
+    """
+    key = q(names.HOST_TOKEN_KEY)
+    return (
+        HEADER
+        + redis_cli_prelude(host, redis)
+        + 'echo "machine-id $(cat /etc/machine-id)"\n'
+        + "token=unreachable\n"
+        + "if command -v redis-cli >/dev/null 2>&1; then\n"
+        + "  fresh=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n')\n"
+        + f'  rcli SET {key} "$fresh" NX >/dev/null 2>&1 || true\n'
+        + f"  token=$(rcli --raw GET {key} 2>/dev/null) || token=unreachable\n"
+        + "fi\n"
+        + 'case "$token" in ""|*[!0-9a-f]*) token=unreachable ;; esac\n'
+        + 'echo "token $token"\n'
     )
 
 

@@ -7,12 +7,14 @@ import json
 import shlex
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import redis
 
 from infra import scripts
 from infra.config import load
+from infra.facts import parse_identity
 from tests.infra.support import BASE_CONFIG, SSH_KEY, config_source
 from tests.support.redis_server import RedisServer
 
@@ -79,7 +81,9 @@ def test_service_environment_carries_the_original_settings() -> None:
 
 ALL_SCRIPTS = {
     "orchestrator_preflight": scripts.orchestrator_preflight("h", SERVICE, True, "3.11"),
-    "release_unpack": scripts.release_unpack("/opt/x", "abc123"),
+    "release_unpack": scripts.release_unpack("/opt/x", "abc123", "/opt/x/incoming/i/r.tar.gz"),
+    "orchestrator_identity": scripts.orchestrator_identity("/opt/x"),
+    "redis_identity": scripts.redis_identity("h", CONFIG.redis),
     "venv_wheelhouse": scripts.venv_install("/opt/x", "fastapi==1\n", "d1", "/opt/x/w.tar", None),
     "venv_index": scripts.venv_install(
         "/opt/x", "fastapi==1\n", "d1", None, "https://pypi.example/simple"
@@ -173,3 +177,26 @@ def test_drop_script_deletes_the_streams(local_redis, redis_client: redis.Redis)
     assert _run(scripts.redis_groups("h", local_redis)).returncode == 0
     assert _run(scripts.redis_drop("h", local_redis)).returncode == 0
     assert redis_client.exists("shield:events", "shield:ingestion_queue") == 0
+
+
+def test_orchestrator_identity_is_stable_until_the_install_dir_is_lost(tmp_path: Path) -> None:
+    install_dir = tmp_path / "opt"
+    first = parse_identity(_run(scripts.orchestrator_identity(str(install_dir))).stdout)
+    again = parse_identity(_run(scripts.orchestrator_identity(str(install_dir))).stdout)
+    assert first == again
+    assert first.machine_id == Path("/etc/machine-id").read_text().strip()
+    shutil.rmtree(install_dir)
+    lost = parse_identity(_run(scripts.orchestrator_identity(str(install_dir))).stdout)
+    assert lost.machine_id == first.machine_id and lost.token != first.token
+
+
+def test_redis_identity_is_stable_until_redis_loses_its_data(
+    local_redis, redis_client: redis.Redis
+) -> None:  # type: ignore[no-untyped-def]
+    first = parse_identity(_run(scripts.redis_identity("h", local_redis)).stdout)
+    assert first == parse_identity(_run(scripts.redis_identity("h", local_redis)).stdout)
+    assert first.token != "unreachable"
+    redis_client.flushall()
+    assert parse_identity(_run(scripts.redis_identity("h", local_redis)).stdout) != first
+    dead = local_redis.__class__(**{**local_redis.__dict__, "port": 1})
+    assert parse_identity(_run(scripts.redis_identity("h", dead)).stdout).token == "unreachable"
