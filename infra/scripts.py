@@ -11,8 +11,9 @@ import json
 import shlex
 from collections.abc import Mapping, Sequence
 
-from infra.config import RedisSettings, ServiceSettings
+from infra.config import SECRET_FIELDS, RedisSettings, ServiceSettings, env_name
 from service import names
+from service.config import Settings
 
 HEADER = "set -euo pipefail\n"
 
@@ -180,21 +181,21 @@ def env_file(settings: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def service_environment(redis: RedisSettings, service: ServiceSettings) -> dict[str, str]:
-    """The SHIELD_* settings that are not secret."""
-    return {
-        "SHIELD_REDIS_URL": redis.url,
-        "SHIELD_STREAM_INGESTION": redis.ingestion_stream,
-        "SHIELD_STREAM_EVENTS": redis.events_stream,
-        "SHIELD_STREAM_MAXLEN": str(redis.maxlen),
-        "SHIELD_INGESTION_GROUPS": json.dumps(list(redis.ingestion_groups)),
-        "SHIELD_EVENT_GROUPS": json.dumps(list(redis.event_groups)),
-        "SHIELD_BATCH_SIZE": str(service.batch_size),
-        "SHIELD_BLOCK_MS": str(service.block_ms),
-        "SHIELD_RETRY_ATTEMPTS": str(service.retry_attempts),
-        "SHIELD_CLAIM_IDLE_MS": str(service.claim_idle_ms),
-        "SHIELD_MAX_EVENT_BYTES": str(service.max_event_bytes),
-    }
+def service_environment(app: Settings) -> dict[str, str]:
+    """Every SHIELD_* setting that is not secret, generated from the Settings model's fields."""
+    values = app.model_dump(mode="json", exclude=set(SECRET_FIELDS))
+    environment = {}
+    for field, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, list | dict):
+            text = json.dumps(value)
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
+        else:
+            text = str(value)
+        environment[env_name(field)] = text
+    return environment
 
 
 HARDENING = """NoNewPrivileges=yes
@@ -400,22 +401,22 @@ def redis_preflight(host: str, redis: RedisSettings, install_os_packages: bool) 
 
 
 def redis_groups(host: str, redis: RedisSettings) -> str:
-    """Create both streams and every group with XGROUP CREATE ... $ MKSTREAM, then list them.
+    """Create both streams and every group of the service's group plan, then list them.
 
-    BUSYGROUP means the group is already there, which is the idempotent case. The last line
-    printed is JSON: each stream and its group names, as Redis reports them.
+    Each group starts where the service itself would start it (the worker group at 0, so
+    tasks queued before the deploy are not skipped). BUSYGROUP means the group is already
+    there, which is the idempotent case. The last line printed is JSON: each stream and its
+    group names, as Redis reports them.
     """
     creates = "".join(
-        f"create {q(stream)} {q(group)}\n"
-        for stream, groups in redis.streams.items()
-        for group in groups
+        f"create {q(spec.stream)} {q(spec.group)} {q(spec.start_id)}\n" for spec in redis.groups
     )
     listing = " ".join(q(stream) for stream in redis.streams)
     return (
         HEADER
         + redis_cli_prelude(host, redis)
         + "create() {\n"
-        + '  local answer\n  answer=$(rcli XGROUP CREATE "$1" "$2" \'$\' MKSTREAM 2>&1) || true\n'
+        + '  local answer\n  answer=$(rcli XGROUP CREATE "$1" "$2" "$3" MKSTREAM 2>&1) || true\n'
         + '  case "$answer" in\n'
         + "    OK|BUSYGROUP*) ;;\n"
         + '    *) fail "XGROUP CREATE $1 $2: $answer" ;;\n'

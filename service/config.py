@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service import names
@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     max_event_bytes: PositiveInt = 65536
     ingestion_groups: tuple[str, ...] = names.INGESTION_GROUPS
     event_groups: tuple[str, ...] = names.EVENT_GROUPS
+    worker_group: str = names.WORKER_GROUP
     sse_ping_s: float = Field(default=15.0, gt=0, le=15.0)
     client_buffer_events: PositiveInt = 1000
     redis_max_connections: PositiveInt = 50
@@ -67,6 +68,13 @@ class Settings(BaseSettings):
             raise ValueError("must be a non-empty list of non-empty group names")
         return value
 
+    @field_validator("worker_group")
+    @classmethod
+    def _worker_group_is_an_ingestion_group(cls, value: str, info: ValidationInfo) -> str:
+        if value not in info.data.get("ingestion_groups", ()):
+            raise ValueError("must be one of the ingestion groups")
+        return value
+
     @property
     def dead_letter_stream(self) -> str:
         return names.dead_letter_stream(self.stream_ingestion)
@@ -74,10 +82,6 @@ class Settings(BaseSettings):
     @property
     def worker_counters_key(self) -> str:
         return names.worker_counters_key(self.stream_ingestion)
-
-    @property
-    def worker_group(self) -> str:
-        return self.ingestion_groups[0]
 
 
 def describe_validation_error(error: ValidationError) -> str:

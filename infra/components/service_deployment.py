@@ -12,7 +12,7 @@ from pulumi_command import remote
 
 from infra import scripts
 from infra.artifacts import Release, Wheelhouse, digest_text
-from infra.config import PackageSettings, RedisSettings, ServiceSettings, SshTarget
+from infra.config import PackageSettings, RedisSettings, ServiceSettings, SshTarget, env_name
 
 
 @dataclass(frozen=True)
@@ -136,15 +136,15 @@ class ServiceDeployment(pulumi.ComponentResource):
 
 def _env_text(args: ServiceDeploymentArgs) -> pulumi.Output[str]:
     """The env file, secret as a whole because it holds the password and the token."""
-    public = scripts.service_environment(args.redis, args.service)
+    public = scripts.service_environment(args.redis.app)
 
     def render(secrets: list[str | None]) -> str:
         password, token = secrets
         settings = dict(public)
         if password:
-            settings["SHIELD_REDIS_PASSWORD"] = password
+            settings[env_name("redis_password")] = password
         if token:
-            settings["SHIELD_API_TOKEN"] = token
+            settings[env_name("api_token")] = token
         return scripts.env_file(settings)
 
     return pulumi.Output.secret(

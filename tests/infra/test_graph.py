@@ -72,16 +72,16 @@ def test_connections_target_the_configured_hosts(run: ProgramRun) -> None:
 
 def test_every_group_is_created_with_mkstream(run: ProgramRun) -> None:
     text = script(run, "redis-groups")
-    assert 'XGROUP CREATE "$1" "$2" \'$\' MKSTREAM' in text
-    for stream, group in [
-        ("shield:ingestion_queue", "lightrag-workers"),
-        ("shield:ingestion_queue", "metrics-collector"),
-        ("shield:events", "ag-ui-frontend"),
-        ("shield:events", "power-ui-frontend"),
-        ("shield:events", "dashboard-frontend"),
-        ("shield:events", "metrics-collector"),
+    assert 'XGROUP CREATE "$1" "$2" "$3" MKSTREAM' in text
+    for stream, group, start in [
+        ("shield:ingestion_queue", "lightrag-workers", "0"),
+        ("shield:ingestion_queue", "metrics-collector", "'$'"),
+        ("shield:events", "ag-ui-frontend", "'$'"),
+        ("shield:events", "power-ui-frontend", "'$'"),
+        ("shield:events", "dashboard-frontend", "'$'"),
+        ("shield:events", "metrics-collector", "'$'"),
     ]:
-        assert f"create {stream} {group}" in text
+        assert f"create {stream} {group} {start}\n" in text
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ Redis scripts against the session's redis-server."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import shutil
@@ -13,8 +14,9 @@ import pytest
 import redis
 
 from infra import scripts
-from infra.config import load
+from infra.config import ENV_PREFIX, SECRET_FIELDS, env_name, load
 from infra.facts import parse_identity
+from service.config import Settings
 from tests.infra.support import BASE_CONFIG, SSH_KEY, config_source
 from tests.support.redis_server import RedisServer
 
@@ -72,11 +74,39 @@ def test_env_file_text_is_sorted_and_quoted() -> None:
 
 
 def test_service_environment_carries_the_original_settings() -> None:
-    environment = scripts.service_environment(CONFIG.redis, SERVICE)
+    environment = scripts.service_environment(CONFIG.redis.app)
     assert environment["SHIELD_REDIS_URL"] == "redis://127.0.10.48:6379/0"
     assert environment["SHIELD_STREAM_MAXLEN"] == "10000"
+    assert environment["SHIELD_WORKER_GROUP"] == "lightrag-workers"
     assert json.loads(environment["SHIELD_EVENT_GROUPS"])[0] == "ag-ui-frontend"
     assert not any("PASSWORD" in key or "TOKEN" in key for key in environment)
+
+
+def test_every_name_in_the_env_file_is_a_settings_field() -> None:
+    text = scripts.env_file(
+        {
+            **scripts.service_environment(CONFIG.redis.app),
+            env_name("redis_password"): "pw",
+            env_name("api_token"): "token",
+        }
+    )
+    names = [line.split("=", 1)[0] for line in text.splitlines()]
+    fields = {ENV_PREFIX + field.upper() for field in Settings.model_fields}
+    assert names and [name for name in names if name not in fields] == []
+    assert {env_name(field) for field in SECRET_FIELDS} == {
+        "SHIELD_REDIS_PASSWORD",
+        "SHIELD_API_TOKEN",
+    }
+
+
+def test_the_service_reads_back_exactly_what_the_env_file_says(tmp_path: Path) -> None:
+    app = CONFIG.redis.app.model_copy(
+        update={"batch_size": 25, "ingestion_groups": ("x", "lightrag-workers")}
+    )
+    env_path = tmp_path / "shield.env"
+    env_path.write_text(scripts.env_file(scripts.service_environment(app)))
+    read_back = Settings(_env_file=str(env_path))  # type: ignore[call-arg]
+    assert read_back == app
 
 
 ALL_SCRIPTS = {
@@ -136,12 +166,28 @@ def test_groups_script_creates_every_group_idempotently(
         assert result.returncode == 0, result.stderr
     listed = json.loads(result.stdout.strip().splitlines()[-1])
     assert {stream: sorted(groups) for stream, groups in listed.items()} == {
-        stream: sorted(groups) for stream, groups in local_redis.streams.items()
+        stream: sorted(spec.group for spec in local_redis.groups if spec.stream == stream)
+        for stream in local_redis.streams
     }
     groups = {group["name"]: group for group in redis_client.xinfo_groups("shield:events")}
     # Created at $, as in the original design: existing events are not replayed to backends.
     assert groups["ag-ui-frontend"]["lag"] == 0
     assert redis_client.exists("shield:ingestion_queue") == 1
+
+
+def test_the_worker_group_starts_at_0_so_queued_tasks_are_not_skipped(
+    local_redis, redis_client: redis.Redis
+) -> None:  # type: ignore[no-untyped-def]
+    queued = redis_client.xadd("shield:ingestion_queue", {"job_id": "before-the-deploy"})
+    assert _run(scripts.redis_groups("lab", local_redis)).returncode == 0
+    delivered = redis_client.xreadgroup(
+        "lightrag-workers", "w1", {"shield:ingestion_queue": ">"}, count=10
+    )
+    assert [entry_id for _, entries in delivered for entry_id, _ in entries] == [queued]
+    metrics = redis_client.xreadgroup(
+        "metrics-collector", "m1", {"shield:ingestion_queue": ">"}, count=10
+    )
+    assert metrics == []
 
 
 def test_redis_scripts_fail_with_host_and_piece_named(
@@ -153,7 +199,7 @@ def test_redis_scripts_fail_with_host_and_piece_named(
     assert result.stderr.startswith(
         "shield-orchestrator: host hx-sqldb-server: XGROUP CREATE shield:events"
     )
-    dead = local_redis.__class__(**{**local_redis.__dict__, "port": 1})
+    dead = dataclasses.replace(local_redis, port=1)
     result = _run(scripts.redis_preflight("hx-sqldb-server", dead, False))
     assert result.returncode == 1
     assert "host hx-sqldb-server: Redis at 127.0.0.1:1 does not answer PING" in result.stderr
@@ -198,5 +244,5 @@ def test_redis_identity_is_stable_until_redis_loses_its_data(
     assert first.token != "unreachable"
     redis_client.flushall()
     assert parse_identity(_run(scripts.redis_identity("h", local_redis)).stdout) != first
-    dead = local_redis.__class__(**{**local_redis.__dict__, "port": 1})
+    dead = dataclasses.replace(local_redis, port=1)
     assert parse_identity(_run(scripts.redis_identity("h", dead)).stdout).token == "unreachable"
