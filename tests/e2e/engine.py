@@ -40,6 +40,7 @@ class Engine:
         bin_dir = os.environ.get("PULUMI_BIN_DIR")
         if not bin_dir or not (Path(bin_dir) / "pulumi").exists():
             raise EngineFailed("PULUMI_BIN_DIR does not hold a pulumi binary: run `make test`")
+        root.mkdir(parents=True, exist_ok=True)
         project = yaml.safe_load((REPO_ROOT / "Pulumi.yaml").read_text())
         project["runtime"]["options"]["virtualenv"] = str(REPO_ROOT / ".venv")
         (root / "Pulumi.yaml").write_text(yaml.safe_dump(project, sort_keys=False))
