@@ -53,7 +53,12 @@ class Engine:
         shutil.copy(REPO_ROOT / "infra" / "stacks" / "lab.yaml", root / f"Pulumi.{STACK}.yaml")
         state = root / ".pulumi-state"
         state.mkdir()
-        env = {key: value for key, value in os.environ.items() if not key.startswith("PULUMI_")}
+        # The caller's PULUMI_HOME (where the provider is installed) stays; the rest is ours.
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith("PULUMI_") or key == "PULUMI_HOME"
+        }
         env.update(
             PATH=f"{bin_dir}:{env['PATH']}",
             PULUMI_BACKEND_URL=f"file://{state}",

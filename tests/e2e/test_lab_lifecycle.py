@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from service import names
+from service.config import ENV_PREFIX, Settings
 from tests.e2e.engine import Engine
 from tests.support.clients import follow_sse
 from tests.support.lab import ORCHESTRATOR, REDIS_HOST, Lab
@@ -130,6 +131,10 @@ def test_units_are_active_enabled_and_hardened(deployment: Deployment) -> None:
         assert deployment.on_orchestrator(f"systemctl is-enabled {unit}").strip() == "enabled"
     env_mode = deployment.on_orchestrator(f"stat -c '%a %U %G' {ENV_FILE}")
     assert env_mode.split() == ["640", "root", "shield"]
+    env_names = deployment.on_orchestrator(f"cut -d= -f1 {ENV_FILE}").split()
+    fields = {ENV_PREFIX + field.upper() for field in Settings.model_fields}
+    assert "SHIELD_API_TOKEN" in env_names
+    assert [name for name in env_names if name not in fields] == []
     assert deployment.on_orchestrator("ps -o user= -C uvicorn").split()[0] == "shield"
     exposure = deployment.on_orchestrator(
         f"systemd-analyze security --no-pager {UNITS[0]} | tail -1"
