@@ -51,6 +51,7 @@ class Engine:
         build_dir.mkdir(parents=True, exist_ok=True)
         (root / "build").symlink_to(build_dir)
         shutil.copy(REPO_ROOT / "infra" / "stacks" / "lab.yaml", root / f"Pulumi.{STACK}.yaml")
+        shutil.copy(REPO_ROOT / "Pulumi.dev.yaml", root / "Pulumi.dev.yaml")
         state = root / ".pulumi-state"
         state.mkdir()
         # The caller's PULUMI_HOME (where the provider is installed) stays; the rest is ours.
