@@ -10,6 +10,7 @@ from typing import Any, Protocol, get_args
 
 import pulumi
 from pydantic import SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from service.config import ENV_PREFIX, Settings
 from service.groups import GroupSpec, group_plan
@@ -275,6 +276,21 @@ def _is_tuple(field: str) -> bool:
     return "tuple" in str(Settings.model_fields[field].annotation)
 
 
+class _StackOnlySettings(Settings):
+    """Settings that read only the values given: not this machine's SHIELD_* nor a .env file."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
 def app_settings(reader: _Reader, redis_url: str) -> Settings:
     """The service's Settings from the stack config: each field's key is its camelCase name.
 
@@ -294,12 +310,12 @@ def app_settings(reader: _Reader, redis_url: str) -> Settings:
         if raw is not None:
             values[field] = raw
     try:
-        # model_validate, unlike Settings(), reads no environment and no .env file.
-        return Settings.model_validate(values)
+        validated = _StackOnlySettings(**values)  # type: ignore[arg-type]
     except ValidationError as error:
         first = error.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "settings"
         raise reader.fail(stack_key(field), first["msg"]) from None
+    return Settings.model_construct(_fields_set=validated.model_fields_set, **dict(validated))
 
 
 def load(source: ConfigSource) -> tuple[StackConfig, StackSecrets]:

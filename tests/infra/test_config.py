@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from infra.config import StackConfigError, load
@@ -110,6 +112,17 @@ def test_the_service_settings_are_built_and_validated_by_the_service_model() -> 
     assert isinstance(config.redis.app, Settings)
     assert (config.redis.app.batch_size, config.redis.app.sse_ping_s) == (25, 2.5)
     assert config.redis.app.redis_password is None and config.redis.app.api_token is None
+
+
+def test_this_machines_environment_does_not_leak_into_the_deployed_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SHIELD_BATCH_SIZE", "99")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("SHIELD_BLOCK_MS=7\n")
+    config, _ = load(config_source(BASE_CONFIG, SECRETS))
+    assert (config.redis.app.batch_size, config.redis.app.block_ms) == (10, 5000)
+    assert type(config.redis.app) is Settings
 
 
 def test_the_worker_group_is_named_by_its_key_not_its_position() -> None:

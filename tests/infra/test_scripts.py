@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -99,7 +100,11 @@ def test_every_name_in_the_env_file_is_a_settings_field() -> None:
     }
 
 
-def test_the_service_reads_back_exactly_what_the_env_file_says(tmp_path: Path) -> None:
+def test_the_service_reads_back_exactly_what_the_env_file_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [name for name in os.environ if name.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(name)
     app = CONFIG.redis.app.model_copy(
         update={"batch_size": 25, "ingestion_groups": ("x", "lightrag-workers")}
     )
