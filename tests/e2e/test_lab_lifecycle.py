@@ -247,7 +247,7 @@ def test_wrong_host_key_fails_naming_the_host_and_the_next_up_recovers(
     deployment.engine.set_config("orchestratorHostKey", deployment.lab.redis_host_key)
     output = deployment.engine.fails("up", "--yes", "--stack", "lab")
     assert f"host {ORCHESTRATOR} (orchestrator)" in output
-    assert "orchestratorHostKey" in output
+    assert "orchestratorHostKey" in output and "Traceback" not in output
     deployment.engine.set_config("orchestratorHostKey", deployment.lab.orchestrator_host_key)
     deployment.engine.up("--expect-no-changes")
 
@@ -258,7 +258,7 @@ def test_unreachable_host_fails_naming_it_and_the_next_up_recovers(
     deployment.engine.set_config("redisSshPort", "1")
     try:
         output = deployment.engine.fails("up", "--yes", "--stack", "lab")
-        assert f"host {REDIS_HOST} (redis)" in output
+        assert f"host {REDIS_HOST} (redis)" in output and "Traceback" not in output
     finally:
         deployment.engine.remove_config("redisSshPort")
     deployment.engine.up("--expect-no-changes")
