@@ -441,8 +441,3 @@ def redis_drop(host: str, redis: RedisSettings) -> str:
     """Delete both streams and their groups; only used when dropStreamsOnDestroy is set."""
     keys = " ".join(q(key) for key in (*redis.streams, *redis.companion_keys))
     return HEADER + redis_cli_prelude(host, redis) + f"rcli DEL {keys} >/dev/null\necho dropped\n"
-
-
-def no_op() -> str:
-    """A delete step that leaves the data where it is."""
-    return "true"
