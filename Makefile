@@ -8,7 +8,7 @@ export PULUMI_BACKEND_URL ?= file://$(CURDIR)/.pulumi-state
 
 PY_PATHS := service infra tests $(wildcard bench)
 
-.PHONY: up test deps venv lint format lab-up lab-down lab-status toolchain bench clean
+.PHONY: up test deps venv lint format lab-up lab-down lab-status toolchain bench bench-deploy clean
 
 up: deps venv toolchain lab-up  ## set up everything, deploy to the lab stack, print the outputs
 	scripts/deploy-lab
@@ -48,9 +48,13 @@ lab-down:
 lab-status:
 	scripts/lab status
 
-bench: deps venv  ## every benchmark side by side; writes bench/results/
+bench: deps venv toolchain lab-up  ## every benchmark side by side; writes bench/results/
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
-	$(PY) -m bench
+	PULUMI_BIN_DIR="$$(scripts/pulumi-toolchain)" $(PY) -m bench
+
+bench-deploy: deps venv toolchain lab-up  ## only the deploy timings, merged into bench/results/
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	PULUMI_BIN_DIR="$$(scripts/pulumi-toolchain)" $(PY) -m bench --deploy-only
 
 clean:
 	rm -rf build .pulumi-state

@@ -19,7 +19,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVICE_PACKAGE = "service"
-SHIPPED_SUFFIXES = (".py", ".txt")
+# The dashboard (service/static) ships its page, style and script beside the code.
+SHIPPED_SUFFIXES = (".py", ".txt", ".html", ".css", ".js")
 DIGEST_CHARS = 16
 
 

@@ -6,11 +6,14 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, get_args
 
 import pulumi
+from pydantic import SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
-from service import names
+from service.config import ENV_PREFIX, Settings
+from service.groups import GroupSpec, group_plan
 
 PROJECT = "shield-orchestrator"
 _HOSTNAME = re.compile(
@@ -19,7 +22,9 @@ _HOSTNAME = re.compile(
 _UNIX_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _UNIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,200}$")
 _GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-_STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+# Items of the other list settings (CORS origins, sentinels): Settings checks their form.
+_LIST_ITEM = re.compile(r"^[^\s,]{1,255}$")
+_GROUP_FIELDS = ("ingestion_groups", "event_groups")
 _ABSOLUTE_PATH = re.compile(r"^/[A-Za-z0-9_./-]*$")
 _PYTHON_VERSION = re.compile(r"^3\.\d{1,2}(\.\d{1,2})?$")
 _PLATFORM_TAG = re.compile(r"^[a-z0-9_]+$")
@@ -27,7 +32,7 @@ _HOST_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A
 PACKAGE_SOURCES = ("wheelhouse", "index")
 
 
-class ConfigError(pulumi.RunError):
+class StackConfigError(pulumi.RunError):
     """A stack setting is missing or invalid; the message names the key."""
 
 
@@ -63,32 +68,36 @@ class Bastion:
 
 @dataclass(frozen=True)
 class RedisSettings:
+    """Where Redis is, for redis-cli on its host, and what the service keeps there."""
+
     host: str
     port: int
     db: int
-    url: str
-    ingestion_stream: str
-    events_stream: str
-    ingestion_groups: tuple[str, ...]
-    event_groups: tuple[str, ...]
-    maxlen: int
+    # The service's own settings (service.config.Settings), built and validated here.
+    app: Settings
+
+    @property
+    def url(self) -> str:
+        return self.app.redis_url
 
     @property
     def address(self) -> str:
         """The Redis address the service uses, never with a password."""
-        return self.url
+        return self.app.redis_url
+
+    @property
+    def streams(self) -> tuple[str, str]:
+        return (self.app.stream_ingestion, self.app.stream_events)
 
     @property
     def companion_keys(self) -> tuple[str, str]:
         """The dead-letter stream and the workers' counters, which belong to the task stream."""
-        return (
-            names.dead_letter_stream(self.ingestion_stream),
-            names.worker_counters_key(self.ingestion_stream),
-        )
+        return (self.app.dead_letter_stream, self.app.worker_counters_key)
 
     @property
-    def streams(self) -> dict[str, tuple[str, ...]]:
-        return {self.ingestion_stream: self.ingestion_groups, self.events_stream: self.event_groups}
+    def groups(self) -> tuple[GroupSpec, ...]:
+        """Every (stream, group, start id), as the service itself would create them."""
+        return group_plan(self.app)
 
 
 @dataclass(frozen=True)
@@ -96,11 +105,6 @@ class ServiceSettings:
     bind_address: str
     port: int
     public_host: str
-    batch_size: int
-    block_ms: int
-    retry_attempts: int
-    claim_idle_ms: int
-    max_event_bytes: int
     install_dir: str
     config_dir: str
     user: str
@@ -153,8 +157,8 @@ class _Reader:
     def __init__(self, source: ConfigSource) -> None:
         self._source = source
 
-    def fail(self, key: str, problem: str) -> ConfigError:
-        return ConfigError(f"{PROJECT}:{key}: {problem}")
+    def fail(self, key: str, problem: str) -> StackConfigError:
+        return StackConfigError(f"{PROJECT}:{key}: {problem}")
 
     def text(
         self, key: str, default: str | None = None, pattern: re.Pattern[str] | None = None
@@ -249,11 +253,72 @@ def _redis_url(reader: _Reader, host: str, port: int, db: int) -> str:
     url = reader.optional("redisUrl")
     if url is None:
         return f"redis://{host}:{port}/{db}"
-    if not url.startswith(("redis://", "rediss://")):
-        raise reader.fail("redisUrl", "must start with redis:// or rediss://")
-    if "@" in url.split("//", 1)[1].split("/", 1)[0]:
+    if "@" in url.split("//", 1)[-1].split("/", 1)[0]:
         raise reader.fail("redisUrl", "must not hold credentials: set redisPassword as a secret")
     return url
+
+
+# The service's secrets reach its env file from Pulumi secrets, never from plain stack config.
+SECRET_FIELDS = tuple(
+    name for name, field in Settings.model_fields.items() if SecretStr in get_args(field.annotation)
+)
+
+
+def stack_key(field: str) -> str:
+    """The stack config key of a Settings field: batch_size -> batchSize."""
+    head, *rest = field.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a Settings field: batch_size -> SHIELD_BATCH_SIZE."""
+    return ENV_PREFIX + field.upper()
+
+
+def _is_tuple(field: str) -> bool:
+    return "tuple" in str(Settings.model_fields[field].annotation)
+
+
+class _StackOnlySettings(Settings):
+    """Settings that read only the values given: not this machine's SHIELD_* nor a .env file."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def app_settings(reader: _Reader, redis_url: str) -> Settings:
+    """The service's Settings from the stack config: each field's key is its camelCase name.
+
+    Settings owns the defaults and the ranges; a value it rejects fails here, naming the key.
+    """
+    values: dict[str, object] = {"redis_url": redis_url}
+    for field in Settings.model_fields:
+        if field in SECRET_FIELDS or field == "redis_url":
+            continue
+        key = stack_key(field)
+        if _is_tuple(field):
+            listed = reader.names(key, (), _GROUP_NAME if field in _GROUP_FIELDS else _LIST_ITEM)
+            if listed:
+                values[field] = listed
+            continue
+        raw = reader.optional(key)
+        if raw is not None:
+            values[field] = raw
+    try:
+        validated = _StackOnlySettings(**values)  # type: ignore[arg-type]
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "settings"
+        raise reader.fail(stack_key(field), first["msg"]) from None
+    return Settings.model_construct(_fields_set=validated.model_fields_set, **dict(validated))
 
 
 def load(source: ConfigSource) -> tuple[StackConfig, StackSecrets]:
@@ -290,24 +355,14 @@ def load(source: ConfigSource) -> tuple[StackConfig, StackSecrets]:
         host=redis_host,
         port=redis_port,
         db=redis_db,
-        url=_redis_url(read, redis_host, redis_port, redis_db),
-        ingestion_stream=read.text("streamIngestion", names.INGESTION_STREAM, _STREAM_NAME),
-        events_stream=read.text("streamEvents", names.EVENTS_STREAM, _STREAM_NAME),
-        ingestion_groups=read.names("ingestionGroups", names.INGESTION_GROUPS, _GROUP_NAME),
-        event_groups=read.names("eventGroups", names.EVENT_GROUPS, _GROUP_NAME),
-        maxlen=read.integer("streamMaxlen", 10000, 1, 10**9),
+        app=app_settings(read, _redis_url(read, redis_host, redis_port, redis_db)),
     )
-    if redis.ingestion_stream == redis.events_stream:
+    if redis.app.stream_ingestion == redis.app.stream_events:
         raise read.fail("streamEvents", "must differ from streamIngestion")
     service = ServiceSettings(
         bind_address=read.host("serviceBindAddress", "0.0.0.0"),
         port=read.integer("servicePort", 8000, 1, 65535),
         public_host=orchestrator_host,
-        batch_size=read.integer("batchSize", 10, 1, 10000),
-        block_ms=read.integer("blockMs", 5000, 1, 600000),
-        retry_attempts=read.integer("retryAttempts", 3, 1, 100),
-        claim_idle_ms=read.integer("claimIdleMs", 60000, 1, 86400000),
-        max_event_bytes=read.integer("maxEventBytes", 65536, 1, 64 * 1024 * 1024),
         install_dir=read.text("installDir", "/opt/shield-orchestrator", _ABSOLUTE_PATH),
         config_dir=read.text("configDir", "/etc/shield-orchestrator", _ABSOLUTE_PATH),
         user=read.text("serviceUser", "shield", _UNIX_NAME),

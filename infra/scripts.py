@@ -11,7 +11,9 @@ import json
 import shlex
 from collections.abc import Mapping, Sequence
 
-from infra.config import RedisSettings, ServiceSettings
+from infra.config import SECRET_FIELDS, RedisSettings, ServiceSettings, env_name
+from service import names
+from service.config import Settings
 
 HEADER = "set -euo pipefail\n"
 
@@ -25,6 +27,26 @@ def invocation(script: str, use_sudo: bool) -> str:
     """The command line that runs a script: bash -c, through sudo -n for a non-root user."""
     runner = "sudo -n bash -c " if use_sudo else "bash -c "
     return runner + q(script)
+
+
+def on_host(identity: str, script: str) -> str:
+    """The script marked with the host's identity, so a rebuilt host runs it again."""
+    return f"# host {identity}\n" + script
+
+
+def orchestrator_identity(install_dir: str) -> str:
+    """Print the machine id and the install token, creating the token on first read."""
+    token = f"{install_dir}/.host-token"
+    return (
+        HEADER
+        + 'echo "machine-id $(cat /etc/machine-id)"\n'
+        + f"if [ ! -s {q(token)} ]; then\n"
+        + f"  install -d -m 0755 {q(install_dir)}\n"
+        + f"  head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n' > {q(token + '.tmp')}\n"
+        + f"  mv -f {q(token + '.tmp')} {q(token)}\n"
+        + "fi\n"
+        + f'echo "token $(cat {q(token)})"\n'
+    )
 
 
 def _fail_function(host: str) -> str:
@@ -71,20 +93,20 @@ def orchestrator_preflight(
         + f" {q(service.user)}\n"
         + "install -d -m 0755 -o root -g root"
         + f" {q(service.install_dir)} {q(service.install_dir + '/releases')}"
-        + f" {q(service.install_dir + '/wheelhouse')}\n"
+        + f" {q(service.install_dir + '/incoming')}\n"
         + f"install -d -m 0750 -o root -g {q(service.user)} {q(service.config_dir)}\n"
         + 'echo "ready"\n'
     )
 
 
-def release_unpack(install_dir: str, digest: str) -> str:
+def release_unpack(install_dir: str, digest: str, tarball: str) -> str:
     """Unpack a release tarball into releases/<digest> and point current at it."""
     release = f"{install_dir}/releases/{digest}"
-    tarball = f"{release}.tar.gz"
     return (
         HEADER
         + f"# release {digest}\n"
         + f"if [ ! -f {q(release + '/.complete')} ]; then\n"
+        + f"  [ -f {q(tarball)} ] || {{ echo {q('missing ' + tarball)} >&2; exit 1; }}\n"
         + f"  rm -rf {q(release + '.partial')}\n"
         + f"  install -d -m 0755 {q(release + '.partial')}\n"
         + f"  tar -xzf {q(tarball)} -C {q(release + '.partial')} --no-same-owner\n"
@@ -159,21 +181,21 @@ def env_file(settings: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def service_environment(redis: RedisSettings, service: ServiceSettings) -> dict[str, str]:
-    """The SHIELD_* settings that are not secret."""
-    return {
-        "SHIELD_REDIS_URL": redis.url,
-        "SHIELD_STREAM_INGESTION": redis.ingestion_stream,
-        "SHIELD_STREAM_EVENTS": redis.events_stream,
-        "SHIELD_STREAM_MAXLEN": str(redis.maxlen),
-        "SHIELD_INGESTION_GROUPS": json.dumps(list(redis.ingestion_groups)),
-        "SHIELD_EVENT_GROUPS": json.dumps(list(redis.event_groups)),
-        "SHIELD_BATCH_SIZE": str(service.batch_size),
-        "SHIELD_BLOCK_MS": str(service.block_ms),
-        "SHIELD_RETRY_ATTEMPTS": str(service.retry_attempts),
-        "SHIELD_CLAIM_IDLE_MS": str(service.claim_idle_ms),
-        "SHIELD_MAX_EVENT_BYTES": str(service.max_event_bytes),
-    }
+def service_environment(app: Settings) -> dict[str, str]:
+    """Every SHIELD_* setting that is not secret, generated from the Settings model's fields."""
+    values = app.model_dump(mode="json", exclude=set(SECRET_FIELDS))
+    environment = {}
+    for field, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, list | dict):
+            text = json.dumps(value)
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
+        else:
+            text = str(value)
+        environment[env_name(field)] = text
+    return environment
 
 
 HARDENING = """NoNewPrivileges=yes
@@ -333,6 +355,29 @@ def redis_cli_prelude(host: str, redis: RedisSettings) -> str:
     )
 
 
+def redis_identity(host: str, redis: RedisSettings) -> str:
+    """Print the machine id and a token kept in Redis, set on first read.
+
+    Redis's data is what the steps on this host build, so the token lives there: a Redis that
+    lost its data gets a new token. Where Redis cannot be asked yet, the token says so, and
+    the preflight then reports why.
+    """
+    key = q(names.HOST_TOKEN_KEY)
+    return (
+        HEADER
+        + redis_cli_prelude(host, redis)
+        + 'echo "machine-id $(cat /etc/machine-id)"\n'
+        + "token=unreachable\n"
+        + "if command -v redis-cli >/dev/null 2>&1; then\n"
+        + "  fresh=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n')\n"
+        + f'  rcli SET {key} "$fresh" NX >/dev/null 2>&1 || true\n'
+        + f"  token=$(rcli --raw GET {key} 2>/dev/null) || token=unreachable\n"
+        + "fi\n"
+        + 'case "$token" in ""|*[!0-9a-f]*) token=unreachable ;; esac\n'
+        + 'echo "token $token"\n'
+    )
+
+
 def redis_preflight(host: str, redis: RedisSettings, install_os_packages: bool) -> str:
     """Check that redis-cli exists (installing redis-tools if allowed) and Redis answers PING."""
     install = "yes" if install_os_packages else "no"
@@ -356,22 +401,22 @@ def redis_preflight(host: str, redis: RedisSettings, install_os_packages: bool) 
 
 
 def redis_groups(host: str, redis: RedisSettings) -> str:
-    """Create both streams and every group with XGROUP CREATE ... $ MKSTREAM, then list them.
+    """Create both streams and every group of the service's group plan, then list them.
 
-    BUSYGROUP means the group is already there, which is the idempotent case. The last line
-    printed is JSON: each stream and its group names, as Redis reports them.
+    Each group starts where the service itself would start it (the worker group at 0, so
+    tasks queued before the deploy are not skipped). BUSYGROUP means the group is already
+    there, which is the idempotent case. The last line printed is JSON: each stream and its
+    group names, as Redis reports them.
     """
     creates = "".join(
-        f"create {q(stream)} {q(group)}\n"
-        for stream, groups in redis.streams.items()
-        for group in groups
+        f"create {q(spec.stream)} {q(spec.group)} {q(spec.start_id)}\n" for spec in redis.groups
     )
     listing = " ".join(q(stream) for stream in redis.streams)
     return (
         HEADER
         + redis_cli_prelude(host, redis)
         + "create() {\n"
-        + '  local answer\n  answer=$(rcli XGROUP CREATE "$1" "$2" \'$\' MKSTREAM 2>&1) || true\n'
+        + '  local answer\n  answer=$(rcli XGROUP CREATE "$1" "$2" "$3" MKSTREAM 2>&1) || true\n'
         + '  case "$answer" in\n'
         + "    OK|BUSYGROUP*) ;;\n"
         + '    *) fail "XGROUP CREATE $1 $2: $answer" ;;\n'
@@ -396,8 +441,3 @@ def redis_drop(host: str, redis: RedisSettings) -> str:
     """Delete both streams and their groups; only used when dropStreamsOnDestroy is set."""
     keys = " ".join(q(key) for key in (*redis.streams, *redis.companion_keys))
     return HEADER + redis_cli_prelude(host, redis) + f"rcli DEL {keys} >/dev/null\necho dropped\n"
-
-
-def no_op() -> str:
-    """A delete step that leaves the data where it is."""
-    return "true"

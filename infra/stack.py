@@ -9,10 +9,10 @@ from typing import Any
 from pulumi_command import remote
 
 from infra.artifacts import REPO_ROOT, build_release, build_wheelhouse
-from infra.components.connection import ssh_connection, warn_if_unpinned
 from infra.components.redis_streams import RedisStreams, RedisStreamsArgs
 from infra.components.service_deployment import ServiceDeployment, ServiceDeploymentArgs
 from infra.config import SshTarget, StackConfig, StackSecrets
+from infra.connection import ssh_connection, warn_if_unpinned
 
 REQUIREMENTS = Path("service") / "requirements.txt"
 
@@ -23,15 +23,31 @@ class Deployed:
     service: ServiceDeployment
 
 
-def deploy(
-    config: StackConfig, secrets: StackSecrets, build_dir: Path, source_root: Path = REPO_ROOT
-) -> Deployed:
-    """Create the resources of both hosts, in order: groups before the service starts."""
-    requirements = source_root / REQUIREMENTS
+@dataclass(frozen=True)
+class Identities:
+    """Each host's identity digest (infra.facts), read before any step runs."""
+
+    orchestrator: str
+    redis: str
+
+
+def warn_about_unpinned_hosts(config: StackConfig) -> None:
+    """Preview says so for each host whose SSH key is not pinned."""
     warn_if_unpinned("orchestrator", config.orchestrator)
     warn_if_unpinned("redis", config.redis_host)
     if config.bastion is not None:
         warn_if_unpinned("bastion", config.bastion)
+
+
+def deploy(
+    config: StackConfig,
+    secrets: StackSecrets,
+    identities: Identities,
+    build_dir: Path,
+    source_root: Path = REPO_ROOT,
+) -> Deployed:
+    """Create the resources of both hosts, in order: groups before the service starts."""
+    requirements = source_root / REQUIREMENTS
     release = build_release(build_dir, source_root)
     wheelhouse = None
     if config.packages.source == "wheelhouse":
@@ -53,6 +69,7 @@ def deploy(
             password=secrets.redis_password,
             install_os_packages=config.install_os_packages,
             drop_on_destroy=config.drop_streams_on_destroy,
+            identity=identities.redis,
         ),
     )
     service = ServiceDeployment(
@@ -69,7 +86,8 @@ def deploy(
             redis_password=secrets.redis_password,
             api_token=secrets.api_token,
             install_os_packages=config.install_os_packages,
-            ready_after=[streams.streams],
+            ready_after=[streams.group_setup],
+            identity=identities.orchestrator,
         ),
     )
     return Deployed(streams, service)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service import names
@@ -45,6 +46,7 @@ class Settings(BaseSettings):
     max_event_bytes: PositiveInt = 65536
     ingestion_groups: tuple[str, ...] = names.INGESTION_GROUPS
     event_groups: tuple[str, ...] = names.EVENT_GROUPS
+    worker_group: str = names.WORKER_GROUP
     sse_ping_s: float = Field(default=15.0, gt=0, le=15.0)
     client_buffer_events: PositiveInt = 1000
     redis_max_connections: PositiveInt = 50
@@ -66,6 +68,9 @@ class Settings(BaseSettings):
     @field_validator("redis_sentinels", mode="before")
     @classmethod
     def _split_sentinels(cls, value: object) -> object:
+        """host:port,host:port as the README says, or a JSON list as the env file writes it."""
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            return json.loads(value)
         if isinstance(value, str):
             return tuple(item.strip() for item in value.split(",") if item.strip())
         return value
@@ -93,6 +98,13 @@ class Settings(BaseSettings):
             raise ValueError("must be a non-empty list of non-empty group names")
         return value
 
+    @field_validator("worker_group")
+    @classmethod
+    def _worker_group_is_an_ingestion_group(cls, value: str, info: ValidationInfo) -> str:
+        if value not in info.data.get("ingestion_groups", ()):
+            raise ValueError("must be one of the ingestion groups")
+        return value
+
     @property
     def dead_letter_stream(self) -> str:
         return names.dead_letter_stream(self.stream_ingestion)
@@ -106,10 +118,6 @@ class Settings(BaseSettings):
         """The sentinels as (host, port) pairs."""
         pairs = [address.rpartition(":") for address in self.redis_sentinels]
         return [(host.strip("[]"), int(port)) for host, _, port in pairs]
-
-    @property
-    def worker_group(self) -> str:
-        return self.ingestion_groups[0]
 
 
 def describe_validation_error(error: ValidationError) -> str:

@@ -31,3 +31,7 @@ def dead_letter_stream(ingestion_stream: str) -> str:
 def worker_counters_key(ingestion_stream: str) -> str:
     """Name of the hash where workers count acked, retried and dead-lettered tasks."""
     return ingestion_stream + WORKER_COUNTERS_SUFFIX
+
+
+# Set by the deployment (infra) on first contact; a Redis that lost its data gets a new one.
+HOST_TOKEN_KEY = "shield:deploy:host-token"

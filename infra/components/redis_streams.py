@@ -20,6 +20,8 @@ class RedisStreamsArgs:
     password: pulumi.Output[str] | None
     install_os_packages: bool
     drop_on_destroy: bool
+    # The host's identity digest (infra.facts): a rebuilt host runs every step again.
+    identity: str
 
 
 class RedisStreams(pulumi.ComponentResource):
@@ -32,7 +34,10 @@ class RedisStreams(pulumi.ComponentResource):
     ) -> None:
         super().__init__("shield:infra:RedisStreams", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        use_sudo = args.target.use_sudo
+
+        def run(script: str) -> str:
+            return scripts.invocation(scripts.on_host(args.identity, script), args.target.use_sudo)
+
         # Redis reads the password from stdin, so it is on no command line; empty means none.
         password_stdin: pulumi.Output[str] | None = None
         if args.password is not None:
@@ -40,27 +45,27 @@ class RedisStreams(pulumi.ComponentResource):
         self.preflight = remote.Command(
             f"{name}-preflight",
             connection=args.connection,
-            create=scripts.invocation(
-                scripts.redis_preflight(args.target.host, args.redis, args.install_os_packages),
-                use_sudo,
+            create=run(
+                scripts.redis_preflight(args.target.host, args.redis, args.install_os_packages)
             ),
             stdin=password_stdin,
+            add_previous_output_in_env=False,
             opts=child,
         )
-        delete_script = (
-            scripts.redis_drop(args.target.host, args.redis)
-            if args.drop_on_destroy
-            else scripts.no_op()
+        # Without a delete line, destroy keeps the data and never dials the host.
+        delete = (
+            run(scripts.redis_drop(args.target.host, args.redis)) if args.drop_on_destroy else None
         )
-        self.streams = remote.Command(
+        self.group_setup = remote.Command(
             f"{name}-groups",
             connection=args.connection,
-            create=scripts.invocation(scripts.redis_groups(args.target.host, args.redis), use_sudo),
-            delete=scripts.invocation(delete_script, use_sudo),
+            create=run(scripts.redis_groups(args.target.host, args.redis)),
+            delete=delete,
             stdin=password_stdin,
+            add_previous_output_in_env=False,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.preflight]),
         )
-        self.groups = self.streams.stdout.apply(_parse_groups)
+        self.groups = self.group_setup.stdout.apply(_parse_groups)
         self.register_outputs({"groups": self.groups})
 
 

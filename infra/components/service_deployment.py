@@ -12,7 +12,7 @@ from pulumi_command import remote
 
 from infra import scripts
 from infra.artifacts import Release, Wheelhouse, digest_text
-from infra.config import PackageSettings, RedisSettings, ServiceSettings, SshTarget
+from infra.config import PackageSettings, RedisSettings, ServiceSettings, SshTarget, env_name
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,8 @@ class ServiceDeploymentArgs:
     install_os_packages: bool
     # The service starts only after these exist (the consumer groups).
     ready_after: list[pulumi.Resource]
+    # The host's identity digest (infra.facts): a rebuilt host runs every step again.
+    identity: str
 
 
 class ServiceDeployment(pulumi.ComponentResource):
@@ -44,15 +46,23 @@ class ServiceDeployment(pulumi.ComponentResource):
         service, use_sudo = args.service, args.target.use_sudo
 
         def run(script: str) -> str:
-            return scripts.invocation(script, use_sudo)
+            return scripts.invocation(scripts.on_host(args.identity, script), use_sudo)
+
+        def command(suffix: str, **kwargs: Any) -> remote.Command:
+            # No PULUMI_COMMAND_STDOUT: it needs AcceptEnv on the host, and no step reads it.
+            return remote.Command(
+                f"{name}-{suffix}",
+                connection=args.connection,
+                add_previous_output_in_env=False,
+                **kwargs,
+            )
 
         def after(*resources: pulumi.Resource) -> pulumi.ResourceOptions:
             return pulumi.ResourceOptions(parent=self, depends_on=list(resources))
 
         wheelhouse_python = args.packages.python_version if args.wheelhouse else None
-        self.preflight = remote.Command(
-            f"{name}-preflight",
-            connection=args.connection,
+        self.preflight = command(
+            "preflight",
             create=run(
                 scripts.orchestrator_preflight(
                     args.target.host, service, args.install_os_packages, wheelhouse_python
@@ -70,27 +80,27 @@ class ServiceDeployment(pulumi.ComponentResource):
                 opts=after(self.preflight),
             )
 
-        self.release_copy = copy(
-            "release-copy",
-            args.release.tarball,
-            f"{service.install_dir}/releases/{args.release.digest}.tar.gz",
-        )
-        self.release = remote.Command(
-            f"{name}-release",
-            connection=args.connection,
-            create=run(scripts.release_unpack(service.install_dir, args.release.digest)),
+        # The copies land in a folder named by the host's identity: CopyToRemote copies again
+        # only when its path or file changes, so a rebuilt host gets a new path.
+        incoming = f"{service.install_dir}/incoming/{args.identity}"
+        release_tarball = f"{incoming}/service-{args.release.digest}.tar.gz"
+        self.release_copy = copy("release-copy", args.release.tarball, release_tarball)
+        self.release = command(
+            "release",
+            create=run(
+                scripts.release_unpack(service.install_dir, args.release.digest, release_tarball)
+            ),
             opts=after(self.release_copy),
         )
         venv_dependencies: list[pulumi.Resource] = [self.preflight]
         wheelhouse_path = None
         if args.wheelhouse is not None:
-            wheelhouse_path = f"{service.install_dir}/wheelhouse/{args.wheelhouse.digest}.tar"
+            wheelhouse_path = f"{incoming}/wheelhouse-{args.wheelhouse.digest}.tar"
             self.wheelhouse_copy = copy("wheelhouse-copy", args.wheelhouse.tarball, wheelhouse_path)
             venv_dependencies.append(self.wheelhouse_copy)
         requirements_digest = digest_text(args.requirements, wheelhouse_path or "index")
-        self.venv = remote.Command(
-            f"{name}-venv",
-            connection=args.connection,
+        self.venv = command(
+            "venv",
             create=run(
                 scripts.venv_install(
                     service.install_dir,
@@ -107,17 +117,15 @@ class ServiceDeployment(pulumi.ComponentResource):
             f"venv {requirements_digest}",
             f"units {digest_text(scripts.api_unit(service), scripts.worker_unit(service))}",
         ]
-        self.units = remote.Command(
-            f"{name}-units",
-            connection=args.connection,
+        self.units = command(
+            "units",
             create=run(scripts.service_apply(service, revision)),
             delete=run(scripts.service_remove(service)),
             stdin=_env_text(args),
             opts=after(self.release, self.venv, *args.ready_after),
         )
-        self.health_check = remote.Command(
-            f"{name}-health",
-            connection=args.connection,
+        self.health_check = command(
+            "health",
             create=run(scripts.health_wait(args.target.host, service)),
             triggers=[self.units.stdout],
             opts=after(self.units),
@@ -128,15 +136,15 @@ class ServiceDeployment(pulumi.ComponentResource):
 
 def _env_text(args: ServiceDeploymentArgs) -> pulumi.Output[str]:
     """The env file, secret as a whole because it holds the password and the token."""
-    public = scripts.service_environment(args.redis, args.service)
+    public = scripts.service_environment(args.redis.app)
 
     def render(secrets: list[str | None]) -> str:
         password, token = secrets
         settings = dict(public)
         if password:
-            settings["SHIELD_REDIS_PASSWORD"] = password
+            settings[env_name("redis_password")] = password
         if token:
-            settings["SHIELD_API_TOKEN"] = token
+            settings[env_name("api_token")] = token
         return scripts.env_file(settings)
 
     return pulumi.Output.secret(

@@ -13,7 +13,7 @@ from google.protobuf import json_format
 from pulumi.runtime.mocks import MockMonitor
 
 from infra import config as stack_config
-from infra.stack import Deployed, deploy, outputs
+from infra.stack import Deployed, Identities, deploy, outputs, warn_about_unpinned_hosts
 
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
 SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAAtest\n-----END OPENSSH PRIVATE KEY-----\n"
@@ -21,6 +21,8 @@ REDIS_PASSWORD = "redis-pass-7f3c1"
 API_TOKEN = "api-token-9d2e4"
 HEALTH = {"status": "up", "latency_ms": 0.2, "streams": {}}
 GROUPS = {"shield:ingestion_queue": ["lightrag-workers", "metrics-collector"]}
+
+IDENTITIES = Identities(orchestrator="orchestrator0identity", redis="redis0identity")
 
 BASE_CONFIG = {
     "orchestratorHost": "127.0.10.8",
@@ -107,6 +109,7 @@ def run_program(
     build_dir: Path,
     source_root: Path | None = None,
     secrets: Mapping[str, str] | None = None,
+    identities: Identities = IDENTITIES,
 ) -> ProgramRun:
     """Run the program under mocks and return everything it registered and exported."""
     mocks = RecordingMocks()
@@ -122,7 +125,8 @@ def run_program(
     def program() -> pulumi.Output[Any]:
         settings, stack_secrets = stack_config.load(config_source(values, secret_values))
         kwargs = {} if source_root is None else {"source_root": source_root}
-        deployed: Deployed = deploy(settings, stack_secrets, build_dir, **kwargs)
+        warn_about_unpinned_hosts(settings)
+        deployed: Deployed = deploy(settings, stack_secrets, identities, build_dir, **kwargs)
         resources = _children(deployed)
         result = outputs(settings, deployed)
         return pulumi.Output.all(

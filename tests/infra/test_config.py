@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from infra.config import ConfigError, load
+from infra.config import StackConfigError, load
+from service.config import Settings
 from tests.infra.support import BASE_CONFIG, SSH_KEY, config_source
 
 SECRETS = {"sshPrivateKey": SSH_KEY}
@@ -14,17 +17,17 @@ def test_defaults_follow_the_original_role() -> None:
     defaults_only = {key: value for key, value in BASE_CONFIG.items() if key != "packageSource"}
     config, _ = load(config_source(defaults_only, SECRETS))
     assert config.redis.url == "redis://127.0.10.48:6379/0"
-    assert config.redis.streams == {
-        "shield:ingestion_queue": ("lightrag-workers", "metrics-collector"),
-        "shield:events": (
-            "ag-ui-frontend",
-            "power-ui-frontend",
-            "dashboard-frontend",
-            "metrics-collector",
-        ),
-    }
-    assert config.redis.maxlen == 10000
-    assert (config.service.batch_size, config.service.block_ms, config.service.retry_attempts) == (
+    assert [(spec.stream, spec.group, spec.start_id) for spec in config.redis.groups] == [
+        ("shield:ingestion_queue", "lightrag-workers", "0"),
+        ("shield:ingestion_queue", "metrics-collector", "$"),
+        ("shield:events", "ag-ui-frontend", "$"),
+        ("shield:events", "power-ui-frontend", "$"),
+        ("shield:events", "dashboard-frontend", "$"),
+        ("shield:events", "metrics-collector", "$"),
+    ]
+    app = config.redis.app
+    assert (app.stream_maxlen, app.batch_size, app.block_ms, app.retry_attempts) == (
+        10000,
         10,
         5000,
         3,
@@ -38,11 +41,17 @@ def test_defaults_follow_the_original_role() -> None:
 def test_groups_accept_json_or_commas() -> None:
     config, _ = load(
         config_source(
-            {**BASE_CONFIG, "eventGroups": '["a", "b"]', "ingestionGroups": "w, m"}, SECRETS
+            {
+                **BASE_CONFIG,
+                "eventGroups": '["a", "b"]',
+                "ingestionGroups": "w, m",
+                "workerGroup": "w",
+            },
+            SECRETS,
         )
     )
-    assert config.redis.event_groups == ("a", "b")
-    assert config.redis.ingestion_groups == ("w", "m")
+    assert config.redis.app.event_groups == ("a", "b")
+    assert config.redis.app.ingestion_groups == ("w", "m")
 
 
 @pytest.mark.parametrize(
@@ -56,7 +65,10 @@ def test_groups_accept_json_or_commas() -> None:
         ({"redisPort": "abc"}, "shield-orchestrator:redisPort: must be an integer, got 'abc'"),
         ({"redisPort": "70000"}, "shield-orchestrator:redisPort: must be between 1 and 65535"),
         ({"redisDb": "16"}, "shield-orchestrator:redisDb: must be between 0 and 15"),
-        ({"batchSize": "0"}, "shield-orchestrator:batchSize: must be between 1"),
+        ({"batchSize": "0"}, "shield-orchestrator:batchSize: Input should be greater than 0"),
+        ({"blockMs": "soon"}, "shield-orchestrator:blockMs: Input should be a valid integer"),
+        ({"workerGroup": "nobody"}, "shield-orchestrator:workerGroup: Value error, must be one"),
+        ({"redisUrl": "http://h:6379/0"}, "shield-orchestrator:redisUrl: Value error, must start"),
         ({"eventGroups": "[]"}, "shield-orchestrator:eventGroups: must be a non-empty list"),
         ({"eventGroups": '["a", "a"]'}, "shield-orchestrator:eventGroups: names must be unique"),
         (
@@ -85,11 +97,44 @@ def test_groups_accept_json_or_commas() -> None:
     ],
 )
 def test_bad_values_name_the_key(override: dict[str, str], message: str) -> None:
-    with pytest.raises(ConfigError) as error:
+    with pytest.raises(StackConfigError) as error:
         load(config_source({**BASE_CONFIG, **override}, SECRETS))
     assert str(error.value).startswith(message)
 
 
 def test_missing_ssh_key_names_the_secret_key() -> None:
-    with pytest.raises(ConfigError, match="shield-orchestrator:sshPrivateKey: is required"):
+    with pytest.raises(StackConfigError, match="shield-orchestrator:sshPrivateKey: is required"):
         load(config_source(BASE_CONFIG, {}))
+
+
+def test_the_service_settings_are_built_and_validated_by_the_service_model() -> None:
+    config, _ = load(config_source({**BASE_CONFIG, "batchSize": "25", "ssePingS": "2.5"}, SECRETS))
+    assert isinstance(config.redis.app, Settings)
+    assert (config.redis.app.batch_size, config.redis.app.sse_ping_s) == (25, 2.5)
+    assert config.redis.app.redis_password is None and config.redis.app.api_token is None
+
+
+def test_this_machines_environment_does_not_leak_into_the_deployed_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SHIELD_BATCH_SIZE", "99")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("SHIELD_BLOCK_MS=7\n")
+    config, _ = load(config_source(BASE_CONFIG, SECRETS))
+    assert (config.redis.app.batch_size, config.redis.app.block_ms) == (10, 5000)
+    assert type(config.redis.app) is Settings
+
+
+def test_the_worker_group_is_named_by_its_key_not_its_position() -> None:
+    config, _ = load(
+        config_source(
+            {**BASE_CONFIG, "ingestionGroups": "metrics, workers", "workerGroup": "workers"},
+            SECRETS,
+        )
+    )
+    starts = {
+        spec.group: spec.start_id
+        for spec in config.redis.groups
+        if spec.stream == "shield:ingestion_queue"
+    }
+    assert starts == {"metrics": "$", "workers": "0"}

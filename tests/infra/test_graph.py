@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 
 from infra.artifacts import digest_text
+from infra.stack import Identities
 from tests.infra.support import (
     API_TOKEN,
     BASE_CONFIG,
     GROUPS,
     HEALTH,
+    IDENTITIES,
     REDIS_PASSWORD,
     SSH_KEY,
     ProgramRun,
@@ -70,16 +72,16 @@ def test_connections_target_the_configured_hosts(run: ProgramRun) -> None:
 
 def test_every_group_is_created_with_mkstream(run: ProgramRun) -> None:
     text = script(run, "redis-groups")
-    assert 'XGROUP CREATE "$1" "$2" \'$\' MKSTREAM' in text
-    for stream, group in [
-        ("shield:ingestion_queue", "lightrag-workers"),
-        ("shield:ingestion_queue", "metrics-collector"),
-        ("shield:events", "ag-ui-frontend"),
-        ("shield:events", "power-ui-frontend"),
-        ("shield:events", "dashboard-frontend"),
-        ("shield:events", "metrics-collector"),
+    assert 'XGROUP CREATE "$1" "$2" "$3" MKSTREAM' in text
+    for stream, group, start in [
+        ("shield:ingestion_queue", "lightrag-workers", "0"),
+        ("shield:ingestion_queue", "metrics-collector", "'$'"),
+        ("shield:events", "ag-ui-frontend", "'$'"),
+        ("shield:events", "power-ui-frontend", "'$'"),
+        ("shield:events", "dashboard-frontend", "'$'"),
+        ("shield:events", "metrics-collector", "'$'"),
     ]:
-        assert f"create {stream} {group}" in text
+        assert f"create {stream} {group} {start}\n" in text
 
 
 @pytest.mark.parametrize(
@@ -159,7 +161,9 @@ def test_wheelhouse_mode_copies_the_wheels_and_installs_without_an_index(
     (build_dir / f"wheelhouse-{digest}.tar").write_bytes(b"")  # already built: no download
     run = run_program({**BASE_CONFIG, "packageSource": "wheelhouse"}, build_dir, source_root)
     copy = run.registered["orchestrator-wheelhouse-copy"]
-    assert copy.inputs["remotePath"] == f"/opt/shield-orchestrator/wheelhouse/{digest}.tar"
+    assert copy.inputs["remotePath"] == (
+        f"/opt/shield-orchestrator/incoming/{IDENTITIES.orchestrator}/wheelhouse-{digest}.tar"
+    )
     assert run.depends_on("orchestrator-venv", "orchestrator-wheelhouse-copy")
     assert '--no-index --find-links "$wheels"' in script(run, "orchestrator-venv")
 
@@ -197,7 +201,7 @@ def test_non_root_user_runs_scripts_through_sudo(tmp_path: Path, source_root: Pa
 
 def test_destroy_keeps_streams_unless_asked(tmp_path: Path, source_root: Path) -> None:
     kept = run_program(BASE_CONFIG, tmp_path / "build", source_root)
-    assert kept.registered["redis-groups"].inputs["delete"] == "bash -c true"
+    assert "delete" not in kept.registered["redis-groups"].inputs
     dropped = run_program(
         {**BASE_CONFIG, "dropStreamsOnDestroy": "true"}, tmp_path / "build", source_root
     )
@@ -216,3 +220,21 @@ def test_preview_warns_about_each_unpinned_host_key(
     ]
     assert len(warnings) == 1
     assert warnings[0].startswith("redis host 127.0.10.48: its SSH host key is not pinned")
+
+
+def test_no_step_asks_the_host_to_accept_environment_variables(run: ProgramRun) -> None:
+    for name in (*ORCHESTRATOR_CHILDREN, *REDIS_CHILDREN):
+        if run.registered[name].type == "command:remote:Command":
+            assert run.registered[name].inputs["addPreviousOutputInEnv"] is False
+
+
+def test_a_rebuilt_host_changes_every_step_on_it_and_nothing_elsewhere(
+    tmp_path: Path, source_root: Path
+) -> None:
+    before = _inputs(run_program(BASE_CONFIG, tmp_path / "build", source_root))
+    rebuilt = Identities(orchestrator="a-new-machine", redis=IDENTITIES.redis)
+    after = _inputs(run_program(BASE_CONFIG, tmp_path / "build", source_root, identities=rebuilt))
+    changed = {name for name in before if before[name] != after[name]}
+    assert changed == set(ORCHESTRATOR_CHILDREN)
+    assert "/incoming/a-new-machine/" in str(after["orchestrator-release-copy"]["remotePath"])
+    assert "# host a-new-machine" in shlex.split(str(after["orchestrator-units"]["create"]))[-1]

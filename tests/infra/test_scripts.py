@@ -3,16 +3,21 @@ Redis scripts against the session's redis-server."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import shlex
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import redis
 
 from infra import scripts
-from infra.config import load
+from infra.config import ENV_PREFIX, SECRET_FIELDS, env_name, load
+from infra.facts import parse_identity
+from service.config import Settings
 from tests.infra.support import BASE_CONFIG, SSH_KEY, config_source
 from tests.support.redis_server import RedisServer
 
@@ -70,16 +75,50 @@ def test_env_file_text_is_sorted_and_quoted() -> None:
 
 
 def test_service_environment_carries_the_original_settings() -> None:
-    environment = scripts.service_environment(CONFIG.redis, SERVICE)
+    environment = scripts.service_environment(CONFIG.redis.app)
     assert environment["SHIELD_REDIS_URL"] == "redis://127.0.10.48:6379/0"
     assert environment["SHIELD_STREAM_MAXLEN"] == "10000"
+    assert environment["SHIELD_WORKER_GROUP"] == "lightrag-workers"
     assert json.loads(environment["SHIELD_EVENT_GROUPS"])[0] == "ag-ui-frontend"
     assert not any("PASSWORD" in key or "TOKEN" in key for key in environment)
 
 
+def test_every_name_in_the_env_file_is_a_settings_field() -> None:
+    text = scripts.env_file(
+        {
+            **scripts.service_environment(CONFIG.redis.app),
+            env_name("redis_password"): "pw",
+            env_name("api_token"): "token",
+        }
+    )
+    names = [line.split("=", 1)[0] for line in text.splitlines()]
+    fields = {ENV_PREFIX + field.upper() for field in Settings.model_fields}
+    assert names and [name for name in names if name not in fields] == []
+    assert {env_name(field) for field in SECRET_FIELDS} == {
+        "SHIELD_REDIS_PASSWORD",
+        "SHIELD_API_TOKEN",
+    }
+
+
+def test_the_service_reads_back_exactly_what_the_env_file_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [name for name in os.environ if name.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(name)
+    app = CONFIG.redis.app.model_copy(
+        update={"batch_size": 25, "ingestion_groups": ("x", "lightrag-workers")}
+    )
+    env_path = tmp_path / "shield.env"
+    env_path.write_text(scripts.env_file(scripts.service_environment(app)))
+    read_back = Settings(_env_file=str(env_path))  # type: ignore[call-arg]
+    assert read_back == app
+
+
 ALL_SCRIPTS = {
     "orchestrator_preflight": scripts.orchestrator_preflight("h", SERVICE, True, "3.11"),
-    "release_unpack": scripts.release_unpack("/opt/x", "abc123"),
+    "release_unpack": scripts.release_unpack("/opt/x", "abc123", "/opt/x/incoming/i/r.tar.gz"),
+    "orchestrator_identity": scripts.orchestrator_identity("/opt/x"),
+    "redis_identity": scripts.redis_identity("h", CONFIG.redis),
     "venv_wheelhouse": scripts.venv_install("/opt/x", "fastapi==1\n", "d1", "/opt/x/w.tar", None),
     "venv_index": scripts.venv_install(
         "/opt/x", "fastapi==1\n", "d1", None, "https://pypi.example/simple"
@@ -132,12 +171,28 @@ def test_groups_script_creates_every_group_idempotently(
         assert result.returncode == 0, result.stderr
     listed = json.loads(result.stdout.strip().splitlines()[-1])
     assert {stream: sorted(groups) for stream, groups in listed.items()} == {
-        stream: sorted(groups) for stream, groups in local_redis.streams.items()
+        stream: sorted(spec.group for spec in local_redis.groups if spec.stream == stream)
+        for stream in local_redis.streams
     }
     groups = {group["name"]: group for group in redis_client.xinfo_groups("shield:events")}
     # Created at $, as in the original design: existing events are not replayed to backends.
     assert groups["ag-ui-frontend"]["lag"] == 0
     assert redis_client.exists("shield:ingestion_queue") == 1
+
+
+def test_the_worker_group_starts_at_0_so_queued_tasks_are_not_skipped(
+    local_redis, redis_client: redis.Redis
+) -> None:  # type: ignore[no-untyped-def]
+    queued = redis_client.xadd("shield:ingestion_queue", {"job_id": "before-the-deploy"})
+    assert _run(scripts.redis_groups("lab", local_redis)).returncode == 0
+    delivered = redis_client.xreadgroup(
+        "lightrag-workers", "w1", {"shield:ingestion_queue": ">"}, count=10
+    )
+    assert [entry_id for _, entries in delivered for entry_id, _ in entries] == [queued]
+    metrics = redis_client.xreadgroup(
+        "metrics-collector", "m1", {"shield:ingestion_queue": ">"}, count=10
+    )
+    assert metrics == []
 
 
 def test_redis_scripts_fail_with_host_and_piece_named(
@@ -149,7 +204,7 @@ def test_redis_scripts_fail_with_host_and_piece_named(
     assert result.stderr.startswith(
         "shield-orchestrator: host hx-sqldb-server: XGROUP CREATE shield:events"
     )
-    dead = local_redis.__class__(**{**local_redis.__dict__, "port": 1})
+    dead = dataclasses.replace(local_redis, port=1)
     result = _run(scripts.redis_preflight("hx-sqldb-server", dead, False))
     assert result.returncode == 1
     assert "host hx-sqldb-server: Redis at 127.0.0.1:1 does not answer PING" in result.stderr
@@ -173,3 +228,46 @@ def test_drop_script_deletes_the_streams(local_redis, redis_client: redis.Redis)
     assert _run(scripts.redis_groups("h", local_redis)).returncode == 0
     assert _run(scripts.redis_drop("h", local_redis)).returncode == 0
     assert redis_client.exists("shield:events", "shield:ingestion_queue") == 0
+
+
+def test_orchestrator_identity_is_stable_until_the_install_dir_is_lost(tmp_path: Path) -> None:
+    install_dir = tmp_path / "opt"
+    first = parse_identity(_run(scripts.orchestrator_identity(str(install_dir))).stdout)
+    again = parse_identity(_run(scripts.orchestrator_identity(str(install_dir))).stdout)
+    assert first == again
+    assert first.machine_id == Path("/etc/machine-id").read_text().strip()
+    shutil.rmtree(install_dir)
+    lost = parse_identity(_run(scripts.orchestrator_identity(str(install_dir))).stdout)
+    assert lost.machine_id == first.machine_id and lost.token != first.token
+
+
+def test_redis_identity_is_stable_until_redis_loses_its_data(
+    local_redis, redis_client: redis.Redis
+) -> None:  # type: ignore[no-untyped-def]
+    first = parse_identity(_run(scripts.redis_identity("h", local_redis)).stdout)
+    assert first == parse_identity(_run(scripts.redis_identity("h", local_redis)).stdout)
+    assert first.token != "unreachable"
+    redis_client.flushall()
+    assert parse_identity(_run(scripts.redis_identity("h", local_redis)).stdout) != first
+    dead = dataclasses.replace(local_redis, port=1)
+    assert parse_identity(_run(scripts.redis_identity("h", dead)).stdout).token == "unreachable"
+
+
+def test_list_settings_of_any_form_round_trip_from_stack_config_to_the_service(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [name for name in os.environ if name.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(name)
+    stack = {
+        **BASE_CONFIG,
+        "corsOrigins": '["https://ui.example:8443", "http://127.0.0.1:3000"]',
+        "redisSentinels": "127.0.10.48:26379,127.0.10.49:26379",
+        "taskReplicas": "1",
+    }
+    config, _ = load(config_source(stack, {"sshPrivateKey": SSH_KEY}))
+    env_path = tmp_path / "shield.env"
+    env_path.write_text(scripts.env_file(scripts.service_environment(config.redis.app)))
+    read_back = Settings(_env_file=str(env_path))  # type: ignore[call-arg]
+    assert read_back.cors_origins == ("https://ui.example:8443", "http://127.0.0.1:3000")
+    assert read_back.sentinel_addresses == [("127.0.10.48", 26379), ("127.0.10.49", 26379)]
+    assert read_back.task_replicas == 1

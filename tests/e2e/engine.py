@@ -1,0 +1,138 @@
+"""The real Pulumi CLI on a copy of this project: Pulumi.yaml, the language host, the program.
+
+The copy holds Pulumi.yaml, infra/ and service/, so a test can change the service's code
+without touching the repo; `build/` links to the repo's by default, so the wheelhouse is
+downloaded once.
+Every command's output is kept in `transcript`, for the tests that search it for secrets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STACK = "lab"
+PROJECT = "shield-orchestrator"
+COMMAND_TIMEOUT_S = 600
+
+
+class EngineFailed(AssertionError):
+    """A pulumi command exited non-zero; the message holds its output."""
+
+
+@dataclass
+class Engine:
+    root: Path
+    env: dict[str, str]
+    transcript: list[str] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, root: Path, build_dir: Path = REPO_ROOT / "build") -> Engine:
+        """A project copy in root with a new stack; build_dir holds the built artifacts."""
+        bin_dir = os.environ.get("PULUMI_BIN_DIR")
+        if not bin_dir or not (Path(bin_dir) / "pulumi").exists():
+            raise EngineFailed("PULUMI_BIN_DIR does not hold a pulumi binary: run `make test`")
+        root.mkdir(parents=True, exist_ok=True)
+        project = yaml.safe_load((REPO_ROOT / "Pulumi.yaml").read_text())
+        project["runtime"]["options"]["virtualenv"] = str(REPO_ROOT / ".venv")
+        (root / "Pulumi.yaml").write_text(yaml.safe_dump(project, sort_keys=False))
+        for package in ("infra", "service"):
+            shutil.copytree(
+                REPO_ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        build_dir.mkdir(parents=True, exist_ok=True)
+        (root / "build").symlink_to(build_dir)
+        shutil.copy(REPO_ROOT / "infra" / "stacks" / "lab.yaml", root / f"Pulumi.{STACK}.yaml")
+        shutil.copy(REPO_ROOT / "Pulumi.dev.yaml", root / "Pulumi.dev.yaml")
+        state = root / ".pulumi-state"
+        state.mkdir()
+        # The caller's PULUMI_HOME (where the provider is installed) stays; the rest is ours.
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith("PULUMI_") or key == "PULUMI_HOME"
+        }
+        env.update(
+            PATH=f"{bin_dir}:{env['PATH']}",
+            PULUMI_BACKEND_URL=f"file://{state}",
+            PULUMI_CONFIG_PASSPHRASE="e2e-lab-passphrase",
+            PULUMI_SKIP_UPDATE_CHECK="true",
+        )
+        engine = cls(root, env)
+        engine.run("stack", "init", STACK)
+        return engine
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / ".pulumi-state"
+
+    def run(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
+        """One pulumi command; its stdout and stderr together, and in the transcript."""
+        result = subprocess.run(
+            ["pulumi", "--non-interactive", "--color", "never", *args],
+            cwd=self.root,
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT_S,
+        )
+        output = result.stdout + result.stderr
+        self.transcript.append(output)
+        if check and result.returncode != 0:
+            raise EngineFailed(f"pulumi {' '.join(args)} failed:\n{output[-6000:]}")
+        return output
+
+    def fails(self, *args: str) -> str:
+        """Run a command that must fail; its output."""
+        result = self.run(*args, check=False)
+        if "error:" not in result:
+            raise AssertionError(f"pulumi {' '.join(args)} did not fail:\n{result[-3000:]}")
+        return result
+
+    def up(self, *extra: str) -> str:
+        return self.run("up", "--yes", "--skip-preview", "--stack", STACK, *extra)
+
+    def preview_steps(self) -> dict[str, str]:
+        """Each resource's planned operation, by name (`same`, `create`, `update`, ...)."""
+        output = self.run("preview", "--json", "--stack", STACK)
+        plan: dict[str, Any] = json.loads(output[output.index("{") :])
+        return {
+            step["urn"].rsplit("::", 1)[-1]: step["op"]
+            for step in plan.get("steps", [])
+            if "::pulumi:pulumi:Stack::" not in step["urn"]
+        }
+
+    def changed(self) -> dict[str, str]:
+        """The resources a preview would touch, with their operation."""
+        return {name: op for name, op in self.preview_steps().items() if op != "same"}
+
+    def set_config(self, key: str, value: str) -> None:
+        self.run("config", "set", "--stack", STACK, key, "--", value)
+
+    def set_secret(self, key: str, value: str) -> None:
+        """A secret goes in on stdin, so it is on no command line."""
+        self.run("config", "set", "--stack", STACK, "--secret", key, stdin=value)
+
+    def remove_config(self, key: str) -> None:
+        self.run("config", "rm", "--stack", STACK, key)
+
+    def outputs(self) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(self.run("stack", "output", "--stack", STACK, "--json"))
+        return result
+
+    def export(self) -> str:
+        return self.run("stack", "export", "--stack", STACK)
+
+    def last_update_changes(self) -> dict[str, int]:
+        history = json.loads(self.run("stack", "history", "--stack", STACK, "--json"))
+        changes: dict[str, int] = history[0]["resourceChanges"]
+        return changes

@@ -1,0 +1,103 @@
+"""The lab's hosts over real SSH, with the pinned host keys of this lab (scripts/lab)."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LAB_SCRIPT = REPO_ROOT / "scripts" / "lab"
+ORCHESTRATOR = "127.0.10.8"
+REDIS_HOST = "127.0.10.48"
+
+
+def _lab(*args: str, timeout_s: float = 600) -> str:
+    result = subprocess.run(
+        [str(LAB_SCRIPT), *args], capture_output=True, text=True, timeout=timeout_s
+    )
+    if result.returncode != 0:
+        pytest.fail(f"scripts/lab {' '.join(args)} failed: {result.stderr[-2000:]}")
+    return result.stdout
+
+
+@dataclass(frozen=True)
+class Lab:
+    ssh_key: Path
+    known_hosts: Path
+    redis_password: str
+    orchestrator_host_key: str
+    redis_host_key: str
+
+    @classmethod
+    def current(cls) -> Lab:
+        """The running lab's facts, as `scripts/lab env` prints them."""
+        if subprocess.run([str(LAB_SCRIPT), "status"], capture_output=True).returncode != 0:
+            pytest.fail("the lab is not up: run `make test` (or scripts/lab up)")
+        facts: dict[str, str] = {}
+        for line in _lab("env").splitlines():
+            name, _, value = line.partition("=")
+            facts[name] = shlex.split(value)[0]
+        return cls(
+            ssh_key=Path(facts["LAB_SSH_KEY"]),
+            known_hosts=Path(facts["LAB_KNOWN_HOSTS"]),
+            redis_password=Path(facts["LAB_REDIS_PASSWORD_FILE"]).read_text().strip(),
+            orchestrator_host_key=facts["LAB_ORCHESTRATOR_HOST_KEY"],
+            redis_host_key=facts["LAB_REDIS_HOST_KEY"],
+        )
+
+    @classmethod
+    def rebuild(cls) -> Lab:
+        """Power both hosts off, build them anew (new keys, ids and password), boot them."""
+        _lab("down")
+        _lab("up")
+        return cls.current()
+
+    def host_key(self, host: str) -> str:
+        return self.orchestrator_host_key if host == ORCHESTRATOR else self.redis_host_key
+
+    def _options(self) -> list[str]:
+        return [
+            "-i", str(self.ssh_key),
+            "-o", "BatchMode=yes",
+            "-o", "StrictHostKeyChecking=yes",
+            "-o", f"UserKnownHostsFile={self.known_hosts}",
+            "-o", "ConnectTimeout=5",
+        ]  # fmt: skip
+
+    def ssh(
+        self, host: str, command: str, stdin: str = "", timeout_s: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command line on a host."""
+        return subprocess.run(
+            ["ssh", *self._options(), f"root@{host}", command],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+
+    def check(self, host: str, command: str, stdin: str = "") -> str:
+        result = self.ssh(host, command, stdin)
+        assert result.returncode == 0, f"{host}: {command[:200]}\n{result.stderr}"
+        return result.stdout
+
+    def rotate_host_key(self, host: str) -> Lab:
+        """Give a host a new SSH host key, as a reinstall of sshd would; the lab pins it."""
+        new_key = self.check(
+            host,
+            "rm -f /etc/ssh/ssh_host_ed25519_key /etc/ssh/ssh_host_ed25519_key.pub"
+            " && ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key"
+            " && cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub"
+            " && systemctl restart ssh",
+        ).strip()
+        lines = [
+            line
+            for line in self.known_hosts.read_text().splitlines()
+            if not line.startswith(host + " ")
+        ]
+        self.known_hosts.write_text("\n".join([*lines, f"{host} {new_key}"]) + "\n")
+        return Lab.current()
