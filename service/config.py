@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     event_groups: tuple[str, ...] = names.EVENT_GROUPS
     sse_ping_s: float = Field(default=15.0, gt=0, le=15.0)
     client_buffer_events: PositiveInt = 1000
+    client_buffer_bytes: PositiveInt = 1_048_576
     redis_max_connections: PositiveInt = 50
 
     @field_validator("redis_url")
