@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -37,6 +37,11 @@ from service.streamids import FIRST_ID, StartPoint, StreamBounds, is_after, plan
 log = logging.getLogger(__name__)
 
 RECONNECT_DELAYS_S = (0.1, 0.25, 0.5, 1.0, 2.0)
+# A transport copies what it is handed, once per client (SSE joins and frames it, the socket
+# buffers what the client has not read). Handing a client at most this much at a time keeps
+# those copies small however far behind it is: 400 clients each handed a 500-event backlog
+# at once grew the process by hundreds of MiB that the allocator kept.
+HANDOUT_BYTES = 16 * 1024
 
 
 class SubscriptionClosed(Exception):
@@ -64,6 +69,16 @@ async def read_bounds(redis: Redis, stream: str) -> StreamBounds:
         last_generated_id=str(info.get("last-generated-id") or FIRST_ID),
         entries_removed=max(0, added - int(info.get("length") or 0)),
     )
+
+
+def _take_up_to(events: deque[EncodedEvent], limit_bytes: int) -> list[EncodedEvent]:
+    """Pop events from the left while they fit in limit_bytes; at least one."""
+    taken = [events.popleft()]
+    size = len(taken[0].sse)
+    while events and size + len(events[0].sse) <= limit_bytes:
+        size += len(events[0].sse)
+        taken.append(events.popleft())
+    return taken
 
 
 def _encode_readable(
@@ -162,10 +177,24 @@ class Subscription:
         self.cursor = cursor
         self.closed_reason: str | None = None
 
-    def offer(self, batch: list[EncodedEvent]) -> None:
-        """Called by the hub with each batch it read; never blocks."""
+    def offer(self, batch: list[EncodedEvent], batch_bytes: int) -> None:
+        """Called by the hub with each batch it read and its size; never blocks."""
         if self.closed_reason is not None:
             return
+        if (
+            self._filter.passes_everything
+            and len(self._buffer) + len(batch) <= self._limit
+            and self._buffered_bytes + batch_bytes <= self._limit_bytes
+        ):
+            # The common case in one step: no filter, and the whole batch fits.
+            self._buffer.extend(batch)
+            self._buffered_bytes += batch_bytes
+        else:
+            self._offer_each(batch)
+        if self._buffer:
+            self._wakeup.set()
+
+    def _offer_each(self, batch: list[EncodedEvent]) -> None:
         for event in batch:
             if not self._filter.accepts(event):
                 continue
@@ -179,8 +208,6 @@ class Subscription:
                 return
             self._buffer.append(event)
             self._buffered_bytes += size
-        if self._buffer:
-            self._wakeup.set()
 
     def close(self, reason: str) -> None:
         """Stop the subscription after what is already buffered has been sent."""
@@ -218,9 +245,13 @@ class Subscription:
         return self._filter.accepts(event)
 
     def _drain(self) -> list[EncodedEvent]:
-        batch = list(self._buffer)
-        self._buffer.clear()
-        self._buffered_bytes = 0
+        if self._buffered_bytes <= HANDOUT_BYTES:
+            batch = list(self._buffer)
+            self._buffer.clear()
+            self._buffered_bytes = 0
+        else:
+            batch = _take_up_to(self._buffer, HANDOUT_BYTES)
+            self._buffered_bytes -= sum(len(event.sse) for event in batch)
         if self._caught_up:
             return batch
         # The hub may have handed over entries that the catch-up replay already sent.
@@ -243,6 +274,7 @@ class EventHub:
         reader: Redis | None = None,
         on_unreadable: Callable[[], None] = lambda: None,
         on_reader_failure: Callable[[], None] = lambda: None,
+        restart_delays_s: Sequence[float] = RECONNECT_DELAYS_S,
     ) -> None:
         self._redis = redis
         self._reader = reader or redis
@@ -256,6 +288,7 @@ class EventHub:
         self._subscriptions: set[Subscription] = set()
         self._task: asyncio.Task[None] | None = None
         self._cursor: str | None = None
+        self._restart_delays_s = tuple(restart_delays_s)
         self._backing_off = False
 
     @property
@@ -314,9 +347,9 @@ class EventHub:
                 return
             batch = _encode_readable(page, self._skip)
             subscription.cursor = page[-1][0]
-            wanted = [event for event in batch if subscription.accepts(event)]
-            if wanted:
-                yield wanted
+            wanted = deque(event for event in batch if subscription.accepts(event))
+            while wanted:
+                yield _take_up_to(wanted, HANDOUT_BYTES)
             if len(page) < page_size:
                 return
 
@@ -336,7 +369,7 @@ class EventHub:
                 log.exception("event hub reader failed; restarting it")
                 self._count_reader_failure()
                 self._close_all("event fan-out restarting")
-            delay = RECONNECT_DELAYS_S[min(failures, len(RECONNECT_DELAYS_S) - 1)]
+            delay = self._restart_delays_s[min(failures, len(self._restart_delays_s) - 1)]
             failures += 1
             self._backing_off = True
             try:
@@ -357,8 +390,9 @@ class EventHub:
         self._cursor = read[-1][0]
         if not batch:
             return
+        batch_bytes = sum(len(event.sse) for event in batch)
         for subscription in list(self._subscriptions):
-            subscription.offer(batch)
+            subscription.offer(batch, batch_bytes)
             if subscription.closed_reason is not None:
                 self._subscriptions.discard(subscription)
 
