@@ -364,8 +364,8 @@ class EventHub:
                 log.warning("event hub lost Redis: %s", error)
                 self._close_all(f"redis unavailable: {error}")
             except Exception:
-                # Whatever it was, the live feed must not die with it: clients are told
-                # where to resume, and reading starts again from the last entry handed out.
+                # Whatever it was, the live feed must not die with it. Each client is told
+                # where it stopped and resumes from there, so no entry is lost to it.
                 log.exception("event hub reader failed; restarting it")
                 self._count_reader_failure()
                 self._close_all("event fan-out restarting")

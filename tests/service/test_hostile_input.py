@@ -96,14 +96,16 @@ def test_every_counter_is_named_total_and_task_outcomes_are_counters(
 )
 async def test_impossible_and_future_resume_ids_get_400(api: str, bad_id: str) -> None:
     await publish(api, 2)
-    async with httpx.AsyncClient(base_url=api) as client:
-        by_query = await client.get("/events/stream", params={"last_id": bad_id})
-        assert by_query.status_code == 400, by_query.text
-        by_header = await client.get("/events/stream", headers={"Last-Event-ID": bad_id})
-        assert by_header.status_code == 400
-        assert "stream id" in by_header.json()["detail"]
+    async with httpx.AsyncClient(base_url=api, timeout=10) as client:
+        # Streamed, so that a wrong 200 fails the test instead of hanging it.
+        for params, headers in (({"last_id": bad_id}, {}), ({}, {"Last-Event-ID": bad_id})):
+            async with client.stream(
+                "GET", "/events/stream", params=params, headers=headers
+            ) as reply:
+                assert reply.status_code == 400
+                assert "stream id" in json.loads(await reply.aread())["detail"]
     with pytest.raises(websockets.InvalidStatus) as refused:
-        async with websockets.connect(ws_url(api, f"?last_id={bad_id}")):
+        async with websockets.connect(ws_url(api, f"?last_id={bad_id}"), open_timeout=10):
             pass
     assert refused.value.response.status_code == 400
 
@@ -113,13 +115,3 @@ async def test_the_last_id_sent_is_not_in_the_future(api: str) -> None:
     async with httpx.AsyncClient(base_url=api) as client:
         async with client.stream("GET", "/events/stream", params={"last_id": ids[-1]}) as reply:
             assert reply.status_code == 200
-
-
-def test_validation_errors_do_not_echo_the_input(client: httpx.Client) -> None:
-    reply = client.post(
-        "/events",
-        content=json.dumps({"type": "Bad", "data": {"secretish": "x" * 50}}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    assert reply.status_code == 422
-    assert "xxxxx" not in reply.text
