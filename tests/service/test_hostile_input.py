@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 
@@ -10,7 +11,8 @@ import pytest
 import redis
 import websockets
 
-from tests.service.test_fanout import publish, ws_url
+from tests.service.test_fanout import publish, sse, ws_url
+from tests.support.clients import ws_take
 from tests.support.live_server import http
 
 EVENTS = "shield:events"
@@ -115,3 +117,25 @@ async def test_the_last_id_sent_is_not_in_the_future(api: str) -> None:
     async with httpx.AsyncClient(base_url=api) as client:
         async with client.stream("GET", "/events/stream", params={"last_id": ids[-1]}) as reply:
             assert reply.status_code == 200
+
+
+async def test_data_keys_cannot_relabel_an_event_and_both_transports_agree(api: str) -> None:
+    spoof = {"event_id": "FAKE", "job_id": "spoofed", "timestamp": "then", "n": 1}
+    async with sse(api, "?last_id=$&job_id=real") as real, sse(api, "?last_id=$&job_id=spoofed"):
+        async with websockets.connect(ws_url(api, "?last_id=$&job_id=real")) as connection:
+            await asyncio.sleep(0.3)
+            async with httpx.AsyncClient(base_url=api) as client:
+                reply = await client.post(
+                    "/events",
+                    json={"type": "a.b", "job_id": "real", "data": spoof, "metadata": {"m": 1}},
+                )
+            created = reply.json()
+            message = await real.next()
+            [ws_message] = await ws_take(connection, 1)
+    payload = message.json()
+    assert message.id == created["id"]
+    assert payload["event_id"] == created["event_id"] == ws_message["event_id"]
+    assert payload["job_id"] == "real" == ws_message["job_id"]
+    assert payload["timestamp"] == ws_message["timestamp"] != "then"
+    assert payload["metadata"] == ws_message["metadata"] == {"m": 1}
+    assert payload["n"] == 1 and ws_message["data"] == spoof
