@@ -7,7 +7,14 @@ stream with plain XREAD, encodes each entry once, and offers it to every subscri
 A subscription starts by replaying history with XRANGE, page by page. Only when it has caught
 up does it join the hub, and then it reads once more to cover the entries that arrived in
 between. The hub may hand it some of those too; entries at or before the subscription's cursor
-are dropped, so the client sees every entry once, in order.
+are dropped, so the client sees every entry once, in order. A client resuming from an id
+older than the oldest entry still held is told so (StartPoint.gap), and an id the stream never
+reached is refused.
+
+Entries are foreign input: one that cannot be served (service.events.UnreadableEntry) is
+skipped, logged and counted, live and in replay alike. The reader task is supervised: any
+failure closes the subscriptions with their resume ids, and it restarts with backoff;
+``reader_running`` is false meanwhile, so health can say so.
 """
 
 from __future__ import annotations
@@ -15,22 +22,26 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
-from service.events import EncodedEvent, Event, encode_for_clients
+from service.events import EncodedEvent, Event, UnreadableEntry, encode_for_clients
 from service.filters import EventFilter
-from service.replies import entries, first_stream_entries, xadd_fields
-from service.streamids import EVERYTHING, ONLY_NEW, is_after
+from service.replies import Entry, entries, first_stream_entries, xadd_fields
+from service.streamids import FIRST_ID, StartPoint, StreamBounds, is_after, plan_start
 
 log = logging.getLogger(__name__)
 
-FIRST_ID = "0-0"
 RECONNECT_DELAYS_S = (0.1, 0.25, 0.5, 1.0, 2.0)
+# A transport copies what it is handed, once per client (SSE joins and frames it, the socket
+# buffers what the client has not read). Handing a client at most this much at a time keeps
+# those copies small however far behind it is: 400 clients each handed a 500-event backlog
+# at once grew the process by hundreds of MiB that the allocator kept.
+HANDOUT_BYTES = 16 * 1024
 
 
 class SubscriptionClosed(Exception):
@@ -41,6 +52,45 @@ async def last_entry_id(redis: Redis, stream: str) -> str:
     """Id of the newest entry of a stream, or 0-0 when it is empty or missing."""
     newest = entries(await redis.xrevrange(stream, count=1))
     return newest[0][0] if newest else FIRST_ID
+
+
+async def read_bounds(redis: Redis, stream: str) -> StreamBounds:
+    """The stream's first id held, last id generated and count of removed entries."""
+    try:
+        info = await redis.xinfo_stream(stream)
+    except ResponseError as error:
+        if "no such key" in str(error).lower():
+            return StreamBounds()
+        raise
+    first_entry = info.get("first-entry")
+    added = int(info.get("entries-added") or 0)
+    return StreamBounds(
+        first_id=str(first_entry[0]) if first_entry else None,
+        last_generated_id=str(info.get("last-generated-id") or FIRST_ID),
+        entries_removed=max(0, added - int(info.get("length") or 0)),
+    )
+
+
+def _take_up_to(events: deque[EncodedEvent], limit_bytes: int) -> list[EncodedEvent]:
+    """Pop events from the left while they fit in limit_bytes; at least one."""
+    taken = [events.popleft()]
+    size = len(taken[0].sse)
+    while events and size + len(events[0].sse) <= limit_bytes:
+        size += len(events[0].sse)
+        taken.append(events.popleft())
+    return taken
+
+
+def _encode_readable(
+    read: list[Entry], on_unreadable: Callable[[str, UnreadableEntry], None]
+) -> list[EncodedEvent]:
+    batch = []
+    for entry_id, fields in read:
+        try:
+            batch.append(encode_for_clients(entry_id, fields))
+        except UnreadableEntry as error:
+            on_unreadable(entry_id, error)
+    return batch
 
 
 class EventPublisher:
@@ -83,7 +133,7 @@ class GroupEventConsumer:
         self._block_ms = block_ms
 
     async def read(self) -> list[tuple[str, Event]]:
-        """New events for this consumer; empty only when the block time passed with none."""
+        """New events for this consumer; unreadable entries are logged and acked, not returned."""
         reply = await self._redis.xreadgroup(
             self._group,
             self._consumer,
@@ -91,10 +141,16 @@ class GroupEventConsumer:
             count=self._batch_size,
             block=self._block_ms,
         )
-        return [
-            (entry_id, Event.from_fields(fields))
-            for entry_id, fields in first_stream_entries(reply)
-        ]
+        events: list[tuple[str, Event]] = []
+        unreadable: list[str] = []
+        for entry_id, fields in first_stream_entries(reply):
+            try:
+                events.append((entry_id, Event.from_fields(fields)))
+            except UnreadableEntry as error:
+                log.warning("group %s skips event entry %s: %s", self._group, entry_id, error)
+                unreadable.append(entry_id)
+        await self.ack(unreadable)
+        return events
 
     async def ack(self, entry_ids: list[str]) -> int:
         """Acknowledge handled events in one command."""
@@ -107,29 +163,51 @@ class GroupEventConsumer:
 class Subscription:
     """One live client's view of the stream: replay, then a bounded buffer fed by the hub."""
 
-    def __init__(self, hub: EventHub, cursor: str, event_filter: EventFilter, limit: int) -> None:
+    def __init__(
+        self, hub: EventHub, cursor: str, event_filter: EventFilter, limit: int, limit_bytes: int
+    ) -> None:
         self._hub = hub
         self._filter = event_filter
         self._limit = limit
+        self._limit_bytes = limit_bytes
         self._buffer: deque[EncodedEvent] = deque()
+        self._buffered_bytes = 0
         self._wakeup = asyncio.Event()
         self._caught_up = False
         self.cursor = cursor
         self.closed_reason: str | None = None
 
-    def offer(self, batch: list[EncodedEvent]) -> None:
-        """Called by the hub with each batch it read; never blocks."""
+    def offer(self, batch: list[EncodedEvent], batch_bytes: int) -> None:
+        """Called by the hub with each batch it read and its size; never blocks."""
         if self.closed_reason is not None:
             return
+        if (
+            self._filter.passes_everything
+            and len(self._buffer) + len(batch) <= self._limit
+            and self._buffered_bytes + batch_bytes <= self._limit_bytes
+        ):
+            # The common case in one step: no filter, and the whole batch fits.
+            self._buffer.extend(batch)
+            self._buffered_bytes += batch_bytes
+        else:
+            self._offer_each(batch)
+        if self._buffer:
+            self._wakeup.set()
+
+    def _offer_each(self, batch: list[EncodedEvent]) -> None:
         for event in batch:
             if not self._filter.accepts(event):
                 continue
             if len(self._buffer) >= self._limit:
                 self.close(f"client too slow: {self._limit} events buffered")
                 return
+            size = len(event.sse)
+            # One event always fits, however large, so a big entry cannot block a client.
+            if self._buffer and self._buffered_bytes + size > self._limit_bytes:
+                self.close(f"client too slow: over {self._limit_bytes} bytes buffered")
+                return
             self._buffer.append(event)
-        if self._buffer:
-            self._wakeup.set()
+            self._buffered_bytes += size
 
     def close(self, reason: str) -> None:
         """Stop the subscription after what is already buffered has been sent."""
@@ -167,8 +245,13 @@ class Subscription:
         return self._filter.accepts(event)
 
     def _drain(self) -> list[EncodedEvent]:
-        batch = list(self._buffer)
-        self._buffer.clear()
+        if self._buffered_bytes <= HANDOUT_BYTES:
+            batch = list(self._buffer)
+            self._buffer.clear()
+            self._buffered_bytes = 0
+        else:
+            batch = _take_up_to(self._buffer, HANDOUT_BYTES)
+            self._buffered_bytes -= sum(len(event.sse) for event in batch)
         if self._caught_up:
             return batch
         # The hub may have handed over entries that the catch-up replay already sent.
@@ -187,7 +270,11 @@ class EventHub:
         read_count: int,
         block_ms: int,
         buffer_limit: int,
+        buffer_limit_bytes: int,
         reader: Redis | None = None,
+        on_unreadable: Callable[[], None] = lambda: None,
+        on_reader_failure: Callable[[], None] = lambda: None,
+        restart_delays_s: Sequence[float] = RECONNECT_DELAYS_S,
     ) -> None:
         self._redis = redis
         self._reader = reader or redis
@@ -195,9 +282,19 @@ class EventHub:
         self._read_count = read_count
         self._block_ms = block_ms
         self._buffer_limit = buffer_limit
+        self._buffer_limit_bytes = buffer_limit_bytes
+        self._count_unreadable = on_unreadable
+        self._count_reader_failure = on_reader_failure
         self._subscriptions: set[Subscription] = set()
         self._task: asyncio.Task[None] | None = None
         self._cursor: str | None = None
+        self._restart_delays_s = tuple(restart_delays_s)
+        self._backing_off = False
+
+    @property
+    def reader_running(self) -> bool:
+        """True while the reader task is alive and not waiting out a failure."""
+        return self._task is not None and not self._task.done() and not self._backing_off
 
     async def start(self) -> None:
         """Start the reader task."""
@@ -213,20 +310,21 @@ class EventHub:
                 pass
         self._close_all("server shutting down")
 
-    async def resolve_start(self, resume_point: str) -> str:
-        """Turn a normalized resume point into the cursor a subscription starts after."""
-        if resume_point == EVERYTHING:
-            return FIRST_ID
-        if resume_point == ONLY_NEW:
-            return await last_entry_id(self._redis, self._stream)
-        return resume_point
+    async def resolve_start(self, resume_point: str) -> StartPoint:
+        """Where a subscription starts for a normalized resume point (0, $ or an id).
+
+        Raises InvalidStreamId for an id the stream has not reached.
+        """
+        return plan_start(resume_point, await read_bounds(self._redis, self._stream))
 
     @asynccontextmanager
     async def subscribe(
         self, cursor: str, event_filter: EventFilter
     ) -> AsyncIterator[Subscription]:
         """A subscription for one client connection, after a cursor from resolve_start."""
-        subscription = Subscription(self, cursor, event_filter, self._buffer_limit)
+        subscription = Subscription(
+            self, cursor, event_filter, self._buffer_limit, self._buffer_limit_bytes
+        )
         try:
             yield subscription
         finally:
@@ -247,11 +345,11 @@ class EventHub:
             )
             if not page:
                 return
-            batch = [encode_for_clients(entry_id, fields) for entry_id, fields in page]
-            subscription.cursor = batch[-1].entry_id
-            wanted = [event for event in batch if subscription.accepts(event)]
-            if wanted:
-                yield wanted
+            batch = _encode_readable(page, self._skip)
+            subscription.cursor = page[-1][0]
+            wanted = deque(event for event in batch if subscription.accepts(event))
+            while wanted:
+                yield _take_up_to(wanted, HANDOUT_BYTES)
             if len(page) < page_size:
                 return
 
@@ -261,12 +359,23 @@ class EventHub:
             try:
                 await self._read_once()
                 failures = 0
+                continue
             except RedisError as error:
                 log.warning("event hub lost Redis: %s", error)
                 self._close_all(f"redis unavailable: {error}")
-                delay = RECONNECT_DELAYS_S[min(failures, len(RECONNECT_DELAYS_S) - 1)]
-                failures += 1
+            except Exception:
+                # Whatever it was, the live feed must not die with it. Each client is told
+                # where it stopped and resumes from there, so no entry is lost to it.
+                log.exception("event hub reader failed; restarting it")
+                self._count_reader_failure()
+                self._close_all("event fan-out restarting")
+            delay = self._restart_delays_s[min(failures, len(self._restart_delays_s) - 1)]
+            failures += 1
+            self._backing_off = True
+            try:
                 await asyncio.sleep(delay)
+            finally:
+                self._backing_off = False
 
     async def _read_once(self) -> None:
         if self._cursor is None:
@@ -277,12 +386,19 @@ class EventHub:
         read = first_stream_entries(reply)
         if not read:
             return
-        batch = [encode_for_clients(entry_id, fields) for entry_id, fields in read]
-        self._cursor = batch[-1].entry_id
+        batch = _encode_readable(read, self._skip)
+        self._cursor = read[-1][0]
+        if not batch:
+            return
+        batch_bytes = sum(len(event.sse) for event in batch)
         for subscription in list(self._subscriptions):
-            subscription.offer(batch)
+            subscription.offer(batch, batch_bytes)
             if subscription.closed_reason is not None:
                 self._subscriptions.discard(subscription)
+
+    def _skip(self, entry_id: str, error: UnreadableEntry) -> None:
+        log.warning("skipping event entry %s of %s: %s", entry_id, self._stream, error)
+        self._count_unreadable()
 
     def _close_all(self, reason: str) -> None:
         for subscription in self._subscriptions:

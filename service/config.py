@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     worker_group: str = names.WORKER_GROUP
     sse_ping_s: float = Field(default=15.0, gt=0, le=15.0)
     client_buffer_events: PositiveInt = 1000
+    client_buffer_bytes: PositiveInt = 1_048_576
     redis_max_connections: PositiveInt = 50
     # Sentinel mode: with sentinels set, redis_url gives only the db, TLS and password.
     redis_sentinels: Annotated[tuple[str, ...], NoDecode] = ()

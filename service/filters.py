@@ -23,6 +23,11 @@ class EventFilter:
         exact = frozenset(name for name in names if not name.endswith("*"))
         return cls(exact_types=exact, type_prefixes=prefixes, job_id=job_id or None)
 
+    @property
+    def passes_everything(self) -> bool:
+        """True for the empty filter, so a batch can be taken whole."""
+        return self.job_id is None and not self.exact_types and not self.type_prefixes
+
     def accepts(self, event: EncodedEvent) -> bool:
         """True when the event passes both the type and the job filter."""
         if self.job_id is not None and event.job_id != self.job_id:

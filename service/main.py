@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from redis.exceptions import RedisError
 
 from service.api import agui, dashboard, events, health, metrics, tasks
-from service.api.auth import BearerAuth, redact_access_log
+from service.api.auth import BearerAuth, redact_logs
 from service.api.errors import install_error_handlers
 from service.api.limits import BodySizeLimit
 from service.api.origins import add_cors
@@ -43,7 +43,11 @@ def build_state(settings: Settings) -> AppState:
         read_count=max(FANOUT_READ_COUNT, settings.batch_size),
         block_ms=settings.block_ms,
         buffer_limit=settings.client_buffer_events,
+        buffer_limit_bytes=settings.client_buffer_bytes,
+        on_unreadable=metrics_.event_entries_skipped.inc,
+        on_reader_failure=metrics_.fanout_reader_failures.inc,
     )
+    metrics_.fanout_reader_up.set_function(lambda: float(hub.reader_running))
     return AppState(
         settings=settings,
         redis=redis,
@@ -84,7 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_event_bytes)
     if settings.api_token is not None:
         app.add_middleware(BearerAuth, token=settings.api_token.get_secret_value())
-        redact_access_log()
+        redact_logs(settings.api_token.get_secret_value())
     add_cors(app, settings.cors_origins)
     return app
 

@@ -64,7 +64,7 @@ async def ingest(request: Request, state: State) -> EventSourceResponse:
     except IngestRefused as refused:
         raise HTTPException(status_code=422, detail=str(refused)) from None
     # Taken before anything is enqueued: every event of the job comes after it.
-    start = await state.hub.resolve_start(ONLY_NEW)
+    start = (await state.hub.resolve_start(ONLY_NEW)).cursor
     runs = RunStore(state.redis)
 
     async def enqueue(task: Task) -> str:
@@ -104,7 +104,7 @@ async def _fold_history(
     """The run's state from its start to the stream's end now, and that end: the live feed's
     cursor, so an event is either folded here or delivered live, never both or neither."""
     progress = RunProgress(plan.thread_id, plan.run_id, record.chunk_ids, record.message_chunks)
-    attached_at = await state.hub.resolve_start(ONLY_NEW)
+    attached_at = (await state.hub.resolve_start(ONLY_NEW)).cursor
     stream = state.settings.stream_events
     async for event in job_history(state.redis, stream, plan.run_id, record.start, attached_at):
         progress.apply(event)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
 from urllib.parse import parse_qs
 
 from starlette.responses import JSONResponse
@@ -76,25 +78,84 @@ async def deny_websocket(scope: Scope, receive: Receive, send: Send, denial: JSO
         await send({"type": "websocket.close", "code": 1008})
 
 
-_QUERY_TOKEN = re.compile(r"(access_token=)[^&\s]*")
+# What a secret looks like in a log line, whether or not it is the configured token.
+_QUERY_TOKEN = re.compile(r"(access_token=)[^&\s\"']*")
+_BEARER = re.compile(r"(Bearer\s+)[^\s\"',]+")
+_MASK = r"\1***"
 
 
-class RedactQueryToken(logging.Filter):
-    """Masks ?access_token= in uvicorn's access log lines, which log the full query string."""
+class RedactingRecordFactory:
+    """Wraps logging's record factory so that every record is redacted as it is created.
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                _QUERY_TOKEN.sub(r"\1***", arg) if isinstance(arg, str) else arg
-                for arg in record.args
-            )
-        elif isinstance(record.msg, str):
-            record.msg = _QUERY_TOKEN.sub(r"\1***", record.msg)
-        return True
+    uvicorn logs the request target with ?access_token= through ``uvicorn.access`` and, for
+    WebSocket handshakes, through ``uvicorn.error``; a library may log it anywhere else.
+    Filters sit on one logger or one handler and miss records that reach others (and
+    uvicorn replaces its handlers when it configures logging), so redaction happens where
+    every record is born: whatever logger or handler it reaches later, it holds no secret.
+    """
+
+    def __init__(self, wrapped: Callable[..., logging.LogRecord]) -> None:
+        self._wrapped = wrapped
+        self.secrets: set[str] = set()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = self._wrapped(*args, **kwargs)
+        redact_record(record, self.secrets)
+        return record
 
 
-def redact_access_log() -> None:
-    """Install the filter once on uvicorn's access logger."""
-    access = logging.getLogger("uvicorn.access")
-    if not any(isinstance(existing, RedactQueryToken) for existing in access.filters):
-        access.addFilter(RedactQueryToken())
+def redact(text: str, secrets: Collection[str] = ()) -> str:
+    """Text with query tokens, bearer credentials and the given secrets masked."""
+    text = _BEARER.sub(_MASK, _QUERY_TOKEN.sub(_MASK, text))
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def _holds_secret(text: str, secrets: Collection[str]) -> bool:
+    return "access_token=" in text or "Bearer" in text or any(secret in text for secret in secrets)
+
+
+def _redact_arg(arg: object, secrets: Collection[str]) -> object:
+    if isinstance(arg, str):
+        return redact(arg, secrets)
+    if isinstance(arg, int | float) or arg is None:
+        return arg
+    text = str(arg)
+    return redact(text, secrets) if _holds_secret(text, secrets) else arg
+
+
+def redact_record(record: logging.LogRecord, secrets: Collection[str]) -> None:
+    """Mask secrets in a record's message and arguments, keeping their shape.
+
+    uvicorn's access formatter unpacks the arguments, so they stay a tuple of the same length.
+    """
+    try:
+        message = record.getMessage()
+    except (TypeError, ValueError, KeyError):
+        return  # logging reports the bad format itself when a handler formats it
+    if not _holds_secret(message, secrets):
+        return
+    if isinstance(record.msg, str):
+        record.msg = redact(record.msg, secrets)
+    if isinstance(record.args, tuple):
+        record.args = tuple(_redact_arg(arg, secrets) for arg in record.args)
+    elif isinstance(record.args, Mapping):
+        record.args = {key: _redact_arg(value, secrets) for key, value in record.args.items()}
+    try:
+        redacted = record.getMessage()
+    except (TypeError, ValueError, KeyError):
+        redacted = message
+    if any(secret in redacted for secret in secrets):
+        # A secret split across arguments: give up the shape rather than the secret.
+        record.msg, record.args = redact(message, secrets), ()
+
+
+def redact_logs(token: str) -> None:
+    """Mask ``token`` (and any query token or bearer credential) in every log record."""
+    factory = logging.getLogRecordFactory()
+    if not isinstance(factory, RedactingRecordFactory):
+        factory = RedactingRecordFactory(factory)
+        logging.setLogRecordFactory(factory)
+    if token:
+        factory.secrets.add(token)

@@ -21,13 +21,16 @@ from service.events import (
     EVENT_TYPE_PATTERN,
     Event,
     encode_sse_error,
+    encode_sse_gap,
     encode_ws_error,
+    encode_ws_gap,
     utc_now_iso,
 )
 from service.filters import EventFilter
+from service.jsonsafe import JsonSafeModel
 from service.probe import read_stream_infos
 from service.stats import fold_stats
-from service.streamids import InvalidStreamId, normalize_resume_point
+from service.streamids import InvalidStreamId, StartPoint, normalize_resume_point
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/events", tags=["events"])
@@ -46,7 +49,7 @@ TypesQuery = Annotated[str | None, Query(description="comma-separated types; a.*
 JobQuery = Annotated[str | None, Query(description="only events of this job")]
 
 
-class EventIn(BaseModel):
+class EventIn(JsonSafeModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     type: str = Field(pattern=EVENT_TYPE_PATTERN, max_length=200)
@@ -81,13 +84,15 @@ async def stream_stats(state: State) -> dict[str, Any]:
 
 
 async def _sse_frames(
-    state: AppState, cursor: str, event_filter: EventFilter
+    state: AppState, start: StartPoint, event_filter: EventFilter
 ) -> AsyncIterator[bytes]:
     delivered = state.metrics.events_delivered.labels("sse")
     clients = state.metrics.connected_clients.labels("sse")
     clients.inc()
     try:
-        async with state.hub.subscribe(cursor, event_filter) as subscription:
+        if start.gap:
+            yield encode_sse_gap(start.cursor, start.first_held_id)
+        async with state.hub.subscribe(start.cursor, event_filter) as subscription:
             try:
                 async for batch in subscription.batches():
                     delivered.inc(len(batch))
@@ -100,9 +105,9 @@ async def _sse_frames(
 
 async def _open_subscription(
     state: AppState, resume_point: str | None, types: str | None, job_id: str | None
-) -> tuple[str, EventFilter]:
-    cursor = await state.hub.resolve_start(normalize_resume_point(resume_point))
-    return cursor, EventFilter.parse(types, job_id)
+) -> tuple[StartPoint, EventFilter]:
+    start = await state.hub.resolve_start(normalize_resume_point(resume_point))
+    return start, EventFilter.parse(types, job_id)
 
 
 @router.get("/stream", response_class=EventSourceResponse)
@@ -113,13 +118,17 @@ async def stream_events(
     job_id: JobQuery = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventSourceResponse:
-    """Server-sent events: every event after the resume point that passes the filters."""
-    cursor, event_filter = await _open_subscription(
+    """Server-sent events: every event after the resume point that passes the filters.
+
+    A resume point older than the oldest entry still held starts with a ``gap`` event that
+    names the first id held; an id the stream has not reached is a 400.
+    """
+    start, event_filter = await _open_subscription(
         state, last_event_id if last_event_id is not None else last_id, types, job_id
     )
 
     return EventSourceResponse(
-        _sse_frames(state, cursor, event_filter),
+        _sse_frames(state, start, event_filter),
         ping=state.settings.sse_ping_s,
         sep="\n",
         send_timeout=SSE_SEND_TIMEOUT_S,
@@ -128,9 +137,11 @@ async def stream_events(
 
 
 async def _ws_send_events(
-    websocket: WebSocket, state: AppState, subscription: Subscription
+    websocket: WebSocket, state: AppState, subscription: Subscription, start: StartPoint
 ) -> None:
     delivered = state.metrics.events_delivered.labels("ws")
+    if start.gap:
+        await websocket.send_text(encode_ws_gap(start.cursor, start.first_held_id))
     try:
         async for batch in subscription.batches():
             for event in batch:
@@ -160,7 +171,7 @@ async def websocket_events(
     if await refuse_foreign_origin(websocket, state.settings.cors_origins):
         return
     try:
-        cursor, event_filter = await _open_subscription(state, last_id, types, job_id)
+        start, event_filter = await _open_subscription(state, last_id, types, job_id)
     except InvalidStreamId as error:
         await deny_websocket(
             websocket.scope,
@@ -177,8 +188,8 @@ async def websocket_events(
     clients = state.metrics.connected_clients.labels("ws")
     clients.inc()
     try:
-        async with state.hub.subscribe(cursor, event_filter) as subscription:
-            sender = asyncio.create_task(_ws_send_events(websocket, state, subscription))
+        async with state.hub.subscribe(start.cursor, event_filter) as subscription:
+            sender = asyncio.create_task(_ws_send_events(websocket, state, subscription, start))
             watcher = asyncio.create_task(_ws_wait_for_disconnect(websocket))
             done, pending = await asyncio.wait(
                 {sender, watcher}, return_when=asyncio.FIRST_COMPLETED

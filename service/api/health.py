@@ -24,7 +24,7 @@ async def liveness() -> dict[str, str]:
 
 @router.get("/detailed", response_model=None)
 async def readiness(state: State) -> dict[str, Any] | JSONResponse:
-    """Redis reachable, both streams and every expected group present."""
+    """Redis reachable, both streams and every expected group present, fan-out running."""
     expected = expected_groups(state.settings)
     try:
         latency_ms = await ping_ms(state.redis)
@@ -32,4 +32,4 @@ async def readiness(state: State) -> dict[str, Any] | JSONResponse:
     except RedisError as error:
         return JSONResponse({"status": "down", "error": str(error)}, status_code=503)
     state.metrics.redis_latency.observe(latency_ms / 1000)
-    return fold_health(infos, expected, latency_ms)
+    return fold_health(infos, expected, latency_ms, fanout_running=state.hub.reader_running)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.state import State
+from service.jsonsafe import JsonSafeModel
 from service.queue import DeadLetter, NotReplicated, QueueFull
 from service.streamids import parse_entry_id
 from service.tasks import Task
@@ -18,7 +19,7 @@ router = APIRouter(prefix="/tasks", tags=["tasks"])
 BACKLOG_RETRY_AFTER_S = 2
 
 
-class TaskIn(BaseModel):
+class TaskIn(JsonSafeModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     job_id: str = Field(min_length=1, max_length=256)

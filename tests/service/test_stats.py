@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from service.stats import StreamInfo, fold_health, fold_stats
+import json
+
+import pytest
+
+from service.stats import StreamInfo, fold_group, fold_health, fold_stats
 
 INFO = {
     "length": 2,
     "first-entry": ("1-0", {"type": "a.b"}),
     "last-entry": ("2-0", {"type": "c.d"}),
     "last-generated-id": "2-0",
-    "entries-added": 5,
 }
 GROUPS = [
     {"name": "g1", "consumers": 2, "pending": 1, "last-delivered-id": "1-0", "lag": 1},
     {"name": "g2", "consumers": 0, "pending": 0, "last-delivered-id": "0-0", "lag": 2},
 ]
+RAW = b"\xff\xfe".decode("utf-8", "surrogateescape")
 
 
 def test_stats_fold_each_stream_and_group() -> None:
@@ -27,11 +31,29 @@ def test_stats_fold_each_stream_and_group() -> None:
         "first_entry": {"id": "1-0", "fields": {"type": "a.b"}},
         "last_entry": {"id": "2-0", "fields": {"type": "c.d"}},
         "last_generated_id": "2-0",
-        "entries_added": 5,
         "consumer_groups": ["g1", "g2"],
+        "entries_added": 0,
         "groups": [
-            {"name": "g1", "consumers": 2, "pending": 1, "last_delivered_id": "1-0", "lag": 1},
-            {"name": "g2", "consumers": 0, "pending": 0, "last_delivered_id": "0-0", "lag": 2},
+            {
+                "name": "g1",
+                "consumers": 2,
+                "pending": 1,
+                "last_delivered_id": "1-0",
+                "entries_read": None,
+                "lag": 1,
+                "lag_known": True,
+                "missed_entries": False,
+            },
+            {
+                "name": "g2",
+                "consumers": 0,
+                "pending": 0,
+                "last_delivered_id": "0-0",
+                "entries_read": None,
+                "lag": 2,
+                "lag_known": True,
+                "missed_entries": False,
+            },
         ],
     }
     assert stats["streams"]["t"]["exists"] is False
@@ -43,6 +65,7 @@ def test_health_is_up_when_every_group_is_there() -> None:
     assert health == {
         "status": "up",
         "latency_ms": 0.123,
+        "fanout": "running",
         "streams": {"s": {"length": 2, "consumers": 2, "groups": ["g1", "g2"]}},
     }
 
@@ -55,3 +78,50 @@ def test_health_is_degraded_and_says_what_is_missing() -> None:
     )
     assert health["status"] == "degraded"
     assert health["missing"] == ["group s/g3", "stream t"]
+
+
+def test_health_is_degraded_while_the_fanout_reader_restarts() -> None:
+    health = fold_health([StreamInfo("s", INFO, GROUPS)], {"s": ["g1"]}, 1.0, False)
+    assert health["status"] == "degraded"
+    assert health["fanout"] == "restarting"
+
+
+# As Redis 7.0 answers after XTRIM MAXLEN 5 of entries 1-0..10-0: a group that never read
+# lost five entries, yet its lag says 5; one that read five before the trim lost nothing.
+TRIMMED = {
+    "length": 5,
+    "entries-added": 10,
+    "first-entry": ("6-0", {"k": "v"}),
+    "last-entry": ("10-0", {"k": "v"}),
+    "last-generated-id": "10-0",
+}
+
+
+@pytest.mark.parametrize(
+    ("group", "missed"),
+    [
+        ({"last-delivered-id": "0-0", "entries-read": None, "lag": 5}, True),
+        ({"last-delivered-id": "5-0", "entries-read": 5, "lag": 5}, False),
+        ({"last-delivered-id": "3-0", "entries-read": 3, "lag": None}, True),
+        ({"last-delivered-id": "8-0", "entries-read": 8, "lag": 2}, False),
+    ],
+)
+def test_groups_behind_the_trim_are_flagged(group: dict[str, object], missed: bool) -> None:
+    folded = fold_group({"name": "observer", **group}, TRIMMED)
+    assert folded["missed_entries"] is missed
+    assert folded["lag"] == group["lag"]
+    assert folded["lag_known"] is (group["lag"] is not None)
+
+
+def test_bytes_that_are_not_utf8_are_shown_escaped() -> None:
+    info = {**INFO, "first-entry": ("1-0", {RAW: RAW}), "last-entry": ("2-0", {"data": RAW})}
+    groups = [{**GROUPS[0], "name": RAW}]
+    document = {
+        "stats": fold_stats([StreamInfo("s", info, groups)], 0, "now"),
+        "health": fold_health([StreamInfo("s", info, groups)], {"s": []}, 1.0),
+    }
+    text = json.dumps(document, ensure_ascii=False)
+    text.encode("utf-8")
+    stream = document["stats"]["streams"]["s"]
+    assert stream["first_entry"]["fields"] == {"\\xff\\xfe": "\\xff\\xfe"}
+    assert stream["groups"][0]["name"] == "\\xff\\xfe"

@@ -9,14 +9,25 @@ import pytest
 from service.events import (
     EncodedEvent,
     Event,
+    UnreadableEntry,
     encode_for_clients,
     encode_sse,
     encode_sse_error,
+    encode_sse_gap,
     encode_ws,
+    encode_ws_gap,
     is_event_type,
+    sse_data,
 )
 from service.filters import EventFilter
-from service.streamids import InvalidStreamId, is_after, normalize_resume_point
+from service.streamids import (
+    InvalidStreamId,
+    StartPoint,
+    StreamBounds,
+    is_after,
+    normalize_resume_point,
+    plan_start,
+)
 
 EVENT = Event(
     type="ingestion.progress",
@@ -33,8 +44,44 @@ def test_sse_frame_matches_original_design() -> None:
         b"event: ingestion.progress\n"
         b"id: 1700000000000-0\n"
         b'data: {"event_id":"8c6f4f8e-1d7e-4a55-9a57-1f0a4c2e9d11","job_id":"job-1",'
-        b'"timestamp":"2026-11-25T10:00:00+00:00","progress":0.5}\n\n'
+        b'"timestamp":"2026-11-25T10:00:00+00:00","progress":0.5,"metadata":{"source":"test"}}\n\n'
     )
+
+
+def test_envelope_wins_over_data_keys_in_sse() -> None:
+    spoof = Event(
+        type="a.b",
+        event_id="real-id",
+        timestamp="t",
+        job_id="real",
+        data={"event_id": "FAKE", "job_id": "spoofed", "timestamp": "x", "metadata": 1, "n": 2},
+        metadata={"m": 1},
+    )
+    assert json.loads(sse_data(spoof)) == {
+        "event_id": "real-id",
+        "job_id": "real",
+        "timestamp": "t",
+        "n": 2,
+        "metadata": {"m": 1},
+    }
+    encoded = encode_for_clients("1-0", spoof.to_fields())
+    assert encoded.job_id == "real"
+    assert json.loads(encoded.ws)["data"]["job_id"] == "spoofed"
+
+
+def test_sse_and_ws_carry_the_same_event() -> None:
+    encoded = encode_for_clients("7-1", EVENT.to_fields())
+    ws = json.loads(encoded.ws)
+    lines = encoded.sse.decode().splitlines()
+    assert lines[0] == f"event: {ws['type']}" and lines[1] == f"id: {ws['id']}"
+    sse = json.loads(lines[2].removeprefix("data: "))
+    assert sse == {
+        "event_id": ws["event_id"],
+        "job_id": ws["job_id"],
+        "timestamp": ws["timestamp"],
+        **ws["data"],
+        "metadata": ws["metadata"],
+    }
 
 
 def test_ws_message_has_every_field() -> None:
@@ -71,6 +118,9 @@ def test_sse_data_with_newline_in_values_stays_on_one_line() -> None:
         ({"data": "not json"}, "message", {"raw": "not json"}),
         ({"type": "a.b", "data": "[1,2]"}, "a.b", {"value": [1, 2]}),
         ({"type": "evil\nevent: x.y"}, "evilevent:x.y", {}),
+        ({"type": " \r\n"}, "message", {}),
+        # NaN is not JSON: it would reach browsers as a data line JSON.parse rejects.
+        ({"type": "a.b", "data": '{"x":NaN}'}, "a.b", {"raw": '{"x":NaN}'}),
     ],
 )
 def test_foreign_entries_decode_without_failing(
@@ -79,6 +129,27 @@ def test_foreign_entries_decode_without_failing(
     encoded = encode_for_clients("5-0", fields)
     assert encoded.type == expected_type
     assert json.loads(encoded.ws)["data"] == expected_data
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"type": "a.b", "data": b"\xff".decode("utf-8", "surrogateescape")},
+        {"type": b"a.\xfe".decode("utf-8", "surrogateescape")},
+        {"type": "a.b", "job_id": b"\xc3".decode("utf-8", "surrogateescape")},
+        {"type": "a.b", "data": "[" * 100_000},
+        {"type": "a.b", "metadata": "[" * 5_000 + "]" * 5_000},
+        {"type": "a.b", "data": '{"x":"\\ud800"}'},
+    ],
+)
+def test_unservable_entries_raise_unreadable_entry(fields: dict[str, str]) -> None:
+    with pytest.raises(UnreadableEntry):
+        encode_for_clients("5-0", fields)
+
+
+def test_frames_are_utf8_not_ascii_escapes() -> None:
+    frame = encode_sse("1-0", Event(type="a.b", event_id="e", timestamp="t", data={"k": "é"}))
+    assert "é".encode() in frame
 
 
 @pytest.mark.parametrize(
@@ -104,6 +175,17 @@ def test_error_frame_names_resume_point() -> None:
     )
 
 
+def test_gap_frames_name_the_first_id_still_held() -> None:
+    assert encode_sse_gap("3-0", "9-0") == (
+        b'event: gap\ndata: {"after":"3-0","first_id":"9-0"}\n\n'
+    )
+    assert json.loads(encode_ws_gap("3-0", None)) == {
+        "type": "gap",
+        "after": "3-0",
+        "first_id": None,
+    }
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [(None, "0"), ("", "0"), ("0", "0-0"), ("$", "$"), ("17-3", "17-3"), ("17", "17-0")],
@@ -112,10 +194,55 @@ def test_resume_points(value: str | None, expected: str) -> None:
     assert normalize_resume_point(value) == expected
 
 
-@pytest.mark.parametrize("value", ["abc", "1-", "-1", "1-2-3", "99999999999999999999999"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "abc",
+        "1-",
+        "-1",
+        "1-2-3",
+        "99999999999999999999999",
+        "18446744073709551616-0",
+        # Redis refuses it as an exclusive start: nothing can come after it.
+        "18446744073709551615-18446744073709551615",
+    ],
+)
 def test_invalid_resume_points(value: str) -> None:
     with pytest.raises(InvalidStreamId):
         normalize_resume_point(value)
+
+
+TRIMMED = StreamBounds(first_id="10-0", last_generated_id="20-0", entries_removed=9)
+
+
+@pytest.mark.parametrize(
+    ("resume_point", "bounds", "expected"),
+    [
+        ("0", TRIMMED, StartPoint("0-0", first_held_id="10-0")),
+        ("0-0", TRIMMED, StartPoint("0-0", first_held_id="10-0")),
+        ("$", TRIMMED, StartPoint("20-0", first_held_id="10-0")),
+        ("5-0", TRIMMED, StartPoint("5-0", gap=True, first_held_id="10-0")),
+        ("10-0", TRIMMED, StartPoint("10-0", first_held_id="10-0")),
+        ("20-0", TRIMMED, StartPoint("20-0", first_held_id="10-0")),
+        ("5-0", StreamBounds("1-0", "20-0", 0), StartPoint("5-0", first_held_id="1-0")),
+        ("5-0", StreamBounds(None, "20-0", 20), StartPoint("5-0", gap=True)),
+        ("20-0", StreamBounds(None, "20-0", 20), StartPoint("20-0")),
+        ("$", StreamBounds(), StartPoint("0-0")),
+    ],
+)
+def test_start_points(resume_point: str, bounds: StreamBounds, expected: StartPoint) -> None:
+    assert plan_start(resume_point, bounds) == expected
+
+
+@pytest.mark.parametrize(
+    ("resume_point", "bounds"),
+    [("20-1", TRIMMED), ("9999999999999-0", TRIMMED), ("1-0", StreamBounds())],
+)
+def test_ids_after_the_last_generated_id_are_refused(
+    resume_point: str, bounds: StreamBounds
+) -> None:
+    with pytest.raises(InvalidStreamId, match="after the stream's last id"):
+        plan_start(resume_point, bounds)
 
 
 def test_ids_order_numerically_not_as_text() -> None:

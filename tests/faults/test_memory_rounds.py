@@ -1,0 +1,129 @@
+"""Five rounds of the same 400-client SSE load: RSS settles after the first, it does not grow."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from tests.support.live_server import wait_for
+from tests.support.processes import service_env, start_api, stop
+from tests.support.redis_server import RedisServer, free_port
+
+CLIENTS = 400
+ROUNDS = 5
+EVENTS_PER_ROUND = 600
+BURST = 100
+PAYLOAD = "x" * 800
+GROWTH_LIMIT = 1.10
+
+
+@pytest.fixture
+def api_process(redis_server: RedisServer, redis_client: redis.Redis) -> Iterator[tuple[str, int]]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
+    port = free_port()
+    process = start_api(service_env(redis_server.url, block_ms=1000), port)
+    base_url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"{base_url}/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(answers, timeout_s=20)
+    try:
+        yield base_url, process.pid
+    finally:
+        stop(process)
+
+
+def _rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def _connected(base_url: str) -> float:
+    for line in httpx.get(f"{base_url}/metrics", timeout=10).text.splitlines():
+        if line.startswith('shield_connected_clients{transport="sse"} '):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def _client(base_url: str, ready: asyncio.Queue[None]) -> int:
+    """One SSE client: read events until the round's last one, or an error; return the count."""
+    host, port = base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"GET /events/stream?last_id=$ HTTP/1.1\r\nHost: {host}\r\n"
+        "Accept: text/event-stream\r\n\r\n".encode()
+    )
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert b" 200 " in head.split(b"\r\n", 1)[0], head
+    await ready.put(None)
+    seen = 0
+    try:
+        while True:
+            chunk = await reader.read(1 << 16)
+            if not chunk:
+                return seen
+            seen += chunk.count(b"event: load.")
+            if b"event: load.last" in chunk or b"event: error" in chunk:
+                return seen
+    finally:
+        writer.close()
+
+
+async def _round(base_url: str, publisher: redis.Redis) -> int:
+    ready: asyncio.Queue[None] = asyncio.Queue()
+    clients = []
+    for index in range(CLIENTS):
+        clients.append(asyncio.create_task(_client(base_url, ready)))
+        if index % 100 == 99:
+            await asyncio.sleep(0.05)
+    for _ in range(CLIENTS):
+        await asyncio.wait_for(ready.get(), 60)
+    for first in range(0, EVENTS_PER_ROUND, BURST):
+        pipeline = publisher.pipeline(transaction=False)
+        for index in range(first, first + BURST):
+            kind = "load.last" if index == EVENTS_PER_ROUND - 1 else "load.tick"
+            pipeline.xadd("shield:events", {"type": kind, "data": json.dumps({"pad": PAYLOAD})})
+        await asyncio.to_thread(pipeline.execute)
+        await asyncio.sleep(0.05)
+    counts = await asyncio.wait_for(asyncio.gather(*clients), 120)
+    return sum(counts)
+
+
+async def test_rss_after_five_rounds_stays_within_ten_percent_of_round_one(
+    api_process: tuple[str, int], redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base_url, pid = api_process
+    idle = _rss_bytes(pid)
+    after_rounds = []
+    deliveries = []
+    for _ in range(ROUNDS):
+        deliveries.append(await _round(base_url, redis_client))
+        await asyncio.to_thread(wait_for, lambda: _connected(base_url) == 0, 30)
+        redis_client.xtrim("shield:events", maxlen=0)
+        await asyncio.sleep(1)
+        after_rounds.append(_rss_bytes(pid))
+    mib = [f"{value / 2**20:.1f}" for value in after_rounds]
+    with capsys.disabled():
+        started = time.strftime("%H:%M:%S")
+        print(
+            f"\n{started} memory rounds: idle {idle / 2**20:.1f} MiB, after each round {mib} MiB,"
+            f" deliveries {deliveries} of {CLIENTS * EVENTS_PER_ROUND} per round"
+        )
+    assert all(count > 0 for count in deliveries)
+    assert max(after_rounds[1:]) <= after_rounds[0] * GROWTH_LIMIT, mib
