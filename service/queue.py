@@ -81,8 +81,10 @@ return {1, redis.call('XADD', stream, '*', unpack(ARGV, 3))}
 # KEYS: stream, counters. ARGV: group, consumer, maxlen, ids in stream order... Acks the ids
 # still pending for this consumer (one XPENDING over their range, not one per id) and returns
 # the others, which another consumer owns now. Then, past maxlen, trims what is acked: below
-# the oldest pending entry, or, with nothing pending, below the last id acked here (every
-# entry before it was delivered, and none is pending).
+# the oldest pending entry, or, with nothing pending, below the last id acked here: it was
+# pending on this server, so every entry before it was delivered here, and none is pending.
+# Not below an id that was not pending here: after a failover the promoted replica may never
+# have seen that delivery, and the entries before it are still to be delivered.
 _ACK = """
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 local first, last, count = ARGV[4], ARGV[#ARGV], #ARGV - 3
@@ -99,8 +101,8 @@ if #mine > 0 then
   redis.call('HINCRBY', KEYS[2], 'acked', #mine)
 end
 if redis.call('XLEN', stream) > tonumber(ARGV[3]) then
-  local safe = redis.call('XPENDING', stream, group)[2] or last
-  redis.call('XTRIM', stream, 'MINID', '~', safe)
+  local safe = redis.call('XPENDING', stream, group)[2] or mine[#mine]
+  if safe then redis.call('XTRIM', stream, 'MINID', '~', safe) end
 end
 return lost
 """

@@ -124,3 +124,28 @@ async def test_acks_survive_redis_forgetting_its_scripts(
     await queue.read("w", done(first))
     assert int(redis_client.xpending(QUEUE, GROUP)["pending"]) == 0
     assert redis_client.hget(QUEUE + ":counters", "acked") == "2"
+
+
+async def test_an_ack_this_server_never_delivered_trims_nothing_unread(
+    small_queue: tuple[TaskQueue, Settings], redis_client: redis.Redis
+) -> None:
+    """As after a failover: a worker acks tasks the promoted replica never saw delivered."""
+    queue, _ = small_queue
+    # Small stream nodes, so that approximate trimming can cut inside these few entries.
+    redis_client.config_set("stream-node-max-entries", 10)
+    try:
+        await _ack_a_ghost_then_read(queue, redis_client)
+    finally:
+        redis_client.config_set("stream-node-max-entries", 100)
+
+
+async def _ack_a_ghost_then_read(queue: TaskQueue, redis_client: redis.Redis) -> None:
+    for index in range(45):
+        await queue.enqueue(task(index))
+    await queue.ack("w", done(await queue.read("w")))  # all 45 acked: nothing pending
+    unread = [await queue.enqueue(task(100 + index)) for index in range(40)]
+    ghost = Finished(entry_ids=[unread[-1]], events=[])  # delivered elsewhere, not here
+    await queue.ack("w", ghost)
+    held = [entry_id for entry_id, _ in redis_client.xrange(QUEUE)]
+    assert [entry_id for entry_id in unread if entry_id not in held] == []
+    assert [delivery.entry_id for delivery in await queue.read("w")] == unread
