@@ -149,10 +149,12 @@ class Worker:
                 self._next_reclaim = time.monotonic() + self._reclaim_interval_s
         if not deliveries:
             finished, self._finished = self._finished, None
+            if finished is not None:
+                # Their ack goes first in the read's round trip: stop renewing them now, or
+                # a renewal while the read blocks would take them for reclaimed.
+                self._leases.release(finished.entry_ids)
             # A stop request is seen when this read returns, within block_ms.
             deliveries = await self._queue.read(self._consumer, finished)
-            if finished is not None:
-                self._leases.release(finished.entry_ids)
         if deliveries and not self._stop_requested:
             batch = [delivery.entry_id for delivery in deliveries]
             self._leases.hold(batch)
