@@ -92,7 +92,10 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 
 def test_no_accepted_task_is_lost_when_the_primary_dies(
-    cluster: Cluster, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+    cluster: Cluster,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     tally = redis_client  # the session's redis-server, which no failover touches
     env = service_env(
@@ -105,7 +108,9 @@ def test_no_accepted_task_is_lost_when_the_primary_dies(
     )
     env["TALLY_REDIS_URL"] = f"redis://127.0.0.1:{tally.connection_pool.connection_kwargs['port']}"
     port = free_port()
-    processes = [start_api(env, port), start_worker(env), start_worker(env)]
+    log_path = tmp_path / "processes.log"
+    log = log_path.open("w")
+    processes = [start_api(env, port, log), start_worker(env, log=log), start_worker(env, log=log)]
     kill_at = random.Random(20261127).randrange(TASKS // 5, TASKS * 4 // 5)
     accepted: list[str] = []
     refused = 0
@@ -125,10 +130,13 @@ def test_no_accepted_task_is_lost_when_the_primary_dies(
                 accepted.append(chunk)
         assert restarter is not None
         restarter.join()
-        wait_for(lambda: tally.hlen(COMPLETIONS_KEY) >= len(accepted), timeout_s=DEADLINE_S)
+        try:
+            wait_for(lambda: tally.hlen(COMPLETIONS_KEY) >= len(accepted), timeout_s=DEADLINE_S)
+        except TimeoutError:
+            pass
         completions = {chunk: int(count) for chunk, count in tally.hgetall(COMPLETIONS_KEY).items()}
         missing = [chunk for chunk in accepted if chunk not in completions]
-        assert missing == []
+        assert missing == [], _whereabouts(cluster, missing) + log_path.read_text()[-3000:]
         assert cluster.sentinels[0].master_port() == cluster.replica.port
         old_primary = redis.Redis(port=cluster.primary.port, decode_responses=True)
         wait_for(lambda: old_primary.info("replication")["role"] == "slave", timeout_s=60)
@@ -146,6 +154,21 @@ def test_no_accepted_task_is_lost_when_the_primary_dies(
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 process.kill()
+        log.close()
+
+
+def _whereabouts(cluster: Cluster, chunks: list[str]) -> str:
+    """Where the missing tasks are on the current primary, for the failure message."""
+    primary = redis.Redis(port=cluster.sentinels[0].master_port(), decode_responses=True)
+    found = [
+        (entry_id, fields["chunk_id"])
+        for entry_id, fields in primary.xrange("shield:ingestion_queue")
+        if fields.get("chunk_id") in chunks
+    ]
+    pending = primary.xpending_range("shield:ingestion_queue", "lightrag-workers", "-", "+", 50)
+    groups = primary.xinfo_groups("shield:ingestion_queue")
+    dead = primary.xlen("shield:ingestion_queue:dlq")
+    return f"in stream: {found}\npending: {pending}\ngroups: {groups}\ndlq: {dead}\n"
 
 
 def _answers(client: httpx.Client) -> bool:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import IO
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,7 +23,11 @@ def service_env(redis_url: str, **settings: object) -> dict[str, str]:
     return env
 
 
-def start_worker(env: Mapping[str, str], consumer: str | None = None) -> subprocess.Popen[str]:
+def start_worker(
+    env: Mapping[str, str], consumer: str | None = None, log: IO[str] | None = None
+) -> subprocess.Popen[str]:
+    """The worker; its output goes to `log` when the test does not read it (a full pipe would
+    block the worker)."""
     command = [sys.executable, "-m", "service.worker"]
     if consumer:
         command += ["--consumer", consumer]
@@ -30,7 +35,7 @@ def start_worker(env: Mapping[str, str], consumer: str | None = None) -> subproc
         command,
         cwd=REPO_ROOT,
         env=dict(env),
-        stdout=subprocess.PIPE,
+        stdout=log or subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
@@ -44,7 +49,9 @@ def stop(
     return process.wait(timeout=timeout_s)
 
 
-def start_api(env: Mapping[str, str], port: int) -> subprocess.Popen[str]:
+def start_api(
+    env: Mapping[str, str], port: int, log: IO[str] | None = None
+) -> subprocess.Popen[str]:
     """uvicorn service.main:app on 127.0.0.1:port, as the unit file starts it."""
     return subprocess.Popen(
         [
@@ -54,6 +61,6 @@ def start_api(env: Mapping[str, str], port: int) -> subprocess.Popen[str]:
         cwd=REPO_ROOT,
         env=dict(env),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log or subprocess.PIPE,
         text=True,
     )  # fmt: skip
