@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 import redis
+import websockets.sync.client
 
 from service import names
 from service.config import ENV_PREFIX, Settings
@@ -163,8 +164,13 @@ def test_worker_processes_a_task_and_the_journal_hides_the_token(deployment: Dep
         time.sleep(0.5)
     assert completed and completed[0]["job_id"] == "e2e-job"
     httpx.get(f"{BASE_URL}/events/stats", params={"access_token": API_TOKEN}, timeout=10)
+    # uvicorn logs a WebSocket's handshake, query string and all, through uvicorn.error.
+    ws_url = BASE_URL.replace("http://", "ws://") + "/events/ws"
+    with websockets.sync.client.connect(f"{ws_url}?last_id=$&access_token={API_TOKEN}"):
+        pass
     journal = deployment.on_orchestrator(f"journalctl --no-pager -u {UNITS[0]}")
     assert "access_token=***" in journal
+    assert "/events/ws?" in journal
     assert API_TOKEN not in journal
 
 
