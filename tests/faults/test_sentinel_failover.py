@@ -111,7 +111,7 @@ def test_no_accepted_task_is_lost_when_the_primary_dies(
     log_path = tmp_path / "processes.log"
     log = log_path.open("w")
     processes = [start_api(env, port, log), start_worker(env, log=log), start_worker(env, log=log)]
-    kill_at = random.Random(20261127).randrange(TASKS // 5, TASKS * 4 // 5)
+    kill_at = random.randrange(TASKS // 5, TASKS * 4 // 5)
     accepted: list[str] = []
     refused = 0
     restarter: threading.Thread | None = None
