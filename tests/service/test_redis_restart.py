@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 import websockets
@@ -29,11 +30,13 @@ async def test_redis_restart_mid_stream(api: str, redis_server: RedisServer) -> 
 
         redis_server.stop()
         error = await reader.next()
-        assert error.event == "error"
-        assert "redis unavailable" in error.json()["error"]
+        assert error.event == "notice" and error.id == before[-1]
+        assert error.json()["notice"] == "redis_unavailable"
+        assert "redis unavailable" in error.json()["message"]
         assert error.json()["resume_from"] == before[-1]
-        ws_error = await asyncio.wait_for(connection.recv(), 10)
-        assert '"type": "error"' in ws_error and before[-1] in ws_error
+        ws_error = json.loads(await asyncio.wait_for(connection.recv(), 10))
+        assert ws_error["type"] == "notice" and ws_error["notice"] == "redis_unavailable"
+        assert ws_error["resume_from"] == before[-1]
 
         async with httpx.AsyncClient(base_url=api) as client:
             down = await client.post("/events", json={"type": "test.event"})
