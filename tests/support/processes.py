@@ -6,8 +6,11 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
+
+import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,3 +60,19 @@ def start_api(env: Mapping[str, str], port: int) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip
+
+
+def wait_until_serving(
+    base_url: str, process: subprocess.Popen[str], timeout_s: float = 20
+) -> None:
+    """Wait until an API process answers /health; fail early if it died."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the API at {base_url} did not start")
+        time.sleep(0.1)
