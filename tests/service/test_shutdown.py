@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 import redis
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from tests.support.processes import service_env, start_api, wait_until_serving
 from tests.support.redis_server import RedisServer, free_port
@@ -83,8 +85,11 @@ def test_sigterm_ends_every_stream_with_a_shutdown_notice_and_the_last_chunk(
         ]
         everything = open_stream(api_port, "last_id=0")
         filtered = open_stream(api_port, "last_id=$&types=other.*")
-        process.send_signal(signal.SIGTERM)
-        responses = [read_to_close(everything), read_to_close(filtered)]
+        with connect(f"ws://127.0.0.1:{api_port}/events/ws?last_id=$") as socket_client:
+            process.send_signal(signal.SIGTERM)
+            responses = [read_to_close(everything), read_to_close(filtered)]
+            with pytest.raises(ConnectionClosed) as closed:
+                socket_client.recv(timeout=15)
         process.wait(timeout=20)
     finally:
         if process.poll() is None:
@@ -93,6 +98,8 @@ def test_sigterm_ends_every_stream_with_a_shutdown_notice_and_the_last_chunk(
     assert process.stderr is not None
     log = process.stderr.read()
     assert INCOMPLETE not in log, log
+    # uvicorn closes WebSockets itself, with "service restart", which clients treat as retry.
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
     for response, resume_from in zip(responses, [ids[-1], ids[-1]], strict=True):
         head, _, body = response.partition(b"\r\n\r\n")
         assert b"transfer-encoding: chunked" in head.lower()
