@@ -178,6 +178,7 @@ class Subscription:
         self._buffered_bytes = 0
         self._wakeup = asyncio.Event()
         self._caught_up = False
+        self._live = False
         self.cursor = cursor
         self.closed_reason: str | None = None
         self.closed_kind = NoticeKind.SLOW_CLIENT
@@ -198,6 +199,10 @@ class Subscription:
             self._offer_each(batch)
         if self._buffer:
             self._wakeup.set()
+        elif self._live and is_after(batch[-1].entry_id, self.cursor):
+            # Nothing here was for this client and nothing is waiting: it has everything up
+            # to the batch's end, so a quiet, filtered client can be told a newer resume id.
+            self.cursor = batch[-1].entry_id
 
     def _offer_each(self, batch: list[EncodedEvent]) -> None:
         for event in batch:
@@ -226,11 +231,13 @@ class Subscription:
             self.closed_kind = kind
         self._wakeup.set()
 
-    async def batches(self) -> AsyncIterator[list[EncodedEvent]]:
+    async def batches(self, idle_s: float | None = None) -> AsyncIterator[list[EncodedEvent]]:
         """Every event after the cursor that passes the filter, in order, batch by batch.
 
-        Ends with SubscriptionClosed, whether the hub dropped it or a replay lost Redis, so
-        a transport has one way to tell its client where to resume.
+        With idle_s, an empty batch after each idle_s without events: everything up to the
+        cursor has then been handed out, so the transport may announce it. Ends with
+        SubscriptionClosed, whether the hub dropped it or a replay lost Redis, so a transport
+        has one way to tell its client where to resume.
         """
         try:
             async for batch in self._hub.replay(self):
@@ -242,6 +249,7 @@ class Subscription:
             raise SubscriptionClosed(
                 f"redis unavailable: {error}", NoticeKind.REDIS_UNAVAILABLE
             ) from error
+        self._live = True
         while True:
             if self._buffer:
                 batch = self._drain()
@@ -252,7 +260,13 @@ class Subscription:
             if self.closed_reason is not None:
                 raise SubscriptionClosed(self.closed_reason, self.closed_kind)
             self._wakeup.clear()
-            await self._wakeup.wait()
+            if idle_s is None:
+                await self._wakeup.wait()
+                continue
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), idle_s)
+            except TimeoutError:
+                yield []
 
     def accepts(self, event: EncodedEvent) -> bool:
         return self._filter.accepts(event)

@@ -15,6 +15,8 @@ Choices made since:
 - An SSE stream opens with ``retry:`` and an ``id:`` at the client's cursor, and no data: a
   browser's EventSource takes the id as its lastEventId without dispatching anything, so a
   quiet or filtered client that has received nothing still reconnects from where it started.
+  While a filtered client is idle and the stream has moved past it, the same id-only message
+  (about once per keepalive interval) moves its id forward.
 - One ``onmessage`` handler for every event: with ``?unnamed=1`` SSE frames have no ``event:``
   line (EventSource dispatches them as ``message``) and the data line starts with ``"type"``,
   an envelope key like the others. Named frames stay the default, for addEventListener.
@@ -190,7 +192,12 @@ def encode_sse_unnamed(entry_id: str, event: Event) -> bytes:
 
 def encode_sse_opening(cursor: str, retry_ms: int = SSE_RETRY_MS) -> bytes:
     """The first bytes of a stream: the reconnect delay and the client's cursor, no event."""
-    return f"retry: {retry_ms}\nid: {cursor}\n\n".encode()
+    return f"retry: {retry_ms}\n".encode() + encode_sse_cursor(cursor)
+
+
+def encode_sse_cursor(cursor: str) -> bytes:
+    """An id line alone: it moves EventSource's lastEventId and dispatches nothing."""
+    return f"id: {cursor}\n\n".encode()
 
 
 def encode_ws(entry_id: str, event: Event) -> str:

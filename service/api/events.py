@@ -22,6 +22,7 @@ from service.events import (
     EVENT_TYPE_PATTERN,
     Event,
     NoticeKind,
+    encode_sse_cursor,
     encode_sse_gap,
     encode_sse_notice,
     encode_sse_opening,
@@ -117,10 +118,20 @@ async def _sse_frames(
         yield encode_sse_opening(start.cursor)
         if start.gap:
             yield encode_sse_gap(start.cursor, start.first_held_id)
+        announced = start.cursor
+        idle_s = state.settings.sse_ping_s
         async with state.hub.subscribe(start.cursor, event_filter) as subscription:
             watcher = asyncio.create_task(_close_on_shutdown(shutdown, subscription))
             try:
-                async for batch in subscription.batches():
+                async for batch in subscription.batches(idle_s):
+                    if not batch:
+                        # Idle: a filtered client whose cursor moved past entries it does not
+                        # want resumes from there, not from before them.
+                        if subscription.cursor != announced:
+                            announced = subscription.cursor
+                            yield encode_sse_cursor(announced)
+                        continue
+                    announced = batch[-1].entry_id
                     delivered.inc(len(batch))
                     if unnamed:
                         yield b"".join(event.sse_unnamed for event in batch)

@@ -73,3 +73,17 @@ async def test_batched_websocket_gets_notices_as_arrays_too(
         rest = json.loads(await asyncio.wait_for(connection.recv(), 10))
     assert gap["type"] == "notice" and gap["notice"] == "gap" and gap["first_id"] == ids[5]
     assert [event["id"] for event in rest] == ids[5:]
+
+
+async def test_an_idle_filtered_client_is_told_a_newer_id_once_the_stream_moves_past_it(
+    api: str, redis_client: redis.Redis
+) -> None:
+    opening = await publish(api, 1)
+    async with sse(api, "?last_id=$&types=other.*") as reader:
+        await asyncio.sleep(0.3)
+        passed_over = await publish(api, 3)
+        # Keepalives come every second here: the id-only message comes with one, once.
+        await asyncio.sleep(2.5)
+        wanted = await publish(api, 1, "other.thing")
+        assert [message.id for message in await reader.take(1)] == wanted
+    assert reader.ids == [opening[0], passed_over[-1], wanted[0]]

@@ -13,6 +13,7 @@ from service.events import (
     UnreadableEntry,
     encode_for_clients,
     encode_sse,
+    encode_sse_cursor,
     encode_sse_gap,
     encode_sse_notice,
     encode_sse_opening,
@@ -202,6 +203,7 @@ def test_every_entry_is_encoded_once_for_both_sse_shapes() -> None:
 def test_stream_opens_with_retry_and_the_cursor_as_id_and_no_data() -> None:
     assert encode_sse_opening("17-3") == b"retry: 1000\nid: 17-3\n\n"
     assert encode_sse_opening("0-0", retry_ms=250) == b"retry: 250\nid: 0-0\n\n"
+    assert encode_sse_cursor("18-0") == b"id: 18-0\n\n"
 
 
 @pytest.mark.parametrize(

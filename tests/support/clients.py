@@ -35,6 +35,7 @@ class SseReader:
         self.messages: list[SseMessage] = []
         self.comments: list[str] = []
         self.last_event_id: str | None = None
+        self.ids: list[str] = []
         self.retry_ms: int | None = None
         self._lines = response.aiter_lines()
 
@@ -61,6 +62,7 @@ class SseReader:
             elif name == "id":
                 message.id = value
                 self.last_event_id = value
+                self.ids.append(value)
             elif name == "retry" and value.isdigit():
                 self.retry_ms = int(value)
             elif name == "data":
