@@ -26,6 +26,8 @@ Choices made since:
   connection failures. They carry an ``id:`` line at the id to resume from, and the data
   ``{"notice": kind, "message", "resume_from", ...}``; a WebSocket gets the same object with
   ``"type": "notice"``. Notices are named in both SSE modes: they are not events.
+- A WebSocket client asking for ``?batch=1`` gets one JSON array per handout, joined from the
+  per-entry texts (encode_ws_batch), not re-encoded; notices come as arrays of one.
 
 Decoding an event is lenient, because anything (redis-cli, another service) may XADD to the
 events stream and the fan-out must keep going: a data field that is not a JSON object is
