@@ -16,12 +16,12 @@ from starlette.responses import JSONResponse
 
 from service.api.auth import deny_websocket
 from service.api.origins import refuse_foreign_origin
+from service.api.shutdown import SHUTDOWN_GRACE_S, closed_on_shutdown
 from service.api.state import AppState, State, WsState
 from service.bus import Subscription, SubscriptionClosed
 from service.events import (
     EVENT_TYPE_PATTERN,
     Event,
-    NoticeKind,
     encode_sse_cursor,
     encode_sse_gap,
     encode_sse_notice,
@@ -45,9 +45,6 @@ router = APIRouter(prefix="/events", tags=["events"])
 CLIENT_GONE = (WebSocketDisconnect, RuntimeError, OSError)
 # A stuck client is cut off after this long; its buffer already stopped growing.
 SSE_SEND_TIMEOUT_S = 30.0
-# On SIGTERM sse-starlette sets each stream's shutdown event, then cancels the stream after
-# this long; the stream ends itself well before, with a notice and a complete response.
-SSE_SHUTDOWN_GRACE_S = 3.0
 
 ResumeQuery = Annotated[
     str | None,
@@ -98,11 +95,6 @@ async def stream_stats(state: State) -> dict[str, Any]:
     return fold_stats(infos, await state.queue.dead_letter_count(), utc_now_iso())
 
 
-async def _close_on_shutdown(shutdown: anyio.Event, subscription: Subscription) -> None:
-    await shutdown.wait()
-    subscription.close("server shutting down", NoticeKind.SHUTDOWN)
-
-
 async def _sse_frames(
     state: AppState,
     start: StartPoint,
@@ -120,8 +112,10 @@ async def _sse_frames(
             yield encode_sse_gap(start.cursor, start.first_held_id)
         announced = start.cursor
         idle_s = state.settings.sse_ping_s
-        async with state.hub.subscribe(start.cursor, event_filter) as subscription:
-            watcher = asyncio.create_task(_close_on_shutdown(shutdown, subscription))
+        async with (
+            state.hub.subscribe(start.cursor, event_filter) as subscription,
+            closed_on_shutdown(shutdown, subscription),
+        ):
             try:
                 async for batch in subscription.batches(idle_s):
                     if not batch:
@@ -139,8 +133,6 @@ async def _sse_frames(
                         yield b"".join(event.sse for event in batch)
             except SubscriptionClosed as closed:
                 yield encode_sse_notice(closed.kind, str(closed), subscription.cursor)
-            finally:
-                watcher.cancel()
     finally:
         clients.dec()
 
@@ -177,7 +169,7 @@ async def stream_events(
         _sse_frames(state, start, event_filter, unnamed, shutdown),
         ping=state.settings.sse_ping_s,
         shutdown_event=shutdown,
-        shutdown_grace_period=SSE_SHUTDOWN_GRACE_S,
+        shutdown_grace_period=SHUTDOWN_GRACE_S,
         sep="\n",
         send_timeout=SSE_SEND_TIMEOUT_S,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},

@@ -14,6 +14,7 @@ import redis
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from tests.service.test_agui_live import run_input
 from tests.support.processes import service_env, start_api, wait_until_serving
 from tests.support.redis_server import RedisServer, free_port
 
@@ -26,15 +27,28 @@ class RawStream:
     received: bytes
 
 
-def open_stream(port: int, query: str) -> RawStream:
-    """A raw HTTP/1.1 GET of the stream, read up to its opening, so nothing hides framing."""
+def open_raw(port: int, request: bytes, opened_by: bytes) -> RawStream:
+    """A raw HTTP/1.1 request, read up to opened_by, so no client library hides framing."""
     connection = socket.create_connection(("127.0.0.1", port), timeout=15)
-    request = f"GET /events/stream?{query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
-    connection.sendall(request.encode())
+    connection.sendall(request)
     received = b""
-    while b"retry: " not in received:
+    while opened_by not in received:
         received += connection.recv(65536)
     return RawStream(connection, received)
+
+
+def open_stream(port: int, query: str) -> RawStream:
+    request = f"GET /events/stream?{query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    return open_raw(port, request.encode(), b"retry: ")
+
+
+def open_agui_run(port: int, run_id: str) -> RawStream:
+    body = json.dumps(run_input(run_id, "a short document")).encode()
+    head = (
+        f"POST /agui/ingest HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return open_raw(port, head.encode() + body, b"STATE_SNAPSHOT")
 
 
 def read_to_close(stream: RawStream) -> bytes:
@@ -85,9 +99,11 @@ def test_sigterm_ends_every_stream_with_a_shutdown_notice_and_the_last_chunk(
         ]
         everything = open_stream(api_port, "last_id=0")
         filtered = open_stream(api_port, "last_id=$&types=other.*")
+        agui = open_agui_run(api_port, "run-at-shutdown")
         with connect(f"ws://127.0.0.1:{api_port}/events/ws?last_id=$") as socket_client:
             process.send_signal(signal.SIGTERM)
             responses = [read_to_close(everything), read_to_close(filtered)]
+            agui_response = read_to_close(agui)
             with pytest.raises(ConnectionClosed) as closed:
                 socket_client.recv(timeout=15)
         process.wait(timeout=20)
@@ -113,3 +129,10 @@ def test_sigterm_ends_every_stream_with_a_shutdown_notice_and_the_last_chunk(
             "resume_from": resume_from,
         }
         assert payload.endswith(b"\n\n")
+    # No worker runs the chunk: the run is open when the server stops, and says so.
+    head, _, body = agui_response.partition(b"\r\n\r\n")
+    payload, complete = dechunk(body)
+    assert complete, body[-200:]
+    last = json.loads(payload.decode().strip().split("\n\n")[-1].removeprefix("data: "))
+    assert last["type"] == "RUN_ERROR" and last["code"] == "stream_interrupted"
+    assert "server shutting down" in last["message"]
