@@ -159,6 +159,8 @@ def write(results: dict[str, Any], out: Path) -> Path:
         "`ours` is one API process (one XREAD reader fanning out to every client). `original` is",
         "the original design rebuilt (bench/peers/original_design.py): one shared consumer group,",
         "one XREADGROUP loop per client. `raw-xread` is a redis-py XREAD loop per client, no HTTP.",
+        "`ws-batch` is our WebSocket with `?batch=1`: the events queued for a socket at once go",
+        "as one message holding a JSON array. Every client is equally light (bench/subscribers).",
         "Completeness below 1 means clients did not receive every event.",
         "",
         _table(fanout, fanout_columns),

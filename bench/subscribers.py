@@ -1,7 +1,8 @@
 """A process of benchmark subscribers: `python -m bench.subscribers KIND TARGET COUNT`.
 
-KIND is sse, ws (our API or a baseline, at TARGET = base URL) or xread (raw redis-py XREAD
-loops, TARGET = Redis URL). It connects COUNT clients, prints "ready", then counts every
+KIND is sse, ws, ws-batch (our API's WebSocket with ?batch=1: a JSON array per message), at
+TARGET = base URL (ours or a baseline), or xread (raw redis-py XREAD loops, TARGET = Redis
+URL). It connects COUNT clients, prints "ready", then counts every
 event it receives and its latency from the publish time carried in the event (field "t",
 microseconds since the epoch) until stdin closes, and prints one JSON line of results.
 
@@ -81,18 +82,20 @@ async def sse_client(base_url: str, tally: Tally, connected: asyncio.Queue[None]
             carry = data[cut + 2 :]
             for match in PUBLISH_TIME.finditer(data, 0, cut):
                 tally.record(int(match.group(1)), now)
-            if b"event: error" in data[:cut]:
+            if b"event: notice" in data[:cut] or b"event: error" in data[:cut]:
                 tally.errors += 1
                 return
     finally:
         writer.close()
 
 
-async def ws_client(base_url: str, tally: Tally, connected: asyncio.Queue[None]) -> None:
+async def ws_client(
+    base_url: str, tally: Tally, connected: asyncio.Queue[None], query: str = "last_id=$"
+) -> None:
     """As light as sse_client: raw chunks, frames split by offset, a regex over each payload."""
     url = urlparse(base_url)
     reader, writer = await asyncio.open_connection(url.hostname, url.port)
-    writer.write(wsframes.handshake_request(url.netloc, "/events/ws?last_id=$"))
+    writer.write(wsframes.handshake_request(url.netloc, f"/events/ws?{query}"))
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
     if b" 101 " not in head.split(b"\r\n", 1)[0]:
@@ -109,10 +112,11 @@ async def ws_client(base_url: str, tally: Tally, connected: asyncio.Queue[None])
             now = _now_us()
             for opcode, payload in frames.feed(chunk):
                 if opcode == wsframes.OP_TEXT:
-                    match = PUBLISH_TIME.search(payload)
-                    if match:
-                        tally.record(int(match.group(1)), now)
-                    elif b'"error"' in payload:
+                    # A batched message holds several events: count each one.
+                    matches = PUBLISH_TIME.findall(payload)
+                    for published in matches:
+                        tally.record(int(published), now)
+                    if not matches and (b'"notice"' in payload or b'"error"' in payload):
                         tally.errors += 1
                         return
                 elif opcode == wsframes.OP_PING:
@@ -144,7 +148,11 @@ async def xread_client(redis_url: str, tally: Tally, connected: asyncio.Queue[No
         await client.aclose()
 
 
-CLIENTS = {"sse": sse_client, "ws": ws_client, "xread": xread_client}
+async def ws_batch_client(base_url: str, tally: Tally, connected: asyncio.Queue[None]) -> None:
+    await ws_client(base_url, tally, connected, "last_id=$&batch=1")
+
+
+CLIENTS = {"sse": sse_client, "ws": ws_client, "ws-batch": ws_batch_client, "xread": xread_client}
 
 
 async def run(kind: str, target: str, count: int) -> None:

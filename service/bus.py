@@ -29,7 +29,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from service.events import EncodedEvent, Event, UnreadableEntry, encode_for_clients
+from service.events import EncodedEvent, Event, NoticeKind, UnreadableEntry, encode_for_clients
 from service.filters import EventFilter
 from service.replies import Entry, entries, first_stream_entries, xadd_fields
 from service.streamids import FIRST_ID, StartPoint, StreamBounds, is_after, plan_start
@@ -45,7 +45,11 @@ HANDOUT_BYTES = 16 * 1024
 
 
 class SubscriptionClosed(Exception):
-    """The hub dropped a subscription; the message says why."""
+    """The hub dropped a subscription; the message says why, ``kind`` for the client."""
+
+    def __init__(self, message: str, kind: NoticeKind) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 async def last_entry_id(redis: Redis, stream: str) -> str:
@@ -174,8 +178,10 @@ class Subscription:
         self._buffered_bytes = 0
         self._wakeup = asyncio.Event()
         self._caught_up = False
+        self._live = False
         self.cursor = cursor
         self.closed_reason: str | None = None
+        self.closed_kind = NoticeKind.SLOW_CLIENT
 
     def offer(self, batch: list[EncodedEvent], batch_bytes: int) -> None:
         """Called by the hub with each batch it read and its size; never blocks."""
@@ -193,33 +199,45 @@ class Subscription:
             self._offer_each(batch)
         if self._buffer:
             self._wakeup.set()
+        elif self._live and is_after(batch[-1].entry_id, self.cursor):
+            # Nothing here was for this client and nothing is waiting: it has everything up
+            # to the batch's end, so a quiet, filtered client can be told a newer resume id.
+            self.cursor = batch[-1].entry_id
 
     def _offer_each(self, batch: list[EncodedEvent]) -> None:
         for event in batch:
             if not self._filter.accepts(event):
                 continue
             if len(self._buffer) >= self._limit:
-                self.close(f"client too slow: {self._limit} events buffered")
+                self.close(
+                    f"client too slow: {self._limit} events buffered", NoticeKind.SLOW_CLIENT
+                )
                 return
             size = len(event.sse)
             # One event always fits, however large, so a big entry cannot block a client.
             if self._buffer and self._buffered_bytes + size > self._limit_bytes:
-                self.close(f"client too slow: over {self._limit_bytes} bytes buffered")
+                self.close(
+                    f"client too slow: over {self._limit_bytes} bytes buffered",
+                    NoticeKind.SLOW_CLIENT,
+                )
                 return
             self._buffer.append(event)
             self._buffered_bytes += size
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: str, kind: NoticeKind) -> None:
         """Stop the subscription after what is already buffered has been sent."""
         if self.closed_reason is None:
             self.closed_reason = reason
+            self.closed_kind = kind
         self._wakeup.set()
 
-    async def batches(self) -> AsyncIterator[list[EncodedEvent]]:
+    async def batches(self, idle_s: float | None = None) -> AsyncIterator[list[EncodedEvent]]:
         """Every event after the cursor that passes the filter, in order, batch by batch.
 
-        Ends with SubscriptionClosed, whether the hub dropped it or a replay lost Redis, so
-        a transport has one way to tell its client where to resume.
+        With idle_s, an empty batch after each idle_s without events: everything up to the
+        cursor has then been handed out, so the transport may announce it. Ends with
+        SubscriptionClosed, whether the hub dropped it or a replay lost Redis, so a transport
+        has one way to tell its client where to resume.
         """
         try:
             async for batch in self._hub.replay(self):
@@ -228,7 +246,10 @@ class Subscription:
             async for batch in self._hub.replay(self):
                 yield batch
         except RedisError as error:
-            raise SubscriptionClosed(f"redis unavailable: {error}") from error
+            raise SubscriptionClosed(
+                f"redis unavailable: {error}", NoticeKind.REDIS_UNAVAILABLE
+            ) from error
+        self._live = True
         while True:
             if self._buffer:
                 batch = self._drain()
@@ -237,9 +258,15 @@ class Subscription:
                     yield batch
                 continue
             if self.closed_reason is not None:
-                raise SubscriptionClosed(self.closed_reason)
+                raise SubscriptionClosed(self.closed_reason, self.closed_kind)
             self._wakeup.clear()
-            await self._wakeup.wait()
+            if idle_s is None:
+                await self._wakeup.wait()
+                continue
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), idle_s)
+            except TimeoutError:
+                yield []
 
     def accepts(self, event: EncodedEvent) -> bool:
         return self._filter.accepts(event)
@@ -308,7 +335,7 @@ class EventHub:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        self._close_all("server shutting down")
+        self._close_all("server shutting down", NoticeKind.SHUTDOWN)
 
     async def resolve_start(self, resume_point: str) -> StartPoint:
         """Where a subscription starts for a normalized resume point (0, $ or an id).
@@ -362,13 +389,13 @@ class EventHub:
                 continue
             except RedisError as error:
                 log.warning("event hub lost Redis: %s", error)
-                self._close_all(f"redis unavailable: {error}")
+                self._close_all(f"redis unavailable: {error}", NoticeKind.REDIS_UNAVAILABLE)
             except Exception:
                 # Whatever it was, the live feed must not die with it. Each client is told
                 # where it stopped and resumes from there, so no entry is lost to it.
                 log.exception("event hub reader failed; restarting it")
                 self._count_reader_failure()
-                self._close_all("event fan-out restarting")
+                self._close_all("event fan-out restarting", NoticeKind.RESTARTING)
             delay = self._restart_delays_s[min(failures, len(self._restart_delays_s) - 1)]
             failures += 1
             self._backing_off = True
@@ -400,7 +427,7 @@ class EventHub:
         log.warning("skipping event entry %s of %s: %s", entry_id, self._stream, error)
         self._count_unreadable()
 
-    def _close_all(self, reason: str) -> None:
+    def _close_all(self, reason: str, kind: NoticeKind) -> None:
         for subscription in self._subscriptions:
-            subscription.close(reason)
+            subscription.close(reason, kind)
         self._subscriptions.clear()

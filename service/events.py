@@ -12,6 +12,22 @@ Choices made since:
 - SSE and WebSocket carry the same event: SSE gets metadata too, and its ``event:`` and
   ``id:`` lines hold what WebSocket sends as ``type`` and ``id``.
 - Frames are UTF-8 JSON without NaN or Infinity, which every client's JSON.parse accepts.
+- An SSE stream opens with ``retry:`` and an ``id:`` at the client's cursor, and no data: a
+  browser's EventSource takes the id as its lastEventId without dispatching anything, so a
+  quiet or filtered client that has received nothing still reconnects from where it started.
+  While a filtered client is idle and the stream has moved past it, the same id-only message
+  (about once per keepalive interval) moves its id forward.
+- One ``onmessage`` handler for every event: with ``?unnamed=1`` SSE frames have no ``event:``
+  line (EventSource dispatches them as ``message``) and the data line starts with ``"type"``,
+  an envelope key like the others. Named frames stay the default, for addEventListener.
+  Both are encoded once per entry (EncodedEvent.sse, .sse_unnamed), never per client.
+- Server notices (a slow client dropped, a gap in history, shutdown, Redis lost, the fan-out
+  restarting) are ``event: notice``, never ``error``, which EventSource keeps for its own
+  connection failures. They carry an ``id:`` line at the id to resume from, and the data
+  ``{"notice": kind, "message", "resume_from", ...}``; a WebSocket gets the same object with
+  ``"type": "notice"``. Notices are named in both SSE modes: they are not events.
+- A WebSocket client asking for ``?batch=1`` gets one JSON array per handout, joined from the
+  per-entry texts (encode_ws_batch), not re-encoded; notices come as arrays of one.
 
 Decoding an event is lenient, because anything (redis-cli, another service) may XADD to the
 events stream and the fan-out must keep going: a data field that is not a JSON object is
@@ -28,6 +44,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from service.jsonsafe import dumps, printable
@@ -35,6 +52,19 @@ from service.jsonsafe import dumps, printable
 EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+$"
 _EVENT_TYPE = re.compile(EVENT_TYPE_PATTERN)
 UNTYPED_EVENT = "message"
+NOTICE_EVENT = "notice"
+# How long a browser waits before reconnecting; EventSource's own default is about 3 s.
+SSE_RETRY_MS = 1000
+
+
+class NoticeKind(StrEnum):
+    """Why the server sends a notice; the ``notice`` key of its data."""
+
+    SLOW_CLIENT = "slow_client"
+    GAP = "gap"
+    SHUTDOWN = "shutdown"
+    REDIS_UNAVAILABLE = "redis_unavailable"
+    RESTARTING = "restarting"
 
 
 def utc_now_iso() -> str:
@@ -115,6 +145,7 @@ class EncodedEvent:
     type: str
     job_id: str
     sse: bytes
+    sse_unnamed: bytes
     ws: str
 
 
@@ -122,8 +153,7 @@ class EncodedEvent:
 SSE_ENVELOPE_KEYS = ("event_id", "job_id", "timestamp", "metadata")
 
 
-def sse_data(event: Event) -> str:
-    """The JSON of the SSE data line: event_id, job_id, timestamp, data keys, metadata."""
+def _sse_payload(event: Event) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "event_id": event.event_id,
         "job_id": event.job_id,
@@ -132,7 +162,20 @@ def sse_data(event: Event) -> str:
     for key, value in event.data.items():
         payload.setdefault(key, value)
     payload["metadata"] = event.metadata
-    return dumps(payload)
+    return payload
+
+
+def sse_data(event: Event) -> str:
+    """The JSON of the SSE data line: event_id, job_id, timestamp, data keys, metadata."""
+    return dumps(_sse_payload(event))
+
+
+def sse_unnamed_data(event: Event) -> str:
+    """The data line of an unnamed frame: ``type`` first, then as sse_data."""
+    payload = _sse_payload(event)
+    # type is envelope here, so a data key of that name gives way like the others.
+    payload.pop("type", None)
+    return dumps({"type": event.type, **payload})
 
 
 def encode_sse(entry_id: str, event: Event) -> bytes:
@@ -142,6 +185,21 @@ def encode_sse(entry_id: str, event: Event) -> bytes:
     and ValueError for NaN or Infinity.
     """
     return f"event: {event.type}\nid: {entry_id}\ndata: {sse_data(event)}\n\n".encode()
+
+
+def encode_sse_unnamed(entry_id: str, event: Event) -> bytes:
+    """One SSE message for onmessage: id and data lines (with the type), no event line."""
+    return f"id: {entry_id}\ndata: {sse_unnamed_data(event)}\n\n".encode()
+
+
+def encode_sse_opening(cursor: str, retry_ms: int = SSE_RETRY_MS) -> bytes:
+    """The first bytes of a stream: the reconnect delay and the client's cursor, no event."""
+    return f"retry: {retry_ms}\n".encode() + encode_sse_cursor(cursor)
+
+
+def encode_sse_cursor(cursor: str) -> bytes:
+    """An id line alone: it moves EventSource's lastEventId and dispatches nothing."""
+    return f"id: {cursor}\n\n".encode()
 
 
 def encode_ws(entry_id: str, event: Event) -> str:
@@ -164,6 +222,7 @@ def encode_for_clients(entry_id: str, fields: Mapping[str, str]) -> EncodedEvent
     try:
         event = Event.from_fields(fields)
         sse = encode_sse(entry_id, event)
+        sse_unnamed = encode_sse_unnamed(entry_id, event)
         ws = encode_ws(entry_id, event)
         # The WebSocket text is encoded per client later; fail here, once, not there.
         ws.encode()
@@ -175,37 +234,62 @@ def encode_for_clients(entry_id: str, fields: Mapping[str, str]) -> EncodedEvent
         raise
     except ValueError as error:
         raise UnreadableEntry(f"cannot be encoded as JSON: {error}") from None
-    return EncodedEvent(entry_id=entry_id, type=event.type, job_id=event.job_id, sse=sse, ws=ws)
+    return EncodedEvent(
+        entry_id=entry_id,
+        type=event.type,
+        job_id=event.job_id,
+        sse=sse,
+        sse_unnamed=sse_unnamed,
+        ws=ws,
+    )
 
 
-def encode_sse_error(message: str, resume_id: str) -> bytes:
-    """The error event sent before a stream closes; it tells the client where to resume."""
-    data = dumps({"error": printable(message), "resume_from": resume_id})
-    return f"event: error\ndata: {data}\n\n".encode()
+def notice_data(
+    kind: NoticeKind, message: str, resume_from: str, **extra: str | None
+) -> dict[str, str | None]:
+    """What every notice says: why, in words, and the id to resume from."""
+    return {"notice": str(kind), "message": printable(message), "resume_from": resume_from, **extra}
 
 
-def encode_ws_error(message: str, resume_id: str) -> str:
-    """The WebSocket counterpart of encode_sse_error."""
-    return json.dumps({"type": "error", "error": printable(message), "resume_from": resume_id})
+def encode_sse_notice(
+    kind: NoticeKind, message: str, resume_from: str, **extra: str | None
+) -> bytes:
+    """A server notice: ``event: notice``, an id line at resume_from, the notice data."""
+    data = dumps(notice_data(kind, message, resume_from, **extra))
+    return f"event: {NOTICE_EVENT}\nid: {resume_from}\ndata: {data}\n\n".encode()
 
 
-def gap_notice(after_id: str, first_held_id: str | None) -> dict[str, str | None]:
-    """What a client resuming across trimmed history is told: the first id still held.
+def encode_ws_notice(kind: NoticeKind, message: str, resume_from: str, **extra: str | None) -> str:
+    """The WebSocket counterpart of encode_sse_notice: the same data, with type notice."""
+    return dumps({"type": NOTICE_EVENT, **notice_data(kind, message, resume_from, **extra)})
 
-    Like Mercure's earliest-id answer; the client knows that events after ``after_id`` and
-    before ``first_id`` were trimmed before it could read them.
-    """
-    return {"after": after_id, "first_id": first_held_id}
+
+def _gap_message(first_held_id: str | None) -> str:
+    if first_held_id is None:
+        return "history after the resume id was trimmed; nothing is held"
+    return f"history after the resume id was trimmed; the first id held is {first_held_id}"
 
 
 def encode_sse_gap(after_id: str, first_held_id: str | None) -> bytes:
-    """The ``gap`` event sent first when history the client asked for is gone.
+    """The gap notice sent first when history the client asked for is gone.
 
-    It has no id line, so a reconnect still resumes from the client's own last id.
+    Like Mercure's earliest-id answer: events after ``after`` and before ``first_id`` were
+    trimmed before the client could read them. Its id is the client's own resume id.
     """
-    return f"event: gap\ndata: {dumps(gap_notice(after_id, first_held_id))}\n\n".encode()
+    return encode_sse_notice(
+        NoticeKind.GAP, _gap_message(first_held_id), after_id, after=after_id,
+        first_id=first_held_id,
+    )  # fmt: skip
 
 
 def encode_ws_gap(after_id: str, first_held_id: str | None) -> str:
     """The WebSocket counterpart of encode_sse_gap."""
-    return dumps({"type": "gap", **gap_notice(after_id, first_held_id)})
+    return encode_ws_notice(
+        NoticeKind.GAP, _gap_message(first_held_id), after_id, after=after_id,
+        first_id=first_held_id,
+    )  # fmt: skip
+
+
+def encode_ws_batch(messages: list[str]) -> str:
+    """Several WebSocket messages (already JSON) as one JSON array, joined, not re-encoded."""
+    return "[" + ",".join(messages) + "]"

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import anyio
 from fastapi import APIRouter, HTTPException, Request
 from sse_starlette import EventSourceResponse
 
 from service.agui import RunProgress, encode_events, interrupted, job_event_from_ws
 from service.agui_plan import IngestPlan, IngestRefused, parse_run_input, plan_ingest
 from service.agui_runs import RunBusy, RunConflict, RunRecord, RunStore, job_history
+from service.api.shutdown import SHUTDOWN_GRACE_S, closed_on_shutdown
 from service.api.state import AppState, State
 from service.api.tasks import BACKLOG_RETRY_AFTER_S
 from service.bus import SubscriptionClosed
@@ -89,9 +91,12 @@ async def ingest(request: Request, state: State) -> EventSourceResponse:
             headers={"Retry-After": str(BACKLOG_RETRY_AFTER_S)},
         ) from None
     progress, attached_at = await _fold_history(state, plan, record)
+    shutdown = anyio.Event()
     return EventSourceResponse(
-        _run_frames(state, progress, attached_at),
+        _run_frames(state, progress, attached_at, shutdown),
         ping=state.settings.sse_ping_s,
+        shutdown_event=shutdown,
+        shutdown_grace_period=SHUTDOWN_GRACE_S,
         sep="\n",
         send_timeout=SSE_SEND_TIMEOUT_S,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
@@ -111,7 +116,9 @@ async def _fold_history(
     return progress, attached_at
 
 
-async def _run_frames(state: AppState, progress: RunProgress, cursor: str) -> AsyncIterator[bytes]:
+async def _run_frames(
+    state: AppState, progress: RunProgress, cursor: str, shutdown: anyio.Event
+) -> AsyncIterator[bytes]:
     clients = state.metrics.connected_clients.labels("agui")
     clients.inc()
     try:
@@ -120,7 +127,10 @@ async def _run_frames(state: AppState, progress: RunProgress, cursor: str) -> As
             yield encode_events([progress.closing()])
             return
         job_only = EventFilter(job_id=progress.run_id)
-        async with state.hub.subscribe(cursor, job_only) as subscription:
+        async with (
+            state.hub.subscribe(cursor, job_only) as subscription,
+            closed_on_shutdown(shutdown, subscription),
+        ):
             try:
                 async for batch in subscription.batches():
                     shown = []

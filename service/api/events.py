@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Header, Query, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
@@ -15,15 +16,19 @@ from starlette.responses import JSONResponse
 
 from service.api.auth import deny_websocket
 from service.api.origins import refuse_foreign_origin
+from service.api.shutdown import SHUTDOWN_GRACE_S, closed_on_shutdown
 from service.api.state import AppState, State, WsState
 from service.bus import Subscription, SubscriptionClosed
 from service.events import (
     EVENT_TYPE_PATTERN,
     Event,
-    encode_sse_error,
+    encode_sse_cursor,
     encode_sse_gap,
-    encode_ws_error,
+    encode_sse_notice,
+    encode_sse_opening,
+    encode_ws_batch,
     encode_ws_gap,
+    encode_ws_notice,
     utc_now_iso,
 )
 from service.filters import EventFilter
@@ -47,6 +52,13 @@ ResumeQuery = Annotated[
 ]
 TypesQuery = Annotated[str | None, Query(description="comma-separated types; a.* matches a prefix")]
 JobQuery = Annotated[str | None, Query(description="only events of this job")]
+UnnamedQuery = Annotated[
+    bool,
+    Query(description="frames without an event line, type inside data, for one onmessage"),
+]
+BatchQuery = Annotated[
+    bool, Query(description="each message is a JSON array of the events queued at once")
+]
 
 
 class EventIn(JsonSafeModel):
@@ -84,21 +96,43 @@ async def stream_stats(state: State) -> dict[str, Any]:
 
 
 async def _sse_frames(
-    state: AppState, start: StartPoint, event_filter: EventFilter
+    state: AppState,
+    start: StartPoint,
+    event_filter: EventFilter,
+    unnamed: bool,
+    shutdown: anyio.Event,
 ) -> AsyncIterator[bytes]:
     delivered = state.metrics.events_delivered.labels("sse")
     clients = state.metrics.connected_clients.labels("sse")
     clients.inc()
     try:
+        # Before anything else, so a client that receives nothing still resumes from here.
+        yield encode_sse_opening(start.cursor)
         if start.gap:
             yield encode_sse_gap(start.cursor, start.first_held_id)
-        async with state.hub.subscribe(start.cursor, event_filter) as subscription:
+        announced = start.cursor
+        idle_s = state.settings.sse_ping_s
+        async with (
+            state.hub.subscribe(start.cursor, event_filter) as subscription,
+            closed_on_shutdown(shutdown, subscription),
+        ):
             try:
-                async for batch in subscription.batches():
+                async for batch in subscription.batches(idle_s):
+                    if not batch:
+                        # Idle: a filtered client whose cursor moved past entries it does not
+                        # want resumes from there, not from before them.
+                        if subscription.cursor != announced:
+                            announced = subscription.cursor
+                            yield encode_sse_cursor(announced)
+                        continue
+                    announced = batch[-1].entry_id
                     delivered.inc(len(batch))
-                    yield b"".join(event.sse for event in batch)
+                    if unnamed:
+                        yield b"".join(event.sse_unnamed for event in batch)
+                    else:
+                        yield b"".join(event.sse for event in batch)
             except SubscriptionClosed as closed:
-                yield encode_sse_error(str(closed), subscription.cursor)
+                yield encode_sse_notice(closed.kind, str(closed), subscription.cursor)
     finally:
         clients.dec()
 
@@ -116,20 +150,26 @@ async def stream_events(
     last_id: ResumeQuery = None,
     types: TypesQuery = None,
     job_id: JobQuery = None,
+    unnamed: UnnamedQuery = False,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventSourceResponse:
     """Server-sent events: every event after the resume point that passes the filters.
 
-    A resume point older than the oldest entry still held starts with a ``gap`` event that
-    names the first id held; an id the stream has not reached is a 400.
+    The stream opens with ``retry:`` and an ``id:`` at the resume point. A resume point older
+    than the oldest entry still held is followed by a ``gap`` notice that names the first id
+    held; an id the stream has not reached is a 400. The stream ends with a notice (slow
+    client, Redis lost, shutdown) whose id is where to resume.
     """
     start, event_filter = await _open_subscription(
         state, last_event_id if last_event_id is not None else last_id, types, job_id
     )
 
+    shutdown = anyio.Event()
     return EventSourceResponse(
-        _sse_frames(state, start, event_filter),
+        _sse_frames(state, start, event_filter, unnamed, shutdown),
         ping=state.settings.sse_ping_s,
+        shutdown_event=shutdown,
+        shutdown_grace_period=SHUTDOWN_GRACE_S,
         sep="\n",
         send_timeout=SSE_SEND_TIMEOUT_S,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
@@ -137,18 +177,32 @@ async def stream_events(
 
 
 async def _ws_send_events(
-    websocket: WebSocket, state: AppState, subscription: Subscription, start: StartPoint
+    websocket: WebSocket,
+    state: AppState,
+    subscription: Subscription,
+    start: StartPoint,
+    batched: bool,
 ) -> None:
     delivered = state.metrics.events_delivered.labels("ws")
+
+    async def send_one(message: str) -> None:
+        # A batching client gets arrays only, notices included: one shape to parse.
+        await websocket.send_text(encode_ws_batch([message]) if batched else message)
+
     if start.gap:
-        await websocket.send_text(encode_ws_gap(start.cursor, start.first_held_id))
+        await send_one(encode_ws_gap(start.cursor, start.first_held_id))
     try:
         async for batch in subscription.batches():
-            for event in batch:
-                await websocket.send_text(event.ws)
+            if batched:
+                # One frame and one send per handout instead of one per event: the
+                # per-message cost, not the bytes, is what saturates a process.
+                await websocket.send_text(encode_ws_batch([event.ws for event in batch]))
+            else:
+                for event in batch:
+                    await websocket.send_text(event.ws)
             delivered.inc(len(batch))
     except SubscriptionClosed as closed:
-        await websocket.send_text(encode_ws_error(str(closed), subscription.cursor))
+        await send_one(encode_ws_notice(closed.kind, str(closed), subscription.cursor))
     await websocket.close(code=1011)
 
 
@@ -166,8 +220,9 @@ async def websocket_events(
     last_id: ResumeQuery = None,
     types: TypesQuery = None,
     job_id: JobQuery = None,
+    batch: BatchQuery = False,
 ) -> None:
-    """The same stream as /events/stream, one JSON object per message."""
+    """The same stream as /events/stream, one JSON object per message (an array with batch)."""
     if await refuse_foreign_origin(websocket, state.settings.cors_origins):
         return
     try:
@@ -189,7 +244,9 @@ async def websocket_events(
     clients.inc()
     try:
         async with state.hub.subscribe(start.cursor, event_filter) as subscription:
-            sender = asyncio.create_task(_ws_send_events(websocket, state, subscription, start))
+            sender = asyncio.create_task(
+                _ws_send_events(websocket, state, subscription, start, batch)
+            )
             watcher = asyncio.create_task(_ws_wait_for_disconnect(websocket))
             done, pending = await asyncio.wait(
                 {sender, watcher}, return_when=asyncio.FIRST_COMPLETED

@@ -337,10 +337,11 @@
     } catch {
       payload = { raw: message.data };
     }
-    // A server notice (slow client, gap, shutdown) names where to resume; follow it.
-    if (payload && typeof payload.resume_from === "string") {
+    // A server notice (event "notice": slow client, gap, shutdown, Redis lost) names where
+    // to resume; follow it.
+    if (message.event === "notice" && payload && typeof payload.resume_from === "string") {
       tail.lastId = payload.resume_from;
-      setStatus("tail-status", `notice: ${payload.error || payload.notice || "resuming"}`, "bad");
+      setStatus("tail-status", `notice: ${payload.message || payload.notice}`, "bad");
       return;
     }
     const type = message.event !== "message" ? message.event : payload.type;

@@ -50,6 +50,8 @@ def chromium() -> Iterator[webdriver.Chrome]:
         "--window-size=1280,1100",
     ):
         options.add_argument(argument)
+    # Console and network errors, for tests that check none happened (see browser_errors).
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(_binary("chromedriver")), options=options)
     driver.set_script_timeout(30)
     try:
@@ -99,3 +101,8 @@ def wait_in_page(
         if time.monotonic() > deadline:
             raise TimeoutError(f"page never satisfied the condition; last value {result!r}")
         time.sleep(0.05)
+
+
+def browser_errors(driver: webdriver.Chrome) -> list[str]:
+    """The console's messages so far (each read once), such as failed network loads."""
+    return [entry["message"] for entry in driver.get_log("browser")]

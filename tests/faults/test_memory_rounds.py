@@ -61,7 +61,7 @@ def _connected(base_url: str) -> float:
 
 
 async def _client(base_url: str, ready: asyncio.Queue[None]) -> int:
-    """One SSE client: read events until the round's last one, or an error; return the count."""
+    """One SSE client: read events until the round's last one, or a notice; return the count."""
     host, port = base_url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     writer.write(
@@ -79,7 +79,7 @@ async def _client(base_url: str, ready: asyncio.Queue[None]) -> int:
             if not chunk:
                 return seen
             seen += chunk.count(b"event: load.")
-            if b"event: load.last" in chunk or b"event: error" in chunk:
+            if b"event: load.last" in chunk or b"event: notice" in chunk:
                 return seen
     finally:
         writer.close()

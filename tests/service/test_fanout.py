@@ -182,11 +182,12 @@ async def test_slow_client_is_dropped_with_an_error_and_can_resume(
             received = []
             while True:
                 message = await reader.next()
-                if message.event == "error":
+                if message.event == "notice":
                     break
                 received.append(message.id)
             error = message.json()
-            assert "too slow" in error["error"]
+            assert error["notice"] == "slow_client" and "too slow" in error["message"]
+            assert message.id == error["resume_from"]
             assert error["resume_from"] == (received[-1] if received else first[0])
         assert received == burst_ids[: len(received)]
         async with sse(base_url, f"?last_id={error['resume_from']}") as resumed:

@@ -98,12 +98,18 @@ async def test_resume_from_trimmed_history_starts_with_a_gap_event(
     redis_client.xtrim(EVENTS, maxlen=5, approximate=False)
     async with sse(api, headers={"Last-Event-ID": ids[2]}) as reader:
         gap = await reader.next()
-        assert gap.event == "gap" and gap.id is None
-        assert gap.json() == {"after": ids[2], "first_id": ids[5]}
+        assert gap.event == "notice" and gap.id == ids[2]
+        assert gap.json() == {
+            "notice": "gap",
+            "message": f"history after the resume id was trimmed; the first id held is {ids[5]}",
+            "resume_from": ids[2],
+            "after": ids[2],
+            "first_id": ids[5],
+        }
         assert [message.id for message in await reader.take(5)] == ids[5:]
     async with websockets.connect(ws_url(api, f"?last_id={ids[1]}")) as connection:
         first, *rest = await ws_take(connection, 6)
-        assert first == {"type": "gap", "after": ids[1], "first_id": ids[5]}
+        assert first == {"type": "notice", **gap.json(), "resume_from": ids[1], "after": ids[1]}
         assert [message["id"] for message in rest] == ids[5:]
     # Resuming from an entry still held, or asking for everything, is no gap.
     async with sse(api, f"?last_id={ids[6]}") as reader:
@@ -155,10 +161,10 @@ async def test_a_client_over_its_byte_budget_is_dropped_and_can_resume(
                 pipeline.xadd(EVENTS, {"type": "big.event", "data": json.dumps({"pad": "x" * 300})})
             burst = pipeline.execute()
             received = []
-            while (message := await reader.next()).event != "error":
+            while (message := await reader.next()).event != "notice":
                 received.append(message.id)
             error = message.json()
-        assert "4000 bytes" in error["error"]
+        assert error["notice"] == "slow_client" and "4000 bytes" in error["message"]
         assert len(received) < len(burst)
         async with sse(base_url, f"?last_id={error['resume_from']}") as resumed:
             rest = await resumed.take(len(burst) - len(received))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 import websockets
@@ -29,11 +30,13 @@ async def test_redis_restart_mid_stream(api: str, redis_server: RedisServer) -> 
 
         redis_server.stop()
         error = await reader.next()
-        assert error.event == "error"
-        assert "redis unavailable" in error.json()["error"]
+        assert error.event == "notice" and error.id == before[-1]
+        assert error.json()["notice"] == "redis_unavailable"
+        assert "redis unavailable" in error.json()["message"]
         assert error.json()["resume_from"] == before[-1]
-        ws_error = await asyncio.wait_for(connection.recv(), 10)
-        assert '"type": "error"' in ws_error and before[-1] in ws_error
+        ws_error = json.loads(await asyncio.wait_for(connection.recv(), 10))
+        assert ws_error["type"] == "notice" and ws_error["notice"] == "redis_unavailable"
+        assert ws_error["resume_from"] == before[-1]
 
         async with httpx.AsyncClient(base_url=api) as client:
             down = await client.post("/events", json={"type": "test.event"})
@@ -55,3 +58,25 @@ async def test_redis_restart_mid_stream(api: str, redis_server: RedisServer) -> 
         assert [message.id for message in await resumed.take(10)] == after
     async with sse(api) as replay:
         assert [message.id for message in await replay.take(20)] == before + after
+
+
+async def _post_both(client: httpx.AsyncClient, n: int) -> list[int]:
+    task = {"job_id": "j", "chunk_id": f"c{n}", "content": "x"}
+    replies = await asyncio.gather(
+        client.post("/tasks", json=task), client.post("/events", json={"type": "test.event"})
+    )
+    return [reply.status_code for reply in replies]
+
+
+async def test_first_posts_after_a_redis_restart_succeed(
+    api: str, redis_server: RedisServer
+) -> None:
+    async with httpx.AsyncClient(base_url=api) as client:
+        # Concurrent requests fill the pool with connections that the restart will cut.
+        before = await asyncio.gather(*(_post_both(client, n) for n in range(8)))
+        assert before == [[201, 201]] * 8
+        redis_server.restart()
+        first = await _post_both(client, 100)
+        after = await asyncio.gather(*(_post_both(client, n) for n in range(8)))
+    assert first == [201, 201]
+    assert after == [[201, 201]] * 8

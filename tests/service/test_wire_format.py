@@ -9,13 +9,19 @@ import pytest
 from service.events import (
     EncodedEvent,
     Event,
+    NoticeKind,
     UnreadableEntry,
     encode_for_clients,
     encode_sse,
-    encode_sse_error,
+    encode_sse_cursor,
     encode_sse_gap,
+    encode_sse_notice,
+    encode_sse_opening,
+    encode_sse_unnamed,
     encode_ws,
+    encode_ws_batch,
     encode_ws_gap,
+    encode_ws_notice,
     is_event_type,
     sse_data,
 )
@@ -169,21 +175,91 @@ def test_event_type_rule(value: str, valid: bool) -> None:
     assert is_event_type(value) is valid
 
 
-def test_error_frame_names_resume_point() -> None:
-    assert encode_sse_error("too slow", "9-9") == (
-        b'event: error\ndata: {"error":"too slow","resume_from":"9-9"}\n\n'
+def test_unnamed_frame_has_no_event_line_and_the_type_first_in_data() -> None:
+    assert encode_sse_unnamed("1700000000000-0", EVENT) == (
+        b"id: 1700000000000-0\n"
+        b'data: {"type":"ingestion.progress","event_id":"8c6f4f8e-1d7e-4a55-9a57-1f0a4c2e9d11",'
+        b'"job_id":"job-1","timestamp":"2026-11-25T10:00:00+00:00","progress":0.5,'
+        b'"metadata":{"source":"test"}}\n\n'
     )
 
 
-def test_gap_frames_name_the_first_id_still_held() -> None:
+def test_unnamed_frame_type_is_envelope_and_wins_over_a_data_key() -> None:
+    event = Event(type="a.b", event_id="e", timestamp="t", data={"type": "x.y", "n": 1})
+    assert encode_sse_unnamed("2-0", event) == (
+        b'id: 2-0\ndata: {"type":"a.b","event_id":"e","job_id":"","timestamp":"t","n":1,'
+        b'"metadata":{}}\n\n'
+    )
+    # Named frames keep a data key called type: their type is on the event line.
+    assert b'"type":"x.y"' in encode_sse("2-0", event)
+
+
+def test_every_entry_is_encoded_once_for_both_sse_shapes() -> None:
+    encoded = encode_for_clients("7-1", EVENT.to_fields())
+    assert encoded.sse == encode_sse("7-1", EVENT)
+    assert encoded.sse_unnamed == encode_sse_unnamed("7-1", EVENT)
+
+
+def test_stream_opens_with_retry_and_the_cursor_as_id_and_no_data() -> None:
+    assert encode_sse_opening("17-3") == b"retry: 1000\nid: 17-3\n\n"
+    assert encode_sse_opening("0-0", retry_ms=250) == b"retry: 250\nid: 0-0\n\n"
+    assert encode_sse_cursor("18-0") == b"id: 18-0\n\n"
+
+
+@pytest.mark.parametrize(
+    ("kind", "message", "expected"),
+    [
+        (
+            NoticeKind.SLOW_CLIENT,
+            "client too slow",
+            b'event: notice\nid: 9-9\ndata: {"notice":"slow_client","message":"client too slow",'
+            b'"resume_from":"9-9"}\n\n',
+        ),
+        (
+            NoticeKind.SHUTDOWN,
+            "server shutting down",
+            b'event: notice\nid: 9-9\ndata: {"notice":"shutdown",'
+            b'"message":"server shutting down","resume_from":"9-9"}\n\n',
+        ),
+        (
+            NoticeKind.REDIS_UNAVAILABLE,
+            "redis unavailable: gone",
+            b'event: notice\nid: 9-9\ndata: {"notice":"redis_unavailable",'
+            b'"message":"redis unavailable: gone","resume_from":"9-9"}\n\n',
+        ),
+    ],
+)
+def test_notice_frames_are_named_notice_and_carry_the_resume_id(
+    kind: NoticeKind, message: str, expected: bytes
+) -> None:
+    assert encode_sse_notice(kind, message, "9-9") == expected
+    assert json.loads(encode_ws_notice(kind, message, "9-9")) == {
+        "type": "notice",
+        **json.loads(expected.split(b"data: ")[1]),
+    }
+
+
+def test_gap_notices_name_the_first_id_still_held() -> None:
     assert encode_sse_gap("3-0", "9-0") == (
-        b'event: gap\ndata: {"after":"3-0","first_id":"9-0"}\n\n'
+        b'event: notice\nid: 3-0\ndata: {"notice":"gap","message":"history after the resume id'
+        b' was trimmed; the first id held is 9-0","resume_from":"3-0","after":"3-0",'
+        b'"first_id":"9-0"}\n\n'
     )
     assert json.loads(encode_ws_gap("3-0", None)) == {
-        "type": "gap",
+        "type": "notice",
+        "notice": "gap",
+        "message": "history after the resume id was trimmed; nothing is held",
+        "resume_from": "3-0",
         "after": "3-0",
         "first_id": None,
     }
+
+
+def test_ws_batch_is_a_json_array_of_the_messages_as_encoded() -> None:
+    messages = [encode_ws("1-0", EVENT), encode_ws("2-0", EVENT)]
+    assert encode_ws_batch(messages) == "[" + messages[0] + "," + messages[1] + "]"
+    assert json.loads(encode_ws_batch(messages)) == [json.loads(m) for m in messages]
+    assert encode_ws_batch([]) == "[]"
 
 
 @pytest.mark.parametrize(
@@ -252,7 +328,7 @@ def test_ids_order_numerically_not_as_text() -> None:
 
 
 def _encoded(event_type: str, job_id: str = "") -> EncodedEvent:
-    return EncodedEvent("1-0", event_type, job_id, b"", "")
+    return EncodedEvent("1-0", event_type, job_id, b"", b"", "")
 
 
 @pytest.mark.parametrize(

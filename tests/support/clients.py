@@ -24,12 +24,19 @@ class SseMessage:
 
 
 class SseReader:
-    """Reads an SSE response message by message, keeping every message seen."""
+    """Reads an SSE response as EventSource does, keeping every message dispatched.
+
+    A message without data (the stream's opening ``retry:`` and ``id:``) is not dispatched;
+    it only moves ``last_event_id`` and ``retry_ms``, as in a browser.
+    """
 
     def __init__(self, response: httpx.Response) -> None:
         self.response = response
         self.messages: list[SseMessage] = []
         self.comments: list[str] = []
+        self.last_event_id: str | None = None
+        self.ids: list[str] = []
+        self.retry_ms: int | None = None
         self._lines = response.aiter_lines()
 
     async def next(self, timeout_s: float = 10.0) -> SseMessage:
@@ -37,25 +44,30 @@ class SseReader:
 
     async def _next(self) -> SseMessage:
         message = SseMessage()
-        has_field = False
+        has_data = False
         async for line in self._lines:
             if line == "":
-                if has_field:
+                if has_data:
                     self.messages.append(message)
                     return message
+                message = SseMessage()
                 continue
             if line.startswith(":"):
                 self.comments.append(line[1:].strip())
                 continue
             name, _, value = line.partition(":")
             value = value[1:] if value.startswith(" ") else value
-            has_field = True
             if name == "event":
                 message.event = value
             elif name == "id":
                 message.id = value
+                self.last_event_id = value
+                self.ids.append(value)
+            elif name == "retry" and value.isdigit():
+                self.retry_ms = int(value)
             elif name == "data":
-                message.data = value if not message.data else message.data + "\n" + value
+                message.data = value if not has_data else message.data + "\n" + value
+                has_data = True
         raise EOFError("stream ended")
 
     async def take(self, count: int, timeout_s: float = 10.0) -> list[SseMessage]:
@@ -80,8 +92,9 @@ async def follow_sse(
     finished: Callable[[], bool],
     last_id: str = "0",
 ) -> None:
-    """Follow /events/stream as a browser would: on an error event or a dropped connection,
-    reconnect with Last-Event-ID, until finished() says so. Appends every id received."""
+    """Follow /events/stream as a browser would: on a notice or a dropped connection,
+    reconnect with the last id seen (events, notices and the opening id alike) as
+    Last-Event-ID, until finished() says so. Appends every event id received."""
     while not finished():
         try:
             timeout = httpx.Timeout(5, read=5)
@@ -96,11 +109,13 @@ async def follow_sse(
                     reader = SseReader(response)
                     while not finished():
                         message = await reader.next(timeout_s=3)
-                        if message.event == "error":
-                            errors.append(message.json()["error"])
+                        last_id = reader.last_event_id or last_id
+                        if message.event != "notice":
+                            received.append(message.id or "")
+                            continue
+                        errors.append(message.json()["message"])
+                        # A gap notice is followed by the rest; any other ends the stream.
+                        if message.json()["notice"] != "gap":
                             break
-                        if message.id is not None:
-                            received.append(message.id)
-                            last_id = message.id
         except (httpx.HTTPError, EOFError, TimeoutError):
             await asyncio.sleep(0.2)

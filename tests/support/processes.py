@@ -6,9 +6,12 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
+
+import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,3 +67,19 @@ def start_api(
         stderr=log or subprocess.PIPE,
         text=True,
     )  # fmt: skip
+
+
+def wait_until_serving(
+    base_url: str, process: subprocess.Popen[str], timeout_s: float = 20
+) -> None:
+    """Wait until an API process answers /health; fail early if it died."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the API at {base_url} did not start")
+        time.sleep(0.1)
