@@ -342,6 +342,8 @@
     if (message.event === "notice" && payload && typeof payload.resume_from === "string") {
       tail.lastId = payload.resume_from;
       setStatus("tail-status", `notice: ${payload.message || payload.notice}`, "bad");
+      // The status moves on once the tail resumes; the last notice stays on hover.
+      byId("tail-status").title = `last notice: ${payload.message || payload.notice}`;
       return;
     }
     const type = message.event !== "message" ? message.event : payload.type;

@@ -59,7 +59,8 @@ async def _visit(client: httpx.AsyncClient, opened: asyncio.Event) -> None:
     async with client.stream("GET", "/events/stream", params={"last_id": "$"}) as response:
         assert response.status_code == 200
         async for line in response.aiter_lines():
-            if line.startswith("id:"):
+            # The stream opens with retry: and id: alone; the first data: is the event.
+            if line.startswith("data:"):
                 return
             opened.set()
 
