@@ -10,8 +10,8 @@ PY_PATHS := service infra tests $(wildcard bench)
 
 .PHONY: up test deps venv lint format lab-up lab-down lab-status toolchain bench bench-deploy clean
 
-up: deps venv toolchain lab-up  ## set up everything, deploy to the lab stack, print the outputs
-	scripts/deploy-lab
+up: deps venv toolchain lab-up  ## set up everything, deploy to the lab stack (STACK=lab-ha: the HA lab), print the outputs
+	scripts/deploy-lab $(STACK)
 
 test: deps venv lint  ## every test: service, infra, faults, and the lab
 	scripts/run-tests

@@ -288,6 +288,22 @@ class _Reader:
             raise self.fail(key, "names must be unique")
         return tuple(value)
 
+    def host_keys(self) -> dict[str, str]:
+        """`hostKeys`: a JSON object of address -> SSH host key, for hosts without their own."""
+        raw = self._source.get("hostKeys")
+        if raw is None or raw == "":
+            return {}
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            raise self.fail("hostKeys", "must be a JSON object of host: key") from None
+        if not isinstance(value, dict):
+            raise self.fail("hostKeys", "must be a JSON object of host: key")
+        for host, key in value.items():
+            if not isinstance(key, str) or not _HOST_KEY.match(key):
+                raise self.fail("hostKeys", f"{host}: invalid host key")
+        return value
+
     def records(self, key: str) -> list[dict[str, Any]]:
         """A JSON list of objects, or [] when the key is not set."""
         raw = self._source.get(key)
@@ -398,19 +414,25 @@ def load(source: ConfigSource) -> tuple[StackConfig, StackSecrets]:
     read = _Reader(source)
     ssh_user = read.text("sshUser", "root", _UNIX_NAME)
     ssh_port = read.integer("sshPort", 22, 1, 65535)
-    orchestrator_host = read.host("orchestratorHost")
+    host_keys = read.host_keys()
+    listed = read.records("orchestrators")
+    first_listed = listed[0].get("host") if listed else None
+    orchestrator_host = read.host(
+        "orchestratorHost", first_listed if isinstance(first_listed, str) else None
+    )
     redis_host = read.host("redisHost")
     orchestrator = SshTarget(
         host=read.host("orchestratorSshHost", orchestrator_host),
         port=read.integer("orchestratorSshPort", ssh_port, 1, 65535),
         user=ssh_user,
-        host_key=read.optional("orchestratorHostKey", _HOST_KEY),
+        host_key=read.optional("orchestratorHostKey", _HOST_KEY)
+        or host_keys.get(orchestrator_host),
     )
     redis_ssh = SshTarget(
         host=read.host("redisSshHost", redis_host),
         port=read.integer("redisSshPort", ssh_port, 1, 65535),
         user=ssh_user,
-        host_key=read.optional("redisHostKey", _HOST_KEY),
+        host_key=read.optional("redisHostKey", _HOST_KEY) or host_keys.get(redis_host),
     )
     bastion_host = read.optional("bastionHost")
     bastion = None
@@ -489,7 +511,7 @@ def _entry_host(read: _Reader, key: str, entry: dict[str, Any]) -> str:
 def _entry_key(read: _Reader, key: str, entry: dict[str, Any]) -> str | None:
     value = entry.get("hostKey")
     if value is None:
-        return None
+        return read.host_keys().get(str(entry.get("host")))
     if not isinstance(value, str) or not _HOST_KEY.match(value):
         raise read.fail(key, f"{entry.get('host')}: invalid hostKey")
     return value

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from infra.config import StackConfigError, load
 from infra.facts import parse_identity
@@ -274,3 +275,29 @@ def test_identity_output_carries_the_replication_info() -> None:
     identity = parse_identity("machine-id m\ntoken t\ninfo role:slave\ninfo master_repl_offset:7\n")
     assert identity.info == (("role", "slave"), ("master_repl_offset", "7"))
     assert identity.digest == parse_identity("machine-id m\ntoken t\n").digest
+
+
+def test_the_lab_ha_stack_is_the_issues_topology() -> None:
+    stack = yaml.safe_load((REPO_ROOT / "infra" / "stacks" / "lab-ha.yaml").read_text())
+    values = {key.split(":", 1)[1]: value for key, value in stack["config"].items()}
+    keys = {host: KEY for host in ("127.0.10.8", "127.0.10.9", "127.0.10.49")}
+    config, _ = load(config_source({**values, "hostKeys": json.dumps(keys)}, SECRETS))
+    topology = config.topology
+    assert [(h.public_host, h.api_ports, h.worker_processes) for h in topology.app_hosts] == [
+        ("127.0.10.8", (8000, 8001), 1),
+        ("127.0.10.9", (8000, 8001), 1),
+    ]
+    assert [node.host for node in topology.replicas] == ["127.0.10.49"]
+    assert [(s.host, s.port) for s in topology.sentinels] == [
+        ("127.0.10.48", 26379),
+        ("127.0.10.49", 26379),
+        ("127.0.10.8", 26379),
+    ]
+    assert all(host.target.host_key == KEY for host in topology.app_hosts)
+    assert config.orchestrator.host == "127.0.10.8" and config.orchestrator.host_key == KEY
+    assert config.topology.replicas[0].target.host_key == KEY
+
+
+def test_bad_host_keys_name_the_key() -> None:
+    with pytest.raises(StackConfigError, match="shield-orchestrator:hostKeys: h: invalid host"):
+        load(config_source({**BASE_CONFIG, "hostKeys": '{"h": "x"}'}, SECRETS))
