@@ -33,9 +33,14 @@ def read_identities(config: StackConfig, source: pulumi.Config) -> Identities:
             dataclasses.replace(config.redis, host=node.host, port=node.port),
         )
     targets: dict[str, tuple[SshTarget, str, str]] = {}
-    for host, (target, redis) in redis_nodes.items():
-        targets[host] = (target, scripts.redis_identity(host, redis), password + "\n")
     install_dir = config.service.install_dir
+    for host, (target, redis) in redis_nodes.items():
+        script = (
+            scripts.redis_identity(host, redis)
+            if host == config.redis_host.host
+            else scripts.redis_replica_identity(install_dir, host, redis)
+        )
+        targets[host] = (target, script, password + "\n")
     for target in [config.orchestrator, *other_hosts(config)]:
         if target.host not in targets:
             targets[target.host] = (target, scripts.orchestrator_identity(install_dir), "")

@@ -436,12 +436,26 @@ def redis_identity(host: str, redis: RedisSettings) -> str:
         + "fi\n"
         + 'case "$token" in ""|*[!0-9a-f]*) token=unreachable ;; esac\n'
         + 'echo "token $token"\n'
-        + "if command -v redis-cli >/dev/null 2>&1; then\n"
+        + _replication_info()
+    )
+
+
+def _replication_info() -> str:
+    """Print a Redis node's INFO replication fields as `info key:value` lines, if it answers."""
+    return (
+        "if command -v redis-cli >/dev/null 2>&1; then\n"
         + "  { rcli --raw INFO replication 2>/dev/null || true; } | tr -d '\\r'"
         + " | grep -E '^(role|master_host|master_port|master_link_status|master_repl_offset"
         + "|slave[0-9]+):' | sed 's/^/info /' || true\n"
         + "fi\n"
     )
+
+
+def redis_replica_identity(install_dir: str, host: str, redis: RedisSettings) -> str:
+    """A replica's identity: the machine id and a token in a file, as on the orchestrator,
+    since its Redis data is the primary's (a token kept there would be the primary's); then
+    its INFO replication."""
+    return orchestrator_identity(install_dir) + redis_cli_prelude(host, redis) + _replication_info()
 
 
 def redis_preflight(host: str, redis: RedisSettings, install_os_packages: bool) -> str:

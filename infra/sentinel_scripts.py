@@ -31,6 +31,10 @@ def replication_apply(host: str, redis: RedisSettings, replica_of: tuple[str, in
         + '[ -n "${REDISCLI_AUTH:-}" ] || fail "sentinel mode needs redisPassword"\n'
         + "answer=$(printf '%s' \"$REDISCLI_AUTH\" | rcli -x CONFIG SET masterauth 2>&1)\n"
         + '[ "$answer" = OK ] || fail "CONFIG SET masterauth: $answer"\n'
+        # The address the primary and the sentinels list for this node when it replicates:
+        # the stack's, not the source address of its connection (127.0.0.1 on one machine).
+        + f"answer=$(rcli CONFIG SET replica-announce-ip {q(redis.host)} 2>&1)\n"
+        + '[ "$answer" = OK ] || fail "CONFIG SET replica-announce-ip: $answer"\n'
     )
     if replica_of is not None:
         primary, port = replica_of
@@ -99,6 +103,8 @@ def sentinel_apply(host: str, port: int, master: str, primary: tuple[str, int], 
     primary_host, primary_port = primary
     settings = (
         f"bind {host}\\nport {port}\\ndaemonize no\\nprotected-mode no\\ndir {SENTINEL_DIR}\\n"
+        # Sentinels find each other by the address they announce, not their source address.
+        f"sentinel announce-ip {host}\\nsentinel announce-port {port}\\n"
         f"sentinel monitor {master} {primary_host} {primary_port} {quorum}\\n"
         f"sentinel down-after-milliseconds {master} {DOWN_AFTER_MS}\\n"
         f"sentinel failover-timeout {master} {FAILOVER_TIMEOUT_MS}\\n"

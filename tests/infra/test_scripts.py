@@ -119,6 +119,7 @@ ALL_SCRIPTS = {
     "release_unpack": scripts.release_unpack("/opt/x", "abc123", "/opt/x/incoming/i/r.tar.gz"),
     "orchestrator_identity": scripts.orchestrator_identity("/opt/x"),
     "redis_identity": scripts.redis_identity("h", CONFIG.redis),
+    "redis_replica_identity": scripts.redis_replica_identity("/opt/x", "h", CONFIG.redis),
     "venv_wheelhouse": scripts.venv_install("/opt/x", "fastapi==1\n", "d1", "/opt/x/w.tar", None),
     "venv_index": scripts.venv_install(
         "/opt/x", "fastapi==1\n", "d1", None, "https://pypi.example/simple"
