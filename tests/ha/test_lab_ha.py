@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
+import redis
 
 from service import names
 from tests.ha.conftest import (
@@ -247,13 +248,28 @@ def test_failover_under_load_loses_no_accepted_task_and_sse_clients_resume(
         Follower([url], {"job_id": JOB, "access_token": API_TOKEN}, start) for url in API_URLS
     ]
     settled = threading.Event()
+    failures: list[str] = []
     final: list[str] = []
+
+    def recorded(target: Callable[..., None]) -> Callable[..., None]:
+        """A thread's failure, kept for the test to report (a thread cannot fail the test)."""
+
+        def run(*args: object) -> None:
+            try:
+                target(*args)
+            except (AssertionError, OSError, httpx.HTTPError, redis.RedisError) as error:
+                failures.append(f"{target.__name__}: {error}")
+                settled.set()
+
+        return run
+
     timeline: dict[str, float] = {}
 
     def kill_when_due() -> None:
         wait_until(lambda: load.posted >= kill_at, "the kill point", DEADLINE_S)
         timeline["killed"] = time.monotonic()
-        ha.lab.check(REDIS_HOST, "systemctl kill -s KILL redis-server")
+        # kill(1) on the main pid: `systemctl kill` reports cgroup errors inside nspawn.
+        ha.lab.check(REDIS_HOST, "kill -KILL $(systemctl show -p MainPID --value redis-server)")
         wait_until(lambda: ha.primary() == REPLICA, "the replica's promotion", 60)
         timeline["promoted"] = time.monotonic()
         # As systemd would after a reboot: the old primary comes back, and Sentinel makes it
@@ -265,16 +281,17 @@ def test_failover_under_load_loses_no_accepted_task_and_sse_clients_resume(
         chunks = [f"c{index}" for index in range(TASKS)]
         threads = [
             threading.Thread(
-                target=post_tasks,
+                target=recorded(post_tasks),
                 args=(ha, load, chunks[index::POSTERS], API_URLS[index % 4], deadline),
             )
             for index in range(POSTERS)
         ]
-        killer = threading.Thread(target=kill_when_due)
+        killer = threading.Thread(target=recorded(kill_when_due))
         for thread in [*threads, killer]:
             thread.start()
         for thread in [*threads, killer]:
             thread.join()
+        assert failures == [], failures
         timeline["posted"] = time.monotonic()
         wait_until(
             lambda: set(load.accepted) <= set(completed_ids(ha, start)),
