@@ -8,10 +8,13 @@ until the test starts it again, as a host that is gone would be.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -66,6 +69,32 @@ class HaStack:
         )
 
 
+def make_primary(stack: HaStack) -> None:
+    """REPLICAOF NO ONE on 127.0.10.48, kept in its config (CONFIG REWRITE)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            client = stack.redis(REDIS_HOST)
+            client.execute_command("REPLICAOF", "NO", "ONE")
+            client.execute_command("CONFIG", "REWRITE")
+            return
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def run_async(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine on a loop of its own, leaving the thread's current loop as it was
+    (asyncio.run unsets it, and the Pulumi mocks of the tests after these need one)."""
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(coroutine)
+    finally:
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
+
+
 def _lab(*args: str) -> None:
     result = subprocess.run([str(LAB_SCRIPT), *args], capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
@@ -86,6 +115,8 @@ def ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HaStack]:
     engine.set_secret("sshPrivateKey", lab.ssh_key.read_text())
     engine.set_secret("redisPassword", lab.redis_password)
     engine.set_secret("apiToken", API_TOKEN)
+    # The two-host lab's Redis is a primary, whatever a run before this one left behind.
+    make_primary(stack)
     lab.check(
         REDIS_HOST,
         f"mkdir -p $(dirname {NO_RESTART_DROP_IN})"
@@ -96,13 +127,12 @@ def ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HaStack]:
     finally:
         engine.run("destroy", "--yes", "--stack", "lab-ha", check=False)
         # Give the two-host lab back as it was: 127.0.10.48 a primary that is up.
-        lab.ssh(
-            REDIS_HOST,
-            f"rm -f {NO_RESTART_DROP_IN} && systemctl daemon-reload"
-            " && systemctl start redis-server"
-            " && REDISCLI_AUTH=$(sed -n 's/^requirepass //p' /etc/redis/redis.conf)"
-            " redis-cli --no-auth-warning -h 127.0.10.48 REPLICAOF NO ONE"
-            " && REDISCLI_AUTH=$(sed -n 's/^requirepass //p' /etc/redis/redis.conf)"
-            " redis-cli --no-auth-warning -h 127.0.10.48 CONFIG REWRITE",
-        )
-        _lab("down-ha")
+        try:
+            lab.ssh(
+                REDIS_HOST,
+                f"rm -f {NO_RESTART_DROP_IN}"
+                " && systemctl daemon-reload && systemctl start redis-server",
+            )
+            make_primary(stack)
+        finally:
+            _lab("down-ha")

@@ -27,6 +27,7 @@ from tests.ha.conftest import (
     REPLICA,
     SENTINELS,
     HaStack,
+    run_async,
 )
 from tests.support.clients import SseReader
 from tests.support.lab import ORCHESTRATOR, REDIS_HOST
@@ -178,7 +179,7 @@ def test_a_client_that_loses_one_orchestrator_resumes_on_the_other(ha: HaStack) 
         )
 
     try:
-        asyncio.run(scenario())
+        run_async(scenario())
     finally:
         ha.lab.check(
             ORCHESTRATOR, "systemctl start shield-orchestrator@8000 shield-orchestrator@8001"
@@ -326,7 +327,7 @@ def test_failover_under_load_loses_no_accepted_task_and_sse_clients_resume(
         )
 
     began = time.monotonic()
-    asyncio.run(scenario())
+    run_async(scenario())
     completions = completed_ids(ha, start)
     missing = [task for task in load.accepted if task not in set(completions)]
     assert missing == []
