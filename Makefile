@@ -8,10 +8,10 @@ export PULUMI_BACKEND_URL ?= file://$(CURDIR)/.pulumi-state
 
 PY_PATHS := service infra tests $(wildcard bench)
 
-.PHONY: up test deps venv lint format lab-up lab-down lab-status toolchain bench bench-deploy clean
+.PHONY: up test deps venv lint format lab-up lab-down lab-status toolchain bench bench-deploy bench-scale clean
 
-up: deps venv toolchain lab-up  ## set up everything, deploy to the lab stack, print the outputs
-	scripts/deploy-lab
+up: deps venv toolchain lab-up  ## set up everything, deploy to the lab stack (STACK=lab-ha: the HA lab), print the outputs
+	scripts/deploy-lab $(STACK)
 
 test: deps venv lint  ## every test: service, infra, faults, and the lab
 	scripts/run-tests
@@ -55,6 +55,10 @@ bench: deps venv toolchain lab-up  ## every benchmark side by side; writes bench
 bench-deploy: deps venv toolchain lab-up  ## only the deploy timings, merged into bench/results/
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 	PULUMI_BIN_DIR="$$(scripts/pulumi-toolchain)" $(PY) -m bench --deploy-only
+
+bench-scale: deps venv  ## only the scale-out measurements (1 vs 2 API processes, WAIT 1), merged into bench/results/
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	$(PY) -m bench --scale-only
 
 clean:
 	rm -rf build .pulumi-state

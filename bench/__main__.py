@@ -22,6 +22,7 @@ from bench.deploy import measure_deploy
 from bench.fanout import run_cell
 from bench.memory import rss_with_clients
 from bench.queue import redis_benchmark_xadd, run_queue
+from bench.scale import measure_scale
 from bench.servers import http_app, raise_fd_limit, redis_server
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -236,9 +237,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="measure the deploy timings and merge them into results.json",
     )
+    parser.add_argument(
+        "--scale-only",
+        action="store_true",
+        help="measure fan-out over 1 and 2 API processes and the cost of WAIT 1; merge them",
+    )
     args = parser.parse_args(argv)
-    if args.report_only or args.deploy_only:
+    if args.report_only or args.deploy_only or args.scale_only:
         results = json.loads((args.out / "results.json").read_text())
+        if args.scale_only:
+            raise_fd_limit()
+            with tempfile.TemporaryDirectory() as workdir:
+                results["scale"] = measure_scale(Path(workdir), args.quick)
+            results["scale"]["measured"] = datetime.now(UTC).isoformat(timespec="seconds")
         if args.deploy_only:
             with tempfile.TemporaryDirectory() as workdir:
                 results["deploy"] = measure_deploy(Path(workdir))

@@ -111,6 +111,44 @@ def _deploy_section(deploy: dict[str, Any] | str) -> list[str]:
     return lines
 
 
+def _scale_section(scale: dict[str, Any] | None) -> list[str]:
+    if not scale:
+        return []
+    return [
+        "",
+        "## Scale-out (`make bench-scale`)",
+        "",
+        f"Measured {scale.get('measured', 'n/a')}, everything on this 2-core machine: Redis, the",
+        "API processes and the subscriber processes share both cores.",
+        "",
+        "SSE fan-out, subscribers split evenly over 1 or 2 API processes:",
+        "",
+        _table(
+            scale["fanout"],
+            [
+                "api_processes",
+                "subscribers",
+                "rate_per_s",
+                "completeness",
+                "deliveries_per_s",
+                "p50_ms",
+                "p99_ms",
+                "redis_reads_per_event",
+                "redis_reads_per_event_per_process",
+            ],
+        ),
+        "",
+        "POST /tasks against a primary with one replica, 32 concurrent clients, with",
+        "`SHIELD_TASK_REPLICAS` 0 (no WAIT) and 1 (WAIT 1 before the 201), alternated:",
+        "",
+        _table(
+            scale["enqueue"],
+            ["task_replicas", "tasks", "concurrency", "seconds", "tasks_per_s", "refused"],
+        ),
+        "",
+    ]
+
+
 def write(results: dict[str, Any], out: Path) -> Path:
     """Write results.json, report.md and the plots into out; return the report's path."""
     out.mkdir(parents=True, exist_ok=True)
@@ -201,6 +239,7 @@ def write(results: dict[str, Any], out: Path) -> Path:
         "## Deploy",
         "",
         *_deploy_section(results["deploy"]),
+        *_scale_section(results.get("scale")),
     ]
     report = out / "report.md"
     report.write_text("\n".join(sections))

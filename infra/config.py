@@ -30,6 +30,10 @@ _PYTHON_VERSION = re.compile(r"^3\.\d{1,2}(\.\d{1,2})?$")
 _PLATFORM_TAG = re.compile(r"^[a-z0-9_]+$")
 _HOST_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+$")
 PACKAGE_SOURCES = ("wheelhouse", "index")
+REDIS_MODES = ("single", "sentinel")
+SENTINEL_PORT = 26379
+# Limits that keep a typo from deploying hundreds of processes.
+MAX_PROCESSES = 32
 
 
 class StackConfigError(pulumi.RunError):
@@ -122,6 +126,58 @@ class ServiceSettings:
 
 
 @dataclass(frozen=True)
+class AppHost:
+    """One host that runs API processes (one systemd instance per port) and workers."""
+
+    name: str
+    target: SshTarget
+    public_host: str
+    bind_address: str
+    api_ports: tuple[int, ...]
+    worker_processes: int
+
+    @property
+    def base_urls(self) -> tuple[str, ...]:
+        return tuple(f"http://{self.public_host}:{port}" for port in self.api_ports)
+
+    @property
+    def health_urls(self) -> tuple[str, ...]:
+        host = "127.0.0.1" if self.bind_address in ("0.0.0.0", "::") else self.bind_address
+        return tuple(f"http://{host}:{port}/health/detailed" for port in self.api_ports)
+
+
+@dataclass(frozen=True)
+class RedisNode:
+    """A Redis data node in sentinel mode: the configured primary or a replica."""
+
+    name: str
+    target: SshTarget
+    host: str
+    port: int
+    replica_of: tuple[str, int] | None
+
+
+@dataclass(frozen=True)
+class SentinelHost:
+    name: str
+    target: SshTarget
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Which hosts run what. Single mode has no replicas and no sentinels."""
+
+    app_hosts: tuple[AppHost, ...]
+    mode: str
+    replicas: tuple[RedisNode, ...]
+    sentinels: tuple[SentinelHost, ...]
+    sentinel_master: str
+    sentinel_quorum: int
+
+
+@dataclass(frozen=True)
 class PackageSettings:
     source: str
     index_url: str | None
@@ -139,6 +195,7 @@ class StackConfig:
     packages: PackageSettings
     install_os_packages: bool
     drop_streams_on_destroy: bool
+    topology: Topology
 
 
 @dataclass(frozen=True)
@@ -231,6 +288,35 @@ class _Reader:
             raise self.fail(key, "names must be unique")
         return tuple(value)
 
+    def host_keys(self) -> dict[str, str]:
+        """`hostKeys`: a JSON object of address -> SSH host key, for hosts without their own."""
+        raw = self._source.get("hostKeys")
+        if raw is None or raw == "":
+            return {}
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            raise self.fail("hostKeys", "must be a JSON object of host: key") from None
+        if not isinstance(value, dict):
+            raise self.fail("hostKeys", "must be a JSON object of host: key")
+        for host, key in value.items():
+            if not isinstance(key, str) or not _HOST_KEY.match(key):
+                raise self.fail("hostKeys", f"{host}: invalid host key")
+        return value
+
+    def records(self, key: str) -> list[dict[str, Any]]:
+        """A JSON list of objects, or [] when the key is not set."""
+        raw = self._source.get(key)
+        if raw is None or raw == "":
+            return []
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            raise self.fail(key, "must be a JSON list of objects") from None
+        if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+            raise self.fail(key, "must be a JSON list of objects")
+        return value
+
     def secret(self, key: str) -> pulumi.Output[str] | None:
         return self._source.get_secret(key)
 
@@ -294,12 +380,14 @@ class _StackOnlySettings(Settings):
         return (init_settings,)
 
 
-def app_settings(reader: _Reader, redis_url: str) -> Settings:
+def app_settings(
+    reader: _Reader, redis_url: str, implied: dict[str, object] | None = None
+) -> Settings:
     """The service's Settings from the stack config: each field's key is its camelCase name.
 
     Settings owns the defaults and the ranges; a value it rejects fails here, naming the key.
     """
-    values: dict[str, object] = {"redis_url": redis_url}
+    values: dict[str, object] = {"redis_url": redis_url, **(implied or {})}
     for field in Settings.model_fields:
         if field in SECRET_FIELDS or field == "redis_url":
             continue
@@ -326,19 +414,25 @@ def load(source: ConfigSource) -> tuple[StackConfig, StackSecrets]:
     read = _Reader(source)
     ssh_user = read.text("sshUser", "root", _UNIX_NAME)
     ssh_port = read.integer("sshPort", 22, 1, 65535)
-    orchestrator_host = read.host("orchestratorHost")
+    host_keys = read.host_keys()
+    listed = read.records("orchestrators")
+    first_listed = listed[0].get("host") if listed else None
+    orchestrator_host = read.host(
+        "orchestratorHost", first_listed if isinstance(first_listed, str) else None
+    )
     redis_host = read.host("redisHost")
     orchestrator = SshTarget(
         host=read.host("orchestratorSshHost", orchestrator_host),
         port=read.integer("orchestratorSshPort", ssh_port, 1, 65535),
         user=ssh_user,
-        host_key=read.optional("orchestratorHostKey", _HOST_KEY),
+        host_key=read.optional("orchestratorHostKey", _HOST_KEY)
+        or host_keys.get(orchestrator_host),
     )
     redis_ssh = SshTarget(
         host=read.host("redisSshHost", redis_host),
         port=read.integer("redisSshPort", ssh_port, 1, 65535),
         user=ssh_user,
-        host_key=read.optional("redisHostKey", _HOST_KEY),
+        host_key=read.optional("redisHostKey", _HOST_KEY) or host_keys.get(redis_host),
     )
     bastion_host = read.optional("bastionHost")
     bastion = None
@@ -351,11 +445,16 @@ def load(source: ConfigSource) -> tuple[StackConfig, StackSecrets]:
         )
     redis_port = read.integer("redisPort", 6379, 1, 65535)
     redis_db = read.integer("redisDb", 0, 0, 15)
+    mode = read.text("redisMode", "single")
+    if mode not in REDIS_MODES:
+        raise read.fail("redisMode", f"must be one of {', '.join(REDIS_MODES)}")
+    # With replicas, a task is accepted only once one of them has it (the service's WAIT).
+    implied: dict[str, object] = {"task_replicas": 1} if mode == "sentinel" else {}
     redis = RedisSettings(
         host=redis_host,
         port=redis_port,
         db=redis_db,
-        app=app_settings(read, _redis_url(read, redis_host, redis_port, redis_db)),
+        app=app_settings(read, _redis_url(read, redis_host, redis_port, redis_db), implied),
     )
     if redis.app.stream_ingestion == redis.app.stream_events:
         raise read.fail("streamEvents", "must differ from streamIngestion")
@@ -391,6 +490,7 @@ def load(source: ConfigSource) -> tuple[StackConfig, StackSecrets]:
         packages=packages,
         install_os_packages=read.boolean("installOsPackages", True),
         drop_streams_on_destroy=read.boolean("dropStreamsOnDestroy", False),
+        topology=load_topology(read, orchestrator, redis_ssh, redis, service, ssh_user, ssh_port),
     )
     secrets = StackSecrets(
         ssh_private_key=read.required_secret("sshPrivateKey"),
@@ -399,3 +499,157 @@ def load(source: ConfigSource) -> tuple[StackConfig, StackSecrets]:
         api_token=read.secret("apiToken"),
     )
     return config, secrets
+
+
+def _entry_host(read: _Reader, key: str, entry: dict[str, Any]) -> str:
+    value = entry.get("host")
+    if not isinstance(value, str) or not _is_host(value):
+        raise read.fail(key, f"each entry needs a host (hostname or IP), got {value!r}")
+    return value
+
+
+def _entry_key(read: _Reader, key: str, entry: dict[str, Any]) -> str | None:
+    value = entry.get("hostKey")
+    if value is None:
+        return read.host_keys().get(str(entry.get("host")))
+    if not isinstance(value, str) or not _HOST_KEY.match(value):
+        raise read.fail(key, f"{entry.get('host')}: invalid hostKey")
+    return value
+
+
+def _entry_count(read: _Reader, key: str, entry: dict[str, Any], field: str, low: int) -> int:
+    value = entry.get(field, 1)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= MAX_PROCESSES:
+        raise read.fail(
+            key, f"{entry.get('host')}: {field} must be between {low} and {MAX_PROCESSES}"
+        )
+    return value
+
+
+def _unique_hosts(read: _Reader, key: str, hosts: list[str]) -> None:
+    if len(set(hosts)) != len(hosts):
+        raise read.fail(key, "each host may be listed once")
+
+
+def load_topology(
+    read: _Reader,
+    orchestrator: SshTarget,
+    redis_ssh: SshTarget,
+    redis: RedisSettings,
+    service: ServiceSettings,
+    ssh_user: str,
+    ssh_port: int,
+) -> Topology:
+    """Orchestrator, worker, replica and sentinel hosts, from the list keys or the legacy ones."""
+
+    def target(host: str, host_key: str | None) -> SshTarget:
+        return SshTarget(host=host, port=ssh_port, user=ssh_user, host_key=host_key)
+
+    listed = read.records("orchestrators")
+    # (host, target, api processes, bind address); the legacy keys give one such host.
+    if listed:
+        hosts = [_entry_host(read, "orchestrators", entry) for entry in listed]
+        _unique_hosts(read, "orchestrators", hosts)
+        api_hosts = []
+        for host, entry in zip(hosts, listed, strict=True):
+            bind = entry.get("bindAddress", service.bind_address)
+            if not isinstance(bind, str) or not _is_host(bind):
+                raise read.fail("orchestrators", f"{host}: invalid bindAddress {bind!r}")
+            api_hosts.append(
+                (
+                    host,
+                    target(host, _entry_key(read, "orchestrators", entry)),
+                    _entry_count(read, "orchestrators", entry, "apiProcesses", 1),
+                    bind,
+                )
+            )
+    else:
+        processes = read.integer("apiProcesses", 1, 1, MAX_PROCESSES)
+        api_hosts = [(service.public_host, orchestrator, processes, service.bind_address)]
+    if service.port + max(count for _, _, count, _ in api_hosts) - 1 > 65535:
+        raise read.fail("servicePort", "leaves no room for every API process's port")
+    known = {host: host_target for host, host_target, _, _ in api_hosts}
+    known.setdefault(redis_ssh.host, redis_ssh)
+
+    worker_entries = read.records("workerHosts")
+    workers: dict[str, int]
+    if worker_entries:
+        worker_hosts = [_entry_host(read, "workerHosts", entry) for entry in worker_entries]
+        _unique_hosts(read, "workerHosts", worker_hosts)
+        workers = {}
+        for host, entry in zip(worker_hosts, worker_entries, strict=True):
+            workers[host] = _entry_count(read, "workerHosts", entry, "processes", 0)
+            if host not in known:
+                known[host] = target(host, _entry_key(read, "workerHosts", entry))
+    else:
+        workers = {host: 1 for host, _, _, _ in api_hosts}
+
+    app_hosts = []
+    for index, (host, host_target, count, bind) in enumerate(api_hosts):
+        app_hosts.append(
+            AppHost(
+                name="orchestrator" if index == 0 else f"orchestrator-{host}",
+                target=host_target,
+                public_host=host,
+                bind_address=bind,
+                api_ports=tuple(range(service.port, service.port + count)),
+                worker_processes=workers.get(host, 0),
+            )
+        )
+    api_host_names = {host for host, _, _, _ in api_hosts}
+    for host, count in workers.items():
+        if host not in api_host_names:
+            app_hosts.append(AppHost(f"worker-{host}", known[host], host, "", (), count))
+
+    master = redis.app.redis_sentinel_master
+    mode = read.text("redisMode", "single")
+    if mode == "single":
+        return Topology(tuple(app_hosts), mode, (), (), master, 0)
+    return _sentinel_topology(read, tuple(app_hosts), known, redis, target)
+
+
+def _sentinel_topology(
+    read: _Reader,
+    app_hosts: tuple[AppHost, ...],
+    known: dict[str, SshTarget],
+    redis: RedisSettings,
+    target: Any,
+) -> Topology:
+    replica_entries = read.records("redisReplicas")
+    if not replica_entries:
+        raise read.fail("redisReplicas", "sentinel mode needs at least one replica host")
+    replica_hosts = [_entry_host(read, "redisReplicas", entry) for entry in replica_entries]
+    _unique_hosts(read, "redisReplicas", [redis.host, *replica_hosts])
+    replicas = []
+    for host, entry in zip(replica_hosts, replica_entries, strict=True):
+        replica_target = known.get(host) or target(host, _entry_key(read, "redisReplicas", entry))
+        if entry.get("hostKey") and replica_target.host_key is None:
+            replica_target = target(host, _entry_key(read, "redisReplicas", entry))
+        known[host] = replica_target
+        replicas.append(
+            RedisNode(
+                f"redis-replica-{host}", replica_target, host, redis.port, (redis.host, redis.port)
+            )
+        )
+    addresses = redis.app.sentinel_addresses
+    if len(addresses) < 3:
+        raise read.fail("redisSentinels", "sentinel mode needs three sentinels (host:port)")
+    _unique_hosts(read, "redisSentinels", [host for host, _ in addresses])
+    sentinels = []
+    for host, port in addresses:
+        if host not in known:
+            raise read.fail(
+                "redisSentinels",
+                f"{host} is not a host of this stack: list it in orchestrators, workerHosts,"
+                " redisHost or redisReplicas, where its hostKey is pinned",
+            )
+        sentinels.append(SentinelHost(f"sentinel-{host}", known[host], host, port))
+    quorum = read.integer("redisSentinelQuorum", len(sentinels) // 2 + 1, 1, len(sentinels))
+    return Topology(
+        app_hosts,
+        "sentinel",
+        tuple(replicas),
+        tuple(sentinels),
+        redis.app.redis_sentinel_master,
+        quorum,
+    )

@@ -37,6 +37,8 @@ class HostIdentity:
 
     machine_id: str
     token: str
+    # `info key:value` lines (a Redis node's INFO replication); not part of the identity.
+    info: tuple[tuple[str, str], ...] = ()
 
     @property
     def digest(self) -> str:
@@ -57,13 +59,17 @@ class SshCredentials:
 def parse_identity(stdout: str) -> HostIdentity:
     """`machine-id X` and `token Y` lines into a HostIdentity."""
     fields: dict[str, str] = {}
+    info: list[tuple[str, str]] = []
     for line in stdout.splitlines():
         key, _, value = line.strip().partition(" ")
         if key in ("machine-id", "token") and value:
             fields[key] = value
+        elif key == "info" and ":" in value:
+            name, _, item = value.partition(":")
+            info.append((name, item))
     if set(fields) != {"machine-id", "token"}:
         raise ValueError(f"unexpected identity output: {stdout.strip()[:200]!r}")
-    return HostIdentity(fields["machine-id"], fields["token"])
+    return HostIdentity(fields["machine-id"], fields["token"], tuple(info))
 
 
 def known_hosts_line(host: str, port: int, host_key: str) -> str:

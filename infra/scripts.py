@@ -248,32 +248,57 @@ def unit_file(service: ServiceSettings, description: str, exec_start: str) -> st
     )
 
 
-def api_unit(service: ServiceSettings) -> str:
+def api_unit(service: ServiceSettings, bind_address: str | None = None) -> str:
+    """The API's template unit: instance %i is the port, one process per port."""
     exec_start = (
         f"{service.install_dir}/venv/bin/uvicorn service.main:app"
-        f" --host {service.bind_address} --port {service.port} --timeout-graceful-shutdown 10"
+        f" --host {bind_address or service.bind_address} --port %i --timeout-graceful-shutdown 10"
     )
     return unit_file(
-        service, "Shield orchestrator API (Redis Streams queue and event bus)", exec_start
+        service,
+        "Shield orchestrator API on port %i (Redis Streams queue and event bus)",
+        exec_start,
     )
 
 
 def worker_unit(service: ServiceSettings) -> str:
+    """The worker's template unit: instance %i is the worker's number on this host."""
     exec_start = f"{service.install_dir}/venv/bin/python -m service.worker"
-    return unit_file(service, "Shield orchestrator task worker", exec_start)
+    return unit_file(service, "Shield orchestrator task worker %i", exec_start)
 
 
 def unit_names(service: ServiceSettings) -> tuple[str, str]:
+    """The two template units."""
+    return f"{service.unit_name}@.service", f"{service.unit_name}-worker@.service"
+
+
+def api_instance(service: ServiceSettings, port: int) -> str:
+    return f"{service.unit_name}@{port}.service"
+
+
+def worker_instance(service: ServiceSettings, number: int) -> str:
+    return f"{service.unit_name}-worker@{number}.service"
+
+
+def _legacy_units(service: ServiceSettings) -> tuple[str, str]:
+    """The plain units of deployments before the template units."""
     return f"{service.unit_name}.service", f"{service.unit_name}-worker.service"
 
 
-def service_apply(service: ServiceSettings, revision: Sequence[str]) -> str:
-    """Write the env file from stdin and both units, then reload, enable and restart them.
+def service_apply(
+    service: ServiceSettings, revision: Sequence[str], bind_address: str | None = None
+) -> str:
+    """Write the env file from stdin and both template units, then reload systemd.
 
-    The revision lines (digests of code, venv and units) only mark what is deployed: when one
-    changes, the script changes, and Pulumi runs it again, which restarts the service.
+    Each process is an instance of a template, started by a step of its own (instance_start),
+    so adding or removing a process touches only that process. The revision lines (digests of
+    code, venv and units) only mark what is deployed: when one changes, the script changes,
+    Pulumi runs it again, and every instance step, which carries this step's output, restarts
+    its process. Plain units from before the templates are stopped and removed.
     """
     api, worker = unit_names(service)
+    legacy = _legacy_units(service)
+    legacy_paths = " ".join(q("/etc/systemd/system/" + name) for name in legacy)
     env_path = f"{service.config_dir}/shield.env"
     return (
         HEADER
@@ -284,12 +309,35 @@ def service_apply(service: ServiceSettings, revision: Sequence[str]) -> str:
         + f'chown root:{q(service.user)} "$tmp"\n'
         + 'chmod 0640 "$tmp"\n'
         + f'mv -f "$tmp" {q(env_path)}\n'
-        + _write_unit(api, api_unit(service))
+        + _write_unit(api, api_unit(service, bind_address))
         + _write_unit(worker, worker_unit(service))
+        + f"if [ -e {q('/etc/systemd/system/' + legacy[0])} ]; then\n"
+        + f"  systemctl disable --now --quiet {q(legacy[0])} {q(legacy[1])} 2>/dev/null || true\n"
+        + f"  rm -f {legacy_paths}\n"
+        + "fi\n"
         + "systemctl daemon-reload\n"
-        + f"systemctl enable --quiet {q(api)} {q(worker)}\n"
-        + f"systemctl restart {q(api)} {q(worker)}\n"
-        + 'echo "restarted $(date -u +%Y-%m-%dT%H:%M:%SZ)"\n'
+        + 'echo "applied $(date -u +%Y-%m-%dT%H:%M:%SZ)"\n'
+    )
+
+
+def instance_start(unit: str, applied: str) -> str:
+    """Enable and (re)start one process; `applied` is the units step's output, so a new
+    env file, code or unit restarts it."""
+    return (
+        HEADER
+        + f"# {applied.strip()}\n"
+        + f"systemctl enable --quiet {q(unit)}\n"
+        + f"systemctl restart {q(unit)}\n"
+        + f"echo {q('started ' + unit)}\n"
+    )
+
+
+def instance_stop(unit: str) -> str:
+    """Stop and disable one process (scaling down, or destroy)."""
+    return (
+        HEADER
+        + f"systemctl disable --now --quiet {q(unit)} 2>/dev/null || true\n"
+        + f"echo {q('stopped ' + unit)}\n"
     )
 
 
@@ -302,44 +350,57 @@ def _write_unit(name: str, text: str) -> str:
 def service_remove(service: ServiceSettings) -> str:
     """Stop and remove the service, its units, code and env file; the user stays."""
     api, worker = unit_names(service)
+    instances = " ".join(
+        q(pattern) for pattern in (f"{service.unit_name}@*", f"{service.unit_name}-worker@*")
+    )
     return (
         HEADER
-        + f"systemctl disable --now --quiet {q(api)} {q(worker)} 2>/dev/null || true\n"
+        + f"systemctl stop {instances} 2>/dev/null || true\n"
         + f"rm -f {q('/etc/systemd/system/' + api)} {q('/etc/systemd/system/' + worker)}\n"
+        + "rm -f /etc/systemd/system/multi-user.target.wants/"
+        + f"{q(service.unit_name)}@*.service /etc/systemd/system/multi-user.target.wants/"
+        + f"{q(service.unit_name + '-worker')}@*.service\n"
         + "systemctl daemon-reload\n"
         + f"rm -rf {q(service.install_dir)} {q(service.config_dir)}\n"
         + 'echo "removed"\n'
     )
 
 
-def health_wait(host: str, service: ServiceSettings) -> str:
-    """Poll /health/detailed until it says up; on timeout, fail with the journal's last lines."""
+def health_wait(host: str, service: ServiceSettings, urls: Sequence[str]) -> str:
+    """Poll each API process's /health/detailed until it says up; on timeout, fail with the
+    journal's last lines. Prints the first process's answer."""
     api, worker = unit_names(service)
     probe = (
         "import json, sys, time, urllib.request\n"
-        "url, deadline = sys.argv[1], time.monotonic() + float(sys.argv[2])\n"
-        "last = 'no answer'\n"
-        "while time.monotonic() < deadline:\n"
-        "    try:\n"
-        "        with urllib.request.urlopen(url, timeout=5) as reply:\n"
-        "            body = json.load(reply)\n"
-        "    except Exception as error:\n"
-        "        last = str(error)\n"
-        "    else:\n"
-        "        if body.get('status') == 'up':\n"
-        "            print(json.dumps(body, sort_keys=True))\n"
-        "            sys.exit(0)\n"
-        "        last = json.dumps(body)\n"
-        "    time.sleep(1)\n"
-        "print(last, file=sys.stderr)\n"
-        "sys.exit(1)\n"
+        "deadline = time.monotonic() + float(sys.argv[1])\n"
+        "answers = []\n"
+        "for url in sys.argv[2:]:\n"
+        "    last = 'no answer'\n"
+        "    while True:\n"
+        "        try:\n"
+        "            with urllib.request.urlopen(url, timeout=5) as reply:\n"
+        "                body = json.load(reply)\n"
+        "        except Exception as error:\n"
+        "            last = str(error)\n"
+        "        else:\n"
+        "            if body.get('status') == 'up':\n"
+        "                answers.append(body)\n"
+        "                break\n"
+        "            last = json.dumps(body)\n"
+        "        if time.monotonic() > deadline:\n"
+        "            print(url + ': ' + last, file=sys.stderr)\n"
+        "            sys.exit(1)\n"
+        "        time.sleep(1)\n"
+        "print(json.dumps(answers[0], sort_keys=True))\n"
     )
+    journal_units = f"-u {q(api.replace('@.', '@*.'))} -u {q(worker.replace('@.', '@*.'))}"
+    listed = " ".join(q(url) for url in urls)
     return (
         HEADER
         + _fail_function(host)
-        + f"if ! python3 -c {q(probe)} {q(service.health_url)} {service.health_timeout_s}; then\n"
-        + f"  journalctl --no-pager -n 40 -u {q(api)} -u {q(worker)} >&2 || true\n"
-        + f'  fail "{service.health_url} did not report up within {service.health_timeout_s}s"\n'
+        + f"if ! python3 -c {q(probe)} {service.health_timeout_s} {listed}; then\n"
+        + f"  journalctl --no-pager -n 40 {journal_units} >&2 || true\n"
+        + f'  fail "the API did not report up within {service.health_timeout_s}s"\n'
         + "fi\n"
     )
 
@@ -375,7 +436,26 @@ def redis_identity(host: str, redis: RedisSettings) -> str:
         + "fi\n"
         + 'case "$token" in ""|*[!0-9a-f]*) token=unreachable ;; esac\n'
         + 'echo "token $token"\n'
+        + _replication_info()
     )
+
+
+def _replication_info() -> str:
+    """Print a Redis node's INFO replication fields as `info key:value` lines, if it answers."""
+    return (
+        "if command -v redis-cli >/dev/null 2>&1; then\n"
+        + "  { rcli --raw INFO replication 2>/dev/null || true; } | tr -d '\\r'"
+        + " | grep -E '^(role|master_host|master_port|master_link_status|master_repl_offset"
+        + "|slave[0-9]+):' | sed 's/^/info /' || true\n"
+        + "fi\n"
+    )
+
+
+def redis_replica_identity(install_dir: str, host: str, redis: RedisSettings) -> str:
+    """A replica's identity: the machine id and a token in a file, as on the orchestrator,
+    since its Redis data is the primary's (a token kept there would be the primary's); then
+    its INFO replication."""
+    return orchestrator_identity(install_dir) + redis_cli_prelude(host, redis) + _replication_info()
 
 
 def redis_preflight(host: str, redis: RedisSettings, install_os_packages: bool) -> str:

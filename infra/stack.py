@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pulumi
 from pulumi_command import remote
 
 from infra.artifacts import REPO_ROOT, build_release, build_wheelhouse
+from infra.components.redis_ha import (
+    RedisReplication,
+    RedisReplicationArgs,
+    RedisSentinel,
+    RedisSentinelArgs,
+)
 from infra.components.redis_streams import RedisStreams, RedisStreamsArgs
 from infra.components.service_deployment import ServiceDeployment, ServiceDeploymentArgs
-from infra.config import SshTarget, StackConfig, StackSecrets
+from infra.config import SshTarget, StackConfig, StackConfigError, StackSecrets
 from infra.connection import ssh_connection, warn_if_unpinned
 
 REQUIREMENTS = Path("service") / "requirements.txt"
@@ -20,7 +28,11 @@ REQUIREMENTS = Path("service") / "requirements.txt"
 @dataclass(frozen=True)
 class Deployed:
     streams: RedisStreams
+    # The first orchestrator host's deployment, then every other host's.
     service: ServiceDeployment
+    services: tuple[ServiceDeployment, ...] = ()
+    replication: tuple[RedisReplication, ...] = ()
+    sentinels: tuple[RedisSentinel, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -29,12 +41,32 @@ class Identities:
 
     orchestrator: str
     redis: str
+    # Every other host's digest by address; a host that is also the orchestrator or the
+    # Redis host has one identity.
+    by_host: dict[str, str] = field(default_factory=dict)
+    # Each Redis node's INFO replication fields, as read with its identity.
+    redis_nodes: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def of(self, config: StackConfig, host: str) -> str:
+        if host == config.orchestrator.host:
+            return self.orchestrator
+        if host == config.redis_host.host:
+            return self.redis
+        return self.by_host[host]
 
 
 def warn_about_unpinned_hosts(config: StackConfig) -> None:
     """Preview says so for each host whose SSH key is not pinned."""
     warn_if_unpinned("orchestrator", config.orchestrator)
     warn_if_unpinned("redis", config.redis_host)
+    seen = {config.orchestrator.host, config.redis_host.host}
+    for target in other_hosts(config):
+        if target.host not in seen and target.host_key is None:
+            pulumi.log.warn(
+                f"host {target.host}: its SSH host key is not pinned, so any key is accepted;"
+                " set hostKey in its entry to the line from ssh-keyscan"
+            )
+        seen.add(target.host)
     if config.bastion is not None:
         warn_if_unpinned("bastion", config.bastion)
 
@@ -60,6 +92,60 @@ def deploy(
             target, secrets.ssh_private_key, config.bastion, secrets.bastion_private_key
         )
 
+    topology = config.topology
+    replication: list[RedisReplication] = []
+    sentinels: list[RedisSentinel] = []
+    if topology.mode == "sentinel":
+        password = secrets.redis_password
+        if password is None:
+            raise StackConfigError("shield-orchestrator:redisPassword: sentinel mode needs it")
+        primary = RedisReplication(
+            "redis-primary",
+            RedisReplicationArgs(
+                target=config.redis_host,
+                connection=connect(config.redis_host),
+                redis=config.redis,
+                replica_of=None,
+                password=password,
+                identity=identities.redis,
+                ready_after=[],
+            ),
+        )
+        replication.append(primary)
+        for node in topology.replicas:
+            replication.append(
+                RedisReplication(
+                    node.name,
+                    RedisReplicationArgs(
+                        target=node.target,
+                        connection=connect(node.target),
+                        redis=dataclasses.replace(config.redis, host=node.host, port=node.port),
+                        replica_of=node.replica_of,
+                        password=password,
+                        identity=identities.of(config, node.host),
+                        ready_after=[primary.setup],
+                    ),
+                )
+            )
+        for sentinel in topology.sentinels:
+            sentinels.append(
+                RedisSentinel(
+                    sentinel.name,
+                    RedisSentinelArgs(
+                        target=sentinel.target,
+                        connection=connect(sentinel.target),
+                        host=sentinel.host,
+                        port=sentinel.port,
+                        master=topology.sentinel_master,
+                        primary=(config.redis.host, config.redis.port),
+                        quorum=topology.sentinel_quorum,
+                        password=password,
+                        identity=identities.of(config, sentinel.host),
+                        ready_after=[item.setup for item in replication],
+                    ),
+                )
+            )
+
     streams = RedisStreams(
         "redis",
         RedisStreamsArgs(
@@ -72,25 +158,41 @@ def deploy(
             identity=identities.redis,
         ),
     )
-    service = ServiceDeployment(
-        "orchestrator",
-        ServiceDeploymentArgs(
-            target=config.orchestrator,
-            connection=connect(config.orchestrator),
-            service=config.service,
-            redis=config.redis,
-            packages=config.packages,
-            requirements=requirements.read_text(),
-            release=release,
-            wheelhouse=wheelhouse,
-            redis_password=secrets.redis_password,
-            api_token=secrets.api_token,
-            install_os_packages=config.install_os_packages,
-            ready_after=[streams.group_setup],
-            identity=identities.orchestrator,
-        ),
-    )
-    return Deployed(streams, service)
+    ready: list[pulumi.Resource] = [streams.group_setup, *(item.setup for item in sentinels)]
+    services = []
+    for host in topology.app_hosts:
+        services.append(
+            ServiceDeployment(
+                host.name,
+                ServiceDeploymentArgs(
+                    target=host.target,
+                    host=host,
+                    connection=connect(host.target),
+                    service=config.service,
+                    redis=config.redis,
+                    packages=config.packages,
+                    requirements=requirements.read_text(),
+                    release=release,
+                    wheelhouse=wheelhouse,
+                    redis_password=secrets.redis_password,
+                    api_token=secrets.api_token,
+                    install_os_packages=config.install_os_packages,
+                    ready_after=ready,
+                    identity=identities.of(config, host.target.host),
+                ),
+            )
+        )
+    return Deployed(streams, services[0], tuple(services), tuple(replication), tuple(sentinels))
+
+
+def other_hosts(config: StackConfig) -> list[SshTarget]:
+    """Every host of the topology (some may be the orchestrator or the Redis host)."""
+    topology = config.topology
+    return [
+        *(host.target for host in topology.app_hosts),
+        *(node.target for node in topology.replicas),
+        *(sentinel.target for sentinel in topology.sentinels),
+    ]
 
 
 def endpoints(config: StackConfig) -> dict[str, str]:
@@ -105,11 +207,54 @@ def endpoints(config: StackConfig) -> dict[str, str]:
     }
 
 
-def outputs(config: StackConfig, deployed: Deployed) -> dict[str, Any]:
+def api_endpoints(config: StackConfig) -> list[str]:
+    """The base URL of every API process, on every orchestrator host."""
+    return [url for host in config.topology.app_hosts for url in host.base_urls]
+
+
+def redis_nodes(config: StackConfig, identities: Identities) -> dict[str, dict[str, Any]]:
+    """Each Redis node's role and replication offset (a replica's lag behind its primary's
+    offset, in bytes), as read over SSH when this run started."""
+    nodes: dict[str, dict[str, Any]] = {}
+    for host, info in identities.redis_nodes.items():
+        node: dict[str, Any] = {"role": info.get("role", "unknown")}
+        if "master_repl_offset" in info:
+            node["offset"] = int(info["master_repl_offset"])
+        if info.get("role") == "slave":
+            node["primary"] = f"{info.get('master_host')}:{info.get('master_port')}"
+            node["link"] = info.get("master_link_status", "unknown")
+        nodes[host] = node
+    primaries = [node for node in nodes.values() if node["role"] == "master"]
+    for node in nodes.values():
+        if node["role"] == "slave" and len(primaries) == 1 and "offset" in node:
+            node["lag_bytes"] = max(0, primaries[0].get("offset", 0) - node["offset"])
+    return nodes
+
+
+def current_primary(config: StackConfig, identities: Identities) -> str | None:
+    """The node that says it is the primary (single mode: the Redis host)."""
+    found = [
+        f"{host}:{config.redis.port}"
+        for host, info in identities.redis_nodes.items()
+        if info.get("role") == "master"
+    ]
+    if config.topology.mode == "single":
+        return config.redis.address
+    return found[0] if len(found) == 1 else None
+
+
+def outputs(
+    config: StackConfig, deployed: Deployed, identities: Identities | None = None
+) -> dict[str, Any]:
     """Everything exported from the stack."""
-    return {
+    result: dict[str, Any] = {
         "endpoints": endpoints(config),
+        "apiEndpoints": api_endpoints(config),
         "redisAddress": config.redis.address,
         "streamHealth": deployed.service.health,
         "consumerGroups": deployed.streams.groups,
     }
+    if identities is not None:
+        result["redisNodes"] = redis_nodes(config, identities)
+        result["currentPrimary"] = current_primary(config, identities)
+    return result

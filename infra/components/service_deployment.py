@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,12 +14,21 @@ from pulumi_command import remote
 
 from infra import scripts
 from infra.artifacts import Release, Wheelhouse, digest_text
-from infra.config import PackageSettings, RedisSettings, ServiceSettings, SshTarget, env_name
+from infra.config import (
+    AppHost,
+    PackageSettings,
+    RedisSettings,
+    ServiceSettings,
+    SshTarget,
+    env_name,
+)
 
 
 @dataclass(frozen=True)
 class ServiceDeploymentArgs:
     target: SshTarget
+    # Which processes this host runs: an API instance per port, and the workers.
+    host: AppHost
     connection: remote.ConnectionArgs
     service: ServiceSettings
     redis: RedisSettings
@@ -35,7 +46,8 @@ class ServiceDeploymentArgs:
 
 
 class ServiceDeployment(pulumi.ComponentResource):
-    """Deploys and restarts the API and the worker, then waits for /health/detailed."""
+    """Deploys the code and the template units, starts one instance per process, then waits
+    for each API process's /health/detailed."""
 
     health: pulumi.Output[dict[str, Any]]
 
@@ -112,25 +124,45 @@ class ServiceDeployment(pulumi.ComponentResource):
             ),
             opts=after(*venv_dependencies),
         )
+        bind = args.host.bind_address or None
         revision = [
             f"release {args.release.digest}",
             f"venv {requirements_digest}",
-            f"units {digest_text(scripts.api_unit(service), scripts.worker_unit(service))}",
+            f"units {digest_text(scripts.api_unit(service, bind), scripts.worker_unit(service))}",
         ]
         self.units = command(
             "units",
-            create=run(scripts.service_apply(service, revision)),
+            create=run(scripts.service_apply(service, revision, bind)),
             delete=run(scripts.service_remove(service)),
             stdin=_env_text(args),
             opts=after(self.release, self.venv, *args.ready_after),
         )
-        self.health_check = command(
-            "health",
-            create=run(scripts.health_wait(args.target.host, service)),
-            triggers=[self.units.stdout],
-            opts=after(self.units),
-        )
-        self.health = self.health_check.stdout.apply(_parse_health)
+        # One step per process: scaling adds or removes only that process's step.
+        units = [scripts.api_instance(service, port) for port in args.host.api_ports] + [
+            scripts.worker_instance(service, number)
+            for number in range(1, args.host.worker_processes + 1)
+        ]
+        self.instances: dict[str, remote.Command] = {}
+        for unit in units:
+            suffix = unit.removeprefix(service.unit_name).removesuffix(".service").lstrip("-@")
+            kind = "api" if unit.startswith(service.unit_name + "@") else ""
+            step = f"{kind}-{suffix}" if kind else suffix.replace("@", "-")
+            self.instances[unit] = command(
+                step,
+                create=self.units.stdout.apply(functools.partial(_start_script, run, unit)),
+                delete=run(scripts.instance_stop(unit)),
+                opts=after(self.units),
+            )
+        if args.host.api_ports:
+            self.health_check = command(
+                "health",
+                create=run(scripts.health_wait(args.target.host, service, args.host.health_urls)),
+                triggers=[self.units.stdout],
+                opts=after(*self.instances.values()),
+            )
+            self.health = self.health_check.stdout.apply(_parse_health)
+        else:
+            self.health = pulumi.Output.from_input({})
         self.register_outputs({"health": self.health})
 
 
@@ -157,3 +189,7 @@ def _parse_health(stdout: str | None) -> dict[str, Any]:
         return {}
     parsed: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
     return parsed
+
+
+def _start_script(run: Callable[[str], str], unit: str, applied: str | None) -> str:
+    return run(scripts.instance_start(unit, applied or ""))

@@ -33,10 +33,14 @@ class Engine:
     root: Path
     env: dict[str, str]
     transcript: list[str] = field(default_factory=list)
+    stack: str = STACK
 
     @classmethod
-    def create(cls, root: Path, build_dir: Path = REPO_ROOT / "build") -> Engine:
-        """A project copy in root with a new stack; build_dir holds the built artifacts."""
+    def create(
+        cls, root: Path, build_dir: Path = REPO_ROOT / "build", stack: str = STACK
+    ) -> Engine:
+        """A project copy in root with a new stack (its settings from infra/stacks/<stack>.yaml);
+        build_dir holds the built artifacts."""
         bin_dir = os.environ.get("PULUMI_BIN_DIR")
         if not bin_dir or not (Path(bin_dir) / "pulumi").exists():
             raise EngineFailed("PULUMI_BIN_DIR does not hold a pulumi binary: run `make test`")
@@ -50,7 +54,7 @@ class Engine:
             )
         build_dir.mkdir(parents=True, exist_ok=True)
         (root / "build").symlink_to(build_dir)
-        shutil.copy(REPO_ROOT / "infra" / "stacks" / "lab.yaml", root / f"Pulumi.{STACK}.yaml")
+        shutil.copy(REPO_ROOT / "infra" / "stacks" / f"{stack}.yaml", root / f"Pulumi.{stack}.yaml")
         shutil.copy(REPO_ROOT / "Pulumi.dev.yaml", root / "Pulumi.dev.yaml")
         state = root / ".pulumi-state"
         state.mkdir()
@@ -66,8 +70,8 @@ class Engine:
             PULUMI_CONFIG_PASSPHRASE="e2e-lab-passphrase",
             PULUMI_SKIP_UPDATE_CHECK="true",
         )
-        engine = cls(root, env)
-        engine.run("stack", "init", STACK)
+        engine = cls(root, env, stack=stack)
+        engine.run("stack", "init", stack)
         return engine
 
     @property
@@ -99,11 +103,11 @@ class Engine:
         return result
 
     def up(self, *extra: str) -> str:
-        return self.run("up", "--yes", "--skip-preview", "--stack", STACK, *extra)
+        return self.run("up", "--yes", "--skip-preview", "--stack", self.stack, *extra)
 
     def preview_steps(self) -> dict[str, str]:
         """Each resource's planned operation, by name (`same`, `create`, `update`, ...)."""
-        output = self.run("preview", "--json", "--stack", STACK)
+        output = self.run("preview", "--json", "--stack", self.stack)
         plan: dict[str, Any] = json.loads(output[output.index("{") :])
         return {
             step["urn"].rsplit("::", 1)[-1]: step["op"]
@@ -116,23 +120,25 @@ class Engine:
         return {name: op for name, op in self.preview_steps().items() if op != "same"}
 
     def set_config(self, key: str, value: str) -> None:
-        self.run("config", "set", "--stack", STACK, key, "--", value)
+        self.run("config", "set", "--stack", self.stack, key, "--", value)
 
     def set_secret(self, key: str, value: str) -> None:
         """A secret goes in on stdin, so it is on no command line."""
-        self.run("config", "set", "--stack", STACK, "--secret", key, stdin=value)
+        self.run("config", "set", "--stack", self.stack, "--secret", key, stdin=value)
 
     def remove_config(self, key: str) -> None:
-        self.run("config", "rm", "--stack", STACK, key)
+        self.run("config", "rm", "--stack", self.stack, key)
 
     def outputs(self) -> dict[str, Any]:
-        result: dict[str, Any] = json.loads(self.run("stack", "output", "--stack", STACK, "--json"))
+        result: dict[str, Any] = json.loads(
+            self.run("stack", "output", "--stack", self.stack, "--json")
+        )
         return result
 
     def export(self) -> str:
-        return self.run("stack", "export", "--stack", STACK)
+        return self.run("stack", "export", "--stack", self.stack)
 
     def last_update_changes(self) -> dict[str, int]:
-        history = json.loads(self.run("stack", "history", "--stack", STACK, "--json"))
+        history = json.loads(self.run("stack", "history", "--stack", self.stack, "--json"))
         changes: dict[str, int] = history[0]["resourceChanges"]
         return changes

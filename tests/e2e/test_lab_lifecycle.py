@@ -30,7 +30,9 @@ pytestmark = pytest.mark.e2e
 
 API_TOKEN = "e2e-api-token-5c0ffee1d2"
 BASE_URL = f"http://{ORCHESTRATOR}:8000"
-UNITS = ("shield-orchestrator.service", "shield-orchestrator-worker.service")
+# One instance of each template unit: the API on its port, worker number 1.
+UNITS = ("shield-orchestrator@8000.service", "shield-orchestrator-worker@1.service")
+TEMPLATES = ("shield-orchestrator@.service", "shield-orchestrator-worker@.service")
 ENV_FILE = "/etc/shield-orchestrator/shield.env"
 GROUPS = {
     names.INGESTION_STREAM: sorted(names.INGESTION_GROUPS),
@@ -47,15 +49,18 @@ ALL_RESOURCES = {
     "orchestrator-wheelhouse-copy",
     "orchestrator-venv",
     "orchestrator-units",
+    "orchestrator-api-8000",
+    "orchestrator-worker-1",
     "orchestrator-health",
 }
-# A code change touches the release and the units; health follows the units' restart.
-CODE_CHANGE = {
-    "orchestrator-release-copy",
-    "orchestrator-release",
+# A code change touches the release and the units; each process restarts, health follows.
+RESTART = {
     "orchestrator-units",
+    "orchestrator-api-8000",
+    "orchestrator-worker-1",
     "orchestrator-health",
 }
+CODE_CHANGE = {"orchestrator-release-copy", "orchestrator-release", *RESTART}
 
 
 class Deployment:
@@ -203,7 +208,7 @@ def test_batch_size_change_rewrites_only_the_env_file_and_restarts(
     release_before = deployment.on_orchestrator("readlink /opt/shield-orchestrator/current")
     pid_before = deployment.main_pid()
     deployment.engine.set_config("batchSize", "25")
-    assert set(deployment.engine.changed()) == {"orchestrator-units", "orchestrator-health"}
+    assert set(deployment.engine.changed()) == RESTART
     deployment.engine.up()
     assert 'SHIELD_BATCH_SIZE="25"' in deployment.on_orchestrator(f"grep BATCH_SIZE {ENV_FILE}")
     assert deployment.main_pid() != pid_before
@@ -223,6 +228,7 @@ def test_destroy_removes_the_service_and_keeps_streams_and_groups(
     for unit in UNITS:
         state = deployment.lab.ssh(ORCHESTRATOR, f"systemctl is-active {unit}").stdout.strip()
         assert state in ("inactive", "unknown")
+    for unit in TEMPLATES:
         assert deployment.lab.ssh(ORCHESTRATOR, f"test -e /etc/systemd/system/{unit}").returncode
     assert deployment.lab.ssh(ORCHESTRATOR, "test -e /opt/shield-orchestrator").returncode == 1
     client = deployment.redis()
@@ -274,7 +280,7 @@ def test_host_that_lost_its_files_converges_in_one_up(deployment: Deployment) ->
     deployment.on_orchestrator(
         f"systemctl disable --now {' '.join(UNITS)}"
         " && rm -rf /opt/shield-orchestrator /etc/shield-orchestrator"
-        f" /etc/systemd/system/{UNITS[0]} /etc/systemd/system/{UNITS[1]}"
+        f" /etc/systemd/system/{TEMPLATES[0]} /etc/systemd/system/{TEMPLATES[1]}"
     )
     deployment.engine.up()
     assert_healthy(deployment)

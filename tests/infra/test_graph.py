@@ -30,6 +30,8 @@ ORCHESTRATOR_CHILDREN = {
     "orchestrator-release": "command:remote:Command",
     "orchestrator-venv": "command:remote:Command",
     "orchestrator-units": "command:remote:Command",
+    "orchestrator-api-8000": "command:remote:Command",
+    "orchestrator-worker-1": "command:remote:Command",
     "orchestrator-health": "command:remote:Command",
 }
 REDIS_CHILDREN = {

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from infra import scripts
+from infra import scripts, sentinel_scripts
 from infra.config import ENV_PREFIX, SECRET_FIELDS, env_name, load
 from infra.facts import parse_identity
 from service.config import Settings
@@ -40,7 +40,7 @@ def test_invocation_quotes_the_script_once() -> None:
 def test_api_unit_text() -> None:
     assert scripts.api_unit(SERVICE) == (
         "[Unit]\n"
-        "Description=Shield orchestrator API (Redis Streams queue and event bus)\n"
+        "Description=Shield orchestrator API on port %i (Redis Streams queue and event bus)\n"
         "After=network-online.target\n"
         "Wants=network-online.target\n"
         "\n"
@@ -52,7 +52,7 @@ def test_api_unit_text() -> None:
         "Environment=PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1\n"
         "WorkingDirectory=/opt/shield-orchestrator/current\n"
         "ExecStart=/opt/shield-orchestrator/venv/bin/uvicorn service.main:app"
-        " --host 0.0.0.0 --port 8000 --timeout-graceful-shutdown 10\n"
+        " --host 0.0.0.0 --port %i --timeout-graceful-shutdown 10\n"
         "Restart=on-failure\n"
         "RestartSec=2\n"
         "TimeoutStopSec=30\n" + scripts.HARDENING + "\n[Install]\nWantedBy=multi-user.target\n"
@@ -119,13 +119,24 @@ ALL_SCRIPTS = {
     "release_unpack": scripts.release_unpack("/opt/x", "abc123", "/opt/x/incoming/i/r.tar.gz"),
     "orchestrator_identity": scripts.orchestrator_identity("/opt/x"),
     "redis_identity": scripts.redis_identity("h", CONFIG.redis),
+    "redis_replica_identity": scripts.redis_replica_identity("/opt/x", "h", CONFIG.redis),
     "venv_wheelhouse": scripts.venv_install("/opt/x", "fastapi==1\n", "d1", "/opt/x/w.tar", None),
     "venv_index": scripts.venv_install(
         "/opt/x", "fastapi==1\n", "d1", None, "https://pypi.example/simple"
     ),
     "service_apply": scripts.service_apply(SERVICE, ["release r", "venv v"]),
     "service_remove": scripts.service_remove(SERVICE),
-    "health_wait": scripts.health_wait("h", SERVICE),
+    "health_wait": scripts.health_wait("h", SERVICE, ["http://h:8000/health/detailed"]),
+    "instance_start": scripts.instance_start("shield-orchestrator@8000.service", "applied t"),
+    "instance_stop": scripts.instance_stop("shield-orchestrator@8000.service"),
+    "replication_primary": sentinel_scripts.replication_apply("h", CONFIG.redis, None),
+    "replication_replica": sentinel_scripts.replication_apply(
+        "h", CONFIG.redis, ("127.0.10.48", 6379)
+    ),
+    "sentinel_apply": sentinel_scripts.sentinel_apply(
+        "127.0.10.8", 26379, "shield", ("127.0.10.48", 6379), 2
+    ),
+    "sentinel_remove": sentinel_scripts.sentinel_remove(26379),
     "redis_preflight": scripts.redis_preflight("h", CONFIG.redis, True),
     "redis_groups": scripts.redis_groups("h", CONFIG.redis),
     "redis_drop": scripts.redis_drop("h", CONFIG.redis),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -31,6 +31,8 @@ class Lab:
     redis_password: str
     orchestrator_host_key: str
     redis_host_key: str
+    # The HA hosts' keys (scripts/lab up-ha), by address; empty when they are not booted.
+    ha_host_keys: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def current(cls) -> Lab:
@@ -47,6 +49,14 @@ class Lab:
             redis_password=Path(facts["LAB_REDIS_PASSWORD_FILE"]).read_text().strip(),
             orchestrator_host_key=facts["LAB_ORCHESTRATOR_HOST_KEY"],
             redis_host_key=facts["LAB_REDIS_HOST_KEY"],
+            ha_host_keys={
+                address: facts[name]
+                for address, name in (
+                    ("127.0.10.9", "LAB_ORCHESTRATOR2_HOST_KEY"),
+                    ("127.0.10.49", "LAB_REPLICA_HOST_KEY"),
+                )
+                if name in facts
+            },
         )
 
     @classmethod
@@ -57,6 +67,8 @@ class Lab:
         return cls.current()
 
     def host_key(self, host: str) -> str:
+        if host in self.ha_host_keys:
+            return self.ha_host_keys[host]
         return self.orchestrator_host_key if host == ORCHESTRATOR else self.redis_host_key
 
     def _options(self) -> list[str]:
