@@ -105,7 +105,7 @@ class Follower:
             await asyncio.sleep(0.2)
 
     async def _follow(self, url: str, finished: Callable[[], bool]) -> bool:
-        """Read from url until it fails; True when the stream sent an error to resume from."""
+        """Read from url until it fails; True when the stream sent a notice to resume from."""
         self.hosts_used.append(url)
         try:
             timeout = httpx.Timeout(3, read=5)
@@ -122,8 +122,11 @@ class Follower:
                     reader = SseReader(response)
                     while not finished():
                         message = await reader.next(timeout_s=3)
-                        if message.event == "error":
-                            self.errors.append(f"{url}: {message.json()['error']}")
+                        if message.event == "notice":
+                            # A server notice, not an event: its id is where to resume.
+                            notice = message.json()
+                            self.errors.append(f"{url}: {notice['message']}")
+                            self.last_id = notice["resume_from"]
                             return True
                         if message.id is not None:
                             self.received.append(message.id)
