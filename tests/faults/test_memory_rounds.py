@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import resource
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +13,8 @@ import pytest
 import redis
 
 from tests.support.live_server import wait_for
-from tests.support.processes import service_env, start_api, stop
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.processes import api_server
+from tests.support.redis_server import RedisServer
 
 CLIENTS = 400
 ROUNDS = 5
@@ -27,23 +26,8 @@ GROWTH_LIMIT = 1.10
 
 @pytest.fixture
 def api_process(redis_server: RedisServer, redis_client: redis.Redis) -> Iterator[tuple[str, int]]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
-    port = free_port()
-    process = start_api(service_env(redis_server.url, block_ms=1000), port)
-    base_url = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        try:
-            return httpx.get(f"{base_url}/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(answers, timeout_s=20)
-    try:
+    with api_server(redis_server.url, block_ms=1000) as (base_url, process):
         yield base_url, process.pid
-    finally:
-        stop(process)
 
 
 def _rss_bytes(pid: int) -> int:

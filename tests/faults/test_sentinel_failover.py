@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ import redis
 from tests.faults.handlers import COMPLETIONS_KEY
 from tests.service.conftest import make_settings
 from tests.support.live_server import http, serve, wait_for
-from tests.support.processes import service_env, start_api, start_worker
+from tests.support.processes import service_env, start_api, start_worker, stop_all
 from tests.support.redis_server import RedisServer, SentinelServer, free_port
 
 TASKS = 5_000
@@ -147,13 +146,7 @@ def test_no_accepted_task_is_lost_when_the_primary_dies(
                 f"{refused} refused and retried, {duplicates} duplicate completions, 0 lost"
             )
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_all(processes)
         log.close()
 
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
 import httpx
+
+from tests.support.redis_server import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,3 +87,31 @@ def wait_until_serving(
         if process.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"the API at {base_url} did not start")
         time.sleep(0.1)
+
+
+def stop_all(processes: list[subprocess.Popen[str]], timeout_s: float = 15) -> None:
+    """SIGTERM every process, then SIGKILL whichever has not exited in time."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def api_server(redis_url: str, **settings: object) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """A uvicorn API process serving on a free port, with room for many client sockets."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
+    port = free_port()
+    process = start_api(service_env(redis_url, **settings), port)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(base_url, process)
+        yield base_url, process
+    finally:
+        stop(process)
