@@ -135,9 +135,12 @@ class Worker:
         log.info("worker %s stopped", self._consumer)
 
     async def _ack_finished(self) -> None:
-        finished, self._finished = self._finished, None
+        finished = self._finished
         if finished is not None:
+            # On an error the tasks stay finished and held, and the ack goes again: the
+            # script acks only what this consumer still owns, so a second send is harmless.
             await self._queue.ack(self._consumer, finished)
+            self._finished = None
             self._leases.release(finished.entry_ids)
 
     async def _work_once(self) -> None:
@@ -153,16 +156,27 @@ class Worker:
                 # Their ack goes first in the read's round trip: stop renewing them now, or
                 # a renewal while the read blocks would take them for reclaimed.
                 self._leases.release(finished.entry_ids)
-            # A stop request is seen when this read returns, within block_ms.
-            deliveries = await self._queue.read(self._consumer, finished)
+            try:
+                # A stop request is seen when this read returns, within block_ms.
+                deliveries = await self._queue.read(self._consumer, finished)
+            except RedisError:
+                # Their ack goes again with the next read, unless another worker has reclaimed
+                # them by then: a lease now would count the ack, if it did land, as a loss.
+                self._finished = finished
+                raise
         if deliveries and not self._stop_requested:
             batch = [delivery.entry_id for delivery in deliveries]
             self._leases.hold(batch)
-            self._finished = await self._processor.process(
-                deliveries, self._leases, self._should_stop
-            )
-            done = set(self._finished.entry_ids)
-            self._leases.release(entry_id for entry_id in batch if entry_id not in done)
+            done: set[str] = set()
+            try:
+                self._finished = await self._processor.process(
+                    deliveries, self._leases, self._should_stop
+                )
+                done = set(self._finished.entry_ids)
+            finally:
+                # What is not done, a batch that a Redis error cut short included, is left for
+                # reclaim: renewing it would hide it from every worker until lease_max_ms.
+                self._leases.release(entry_id for entry_id in batch if entry_id not in done)
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         try:

@@ -67,3 +67,16 @@ def hold_marked(task: Mapping[str, Any]) -> None:
             while not client.exists(RELEASE_KEY) and time.monotonic() < deadline:
                 time.sleep(0.05)
     record(task)
+
+
+REFUSED_WRITES_KEY = "test:refused-writes"
+
+
+def refuse_writes_then_fail(task: Mapping[str, Any]) -> None:
+    """Once: make Redis refuse writes, as a primary cut off from its replicas does, and fail,
+    so the worker's retry move meets the refusal. Every later attempt succeeds."""
+    with _client() as client:
+        if client.set(REFUSED_WRITES_KEY, "1", nx=True):
+            client.config_set("min-replicas-to-write", 1)
+            raise RuntimeError(f"cannot process {task['chunk_id']}")
+    record(task)

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -99,6 +100,24 @@ def test_killed_workers_task_is_reclaimed(
     fast = dict(worker_env, SHIELD_TASK_HANDLER="tests.service.handlers:record")
     workers.append(start_worker(fast, consumer="rescuer"))
     wait_for(lambda: redis_client.lrange(HANDLED_KEY, 0, -1) == ["survivor"])
+    wait_for(lambda: pending_count(redis_client) == 0)
+
+
+def test_a_batch_that_a_redis_error_cuts_short_is_reclaimed_not_held_forever(
+    worker_env: dict[str, str], redis_client: redis.Redis, workers: list
+) -> None:
+    handler = "tests.service.handlers:refuse_writes_then_fail"
+    refusing = dict(worker_env, SHIELD_TASK_HANDLER=handler)
+    workers.append(start_worker(refusing))
+    try:
+        enqueue(redis_client, "cut-short")
+        # The failed task's retry move is refused: the batch ends in a RedisError.
+        wait_for(lambda: "errorstat_NOREPLICAS" in redis_client.info("errorstats"))
+        time.sleep(0.5)
+    finally:
+        redis_client.config_set("min-replicas-to-write", 0)
+    # Renewing the cut-short batch's lease would keep it from reclaim for lease_max_ms (1 h).
+    wait_for(lambda: redis_client.lrange(HANDLED_KEY, 0, -1) == ["cut-short"])
     wait_for(lambda: pending_count(redis_client) == 0)
 
 
