@@ -61,17 +61,36 @@ end
 """
 
 # KEYS: stream. ARGV: group, cap, fields... Returns {1, id} or {0, backlog}.
-# XLEN bounds the backlog from above, so the group is only looked at near the cap. A lag that
-# Redis cannot tell (nil) counts as the whole stream: refuse rather than guess low.
+# XLEN bounds the backlog from above, so the group is only looked at near the cap. There, what
+# the group has acked is trimmed first (below its oldest pending entry, or below the last one
+# delivered when none is pending): the ack script trims only past maxlen, so a stream held at
+# exactly the cap would otherwise never shrink. The backlog is then pending plus unread. A
+# group that has been delivered the newest entry has read everything, whatever Redis's lag
+# says: after a failover the promoted replica's lag can be off by the stream's whole history
+# (redis/redis#12898, fixed in 7.2.4). A lag that Redis cannot tell (nil) counts as the whole
+# stream: refuse rather than guess low.
 _ADMIT = (
     _LUA_HELPERS
     + """
-local stream, cap = KEYS[1], tonumber(ARGV[2])
+local stream, group, cap = KEYS[1], ARGV[1], tonumber(ARGV[2])
 local length = redis.call('XLEN', stream)
 if length >= cap then
   local backlog = length
-  local row = group_row(stream, ARGV[1])
-  if row and row['lag'] then backlog = row['pending'] + row['lag'] end
+  local row = group_row(stream, group)
+  if row then
+    local pending = redis.call('XPENDING', stream, group)
+    local safe = pending[2] or row['last-delivered-id']
+    redis.call('XTRIM', stream, 'MINID', safe)
+    length = redis.call('XLEN', stream)
+    local newest = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
+    local unread = length
+    if newest == nil or newest[1] == row['last-delivered-id'] then
+      unread = 0
+    elseif row['lag'] then
+      unread = math.min(row['lag'], length)
+    end
+    backlog = math.min(pending[1] + unread, length)
+  end
   if backlog >= cap then return {0, backlog} end
 end
 return {1, redis.call('XADD', stream, '*', unpack(ARGV, 3))}
@@ -346,7 +365,12 @@ class TaskQueue:
                 raise reply
         if acks is not None and replies[0]:
             lost = replies[0]
-            log.warning("%d finished task(s) were reclaimed by other workers: %s", len(lost), lost)
+            log.warning(
+                "%d finished task(s) no longer pending for this worker (reclaimed by another,"
+                " or acked by an attempt whose reply was lost): %s",
+                len(lost),
+                lost,
+            )
 
     async def reclaim(self, consumer: str) -> list[Delivery]:
         """Take over the oldest task left pending by a consumer idle for claim_idle_ms.

@@ -63,9 +63,14 @@ def fold_group(group: Mapping[str, Any], info: Mapping[str, Any] | None = None) 
 
     ``lag`` is Redis's count of entries not yet delivered to the group, or None when Redis
     cannot tell (after deletions); ``missed_entries`` says whether the group has lost entries
-    to trimming, which lag leaves out.
+    to trimming, which lag leaves out. A group delivered the newest entry has lag 0, whatever
+    Redis says: after a failover, the promoted replica's count can be off by the stream's
+    whole history (redis/redis#12898, fixed in Redis 7.2.4).
     """
     lag = _int_or_none(group.get("lag"))
+    newest = (info or {}).get("last-generated-id")
+    if newest is not None and group.get("last-delivered-id") == newest:
+        lag = 0
     return {
         "name": printable(str(group["name"])),
         "consumers": int(group.get("consumers", 0)),

@@ -48,9 +48,40 @@ async def test_enqueue_refuses_at_the_cap_and_writes_nothing(
     with pytest.raises(QueueFull, match="50 unacked tasks, cap 50"):
         await queue.enqueue(task(50))
     assert redis_client.xlen(QUEUE) == 50
-    # Acked tasks no longer count, even before they are trimmed.
+    # Acked tasks no longer count: the stream at its cap is trimmed of them first.
     await queue.ack("w", done(await queue.read("w")))
     await queue.enqueue(task(51))
+    assert redis_client.xlen(QUEUE) <= 2
+
+
+async def test_admission_does_not_trust_a_lag_that_a_failover_garbled(
+    small_queue: tuple[TaskQueue, Settings], redis_client: redis.Redis
+) -> None:
+    queue, _ = small_queue
+    for index in range(50):
+        await queue.enqueue(task(index))
+    first = await queue.read("w")
+    await queue.ack("w", done(first[:10]))
+    # The entries-read a promoted replica has, XREADGROUP never having passed it on
+    # (redis/redis#12898): Redis's lag is now the stream's whole history.
+    redis_client.execute_command(
+        "XGROUP", "SETID", QUEUE, GROUP, first[-1].entry_id, "ENTRIESREAD", 0
+    )
+    assert redis_client.xinfo_groups(QUEUE)[0]["lag"] == 50
+    # 40 still pending: room for 10 more, and not one more.
+    for index in range(50, 60):
+        await queue.enqueue(task(index))
+    with pytest.raises(QueueFull):
+        await queue.enqueue(task(60))
+    await queue.ack("w", done(first[10:]))
+    rest = await queue.read("w")
+    await queue.ack("w", done(rest))
+    redis_client.execute_command(
+        "XGROUP", "SETID", QUEUE, GROUP, rest[-1].entry_id, "ENTRIESREAD", 0
+    )
+    assert redis_client.xlen(QUEUE) == 50
+    # Every task read and acked: nothing is unread, whatever the lag says.
+    await queue.enqueue(task(61))
 
 
 async def test_trimming_keeps_every_task_the_group_has_not_acked(

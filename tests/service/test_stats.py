@@ -113,6 +113,13 @@ def test_groups_behind_the_trim_are_flagged(group: dict[str, object], missed: bo
     assert folded["lag_known"] is (group["lag"] is not None)
 
 
+def test_a_group_delivered_the_newest_entry_has_no_lag_whatever_redis_says() -> None:
+    # A promoted replica's lag after a failover: entries-read was never passed on to it.
+    garbled = {"last-delivered-id": "10-0", "entries-read": 3, "lag": 11_555}
+    folded = fold_group({"name": "lightrag-workers", **garbled}, TRIMMED)
+    assert (folded["lag"], folded["lag_known"], folded["missed_entries"]) == (0, True, False)
+
+
 def test_bytes_that_are_not_utf8_are_shown_escaped() -> None:
     info = {**INFO, "first-entry": ("1-0", {RAW: RAW}), "last-entry": ("2-0", {"data": RAW})}
     groups = [{**GROUPS[0], "name": RAW}]
