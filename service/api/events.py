@@ -22,6 +22,7 @@ from service.bus import Subscription, SubscriptionClosed
 from service.events import (
     EVENT_TYPE_PATTERN,
     Event,
+    NoticeKind,
     encode_sse_cursor,
     encode_sse_gap,
     encode_sse_notice,
@@ -137,6 +138,13 @@ async def _sse_frames(
         clients.dec()
 
 
+async def _unavailable_frames(resume_point: str, error: RedisError) -> AsyncIterator[bytes]:
+    yield encode_sse_opening(resume_point)
+    yield encode_sse_notice(
+        NoticeKind.REDIS_UNAVAILABLE, f"redis unavailable: {error}", resume_point
+    )
+
+
 async def _open_subscription(
     state: AppState, resume_point: str | None, types: str | None, job_id: str | None
 ) -> tuple[StartPoint, EventFilter]:
@@ -158,11 +166,20 @@ async def stream_events(
     The stream opens with ``retry:`` and an ``id:`` at the resume point. A resume point older
     than the oldest entry still held is followed by a ``gap`` notice that names the first id
     held; an id the stream has not reached is a 400. The stream ends with a notice (slow
-    client, Redis lost, shutdown) whose id is where to resume.
+    client, Redis lost or unreachable at the start, shutdown) whose id is where to resume.
     """
-    start, event_filter = await _open_subscription(
-        state, last_event_id if last_event_id is not None else last_id, types, job_id
-    )
+    resume_point = normalize_resume_point(last_event_id if last_event_id is not None else last_id)
+    event_filter = EventFilter.parse(types, job_id)
+    try:
+        start = await state.hub.resolve_start(resume_point)
+    except RedisError as error:
+        # A browser's EventSource gives up for good on any answer but an event stream; this
+        # one says why and sends it back, after retry:, to the same resume point.
+        return EventSourceResponse(
+            _unavailable_frames(resume_point, error),
+            sep="\n",
+            headers={"Cache-Control": "no-store"},
+        )
 
     shutdown = anyio.Event()
     return EventSourceResponse(

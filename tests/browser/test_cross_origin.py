@@ -173,10 +173,9 @@ def test_page_on_listed_origin_resumes_with_last_event_id_after_the_stream_drops
             wait_in_page(browser, "return window.received.length", lambda count: count == 10)
             # The service ends every stream when Redis goes; the browser reconnects on its
             # own, cross-origin, sending Last-Event-ID, and must get the CORS headers again.
-            # Down longer than the hub's retries ride through (at most 0.7 s), so the stream
-            # drops; back soon enough that the browser's reconnect (retry: 1000 ms, itself
-            # retried up to 0.7 s on the server) opens, since a 503 would end it for good.
-            redis_server.restart(down_s=0.8)
+            # Down for several of its reconnects (retry: 1000 ms): each gets an event stream
+            # with a notice, not a 503, which would end the EventSource for good.
+            redis_server.restart(down_s=4)
             wait_in_page(browser, "return window.sourceState", lambda state: state == "retrying")
             ids += [publish_retrying(client, n) for n in range(10, 20)]
             received = wait_in_page(

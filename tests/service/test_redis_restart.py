@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import httpx
+import pytest
 import websockets
 
 from tests.service.test_fanout import publish, sse, ws_url
@@ -48,7 +49,15 @@ async def test_redis_restart_mid_stream(api: str, redis_server: RedisServer) -> 
             assert health.status_code == 503
             assert health.json()["status"] == "down" and health.json()["error"]
             assert (await client.get("/health")).status_code == 200
-            assert (await client.get("/events/stream", params={"last_id": "$"})).status_code == 503
+        # A stream opened meanwhile says why and when to come back, at the id it was given: a
+        # browser's EventSource gives up for good on a 503.
+        async with sse(api, headers={"Last-Event-ID": before[3]}) as refused:
+            notice = await refused.next()
+            assert (notice.event, notice.id, refused.retry_ms) == ("notice", before[3], 1000)
+            assert notice.json()["notice"] == "redis_unavailable"
+            assert notice.json()["resume_from"] == before[3]
+            with pytest.raises(EOFError):
+                await refused.next()
 
     redis_server.start()
     await _wait_until_up(api)
