@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -112,9 +112,9 @@ class EventPublisher:
         )
         return str(entry_id)
 
-    def publish_in(self, pipeline: Any, event: Event) -> None:
-        """Queue the XADD on a pipeline, so it travels with other commands."""
-        pipeline.xadd(self._stream, event.to_fields(), maxlen=self._maxlen, approximate=True)
+    def publish_fields_in(self, pipeline: Any, fields: Mapping[str, str]) -> None:
+        """Queue the XADD of an event, in its stream fields, on a pipeline."""
+        pipeline.xadd(self._stream, fields, maxlen=self._maxlen, approximate=True)
 
 
 class GroupEventConsumer:

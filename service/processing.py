@@ -51,20 +51,35 @@ class TaskProcessor:
         self._retry_attempts = retry_attempts
         self._consumer = consumer
 
-    async def process(
-        self, deliveries: list[Delivery], leases: LeaseKeeper, should_stop: Callable[[], bool]
-    ) -> Finished:
-        """Handle a batch in order; stop early when asked, leaving the rest pending.
-
-        A task that another worker reclaimed meanwhile is skipped: it is that worker's now.
-        Returns what succeeded, for the caller to ack with its next read.
-        """
+    async def screen(self, deliveries: list[Delivery]) -> list[tuple[Delivery, Task]]:
+        """The deliveries a handler can be given; malformed and poison ones are dead-lettered."""
         runnable: list[tuple[Delivery, Task]] = []
         for delivery in deliveries:
             task = await self._screen(delivery)
             if task is not None:
                 runnable.append((delivery, task))
-        await self._announce(_batch_events("ingestion.started", [task for _, task in runnable]))
+        return runnable
+
+    async def announce(self, events: list[dict[str, str]]) -> None:
+        """Publish events in a round trip of their own."""
+        if not events:
+            return
+        async with self._redis.pipeline(transaction=False) as pipeline:
+            for fields in events:
+                self._publisher.publish_fields_in(pipeline, fields)
+            await pipeline.execute()
+
+    async def run(
+        self,
+        runnable: list[tuple[Delivery, Task]],
+        leases: LeaseKeeper,
+        should_stop: Callable[[], bool],
+    ) -> Finished:
+        """Handle screened tasks in order; stop early when asked, leaving the rest pending.
+
+        A task that another worker reclaimed meanwhile is skipped: it is that worker's now.
+        Returns what succeeded, for the caller to ack with its next read.
+        """
         succeeded: list[Task] = []
         for delivery, task in runnable:
             if should_stop():
@@ -80,7 +95,7 @@ class TaskProcessor:
                 succeeded.append(task)
         return Finished(
             entry_ids=[task.message_id for task in succeeded],
-            events=[event.to_fields() for event in _batch_events("ingestion.completed", succeeded)],
+            events=batch_event_fields("ingestion.completed", succeeded),
         )
 
     async def _screen(self, delivery: Delivery) -> Task | None:
@@ -95,14 +110,6 @@ class TaskProcessor:
             await self._dead_letter(delivery, reason, delivery.deliveries - 1, task)
             return None
         return task
-
-    async def _announce(self, events: list[Event]) -> None:
-        if not events:
-            return
-        async with self._redis.pipeline(transaction=False) as pipeline:
-            for event in events:
-                self._publisher.publish_in(pipeline, event)
-            await pipeline.execute()
 
     async def _fail(self, delivery: Delivery, task: Task, error: str) -> None:
         attempt = task.retry_count + 1
@@ -156,8 +163,8 @@ def _task_event(event_type: str, task: Task, **extra: Any) -> Event:
     return Event(type=event_type, job_id=task.job_id, data=data)
 
 
-def _batch_events(event_type: str, tasks: list[Task]) -> list[Event]:
-    """One event per job in the batch, naming its tasks.
+def batch_event_fields(event_type: str, tasks: list[Task]) -> list[dict[str, str]]:
+    """Stream fields of one event per job in the batch, naming its tasks.
 
     Not one per task: a task stream of 10,000 chunks would otherwise write 20,000 events and
     trim every other event out of a stream kept at MAXLEN 10,000.
@@ -174,6 +181,6 @@ def _batch_events(event_type: str, tasks: list[Task]) -> list[Event]:
                 "message_ids": [task.message_id for task in job_tasks],
                 "chunk_ids": [task.chunk_id for task in job_tasks],
             },
-        )
+        ).to_fields()
         for job_id, job_tasks in by_job.items()
     ]

@@ -306,19 +306,28 @@ class TaskQueue:
             raise NotReplicated(str(value), replies[1], self._replicas)
         return str(value)
 
-    async def read(self, consumer: str, finished: Finished | None = None) -> list[Delivery]:
-        """Tasks never delivered before, blocking up to block_ms.
+    async def read(
+        self,
+        consumer: str,
+        finished: Finished | None = None,
+        events: Sequence[Mapping[str, str]] = (),
+        block: bool = True,
+    ) -> list[Delivery]:
+        """Tasks never delivered before, waiting up to block_ms for them unless block is False.
 
-        The acks and events of the previous batch go first, in the same round trip.
+        The acks and events of the previous batch, then `events`, go first in the same round
+        trip: a worker reading ahead announces the batch it is about to run with this read.
         """
         async with self._redis.pipeline(transaction=False) as pipeline:
             acks = self._queue_ack(pipeline, consumer, finished)
+            for event in events:
+                self._queue_event(pipeline, event)
             pipeline.xreadgroup(
                 self._group,
                 consumer,
                 {self._stream: ">"},
                 count=self._batch_size,
-                block=self._block_ms,
+                block=self._block_ms if block else None,
             )
             replies = await pipeline.execute(raise_on_error=False)
         await self._settle(replies, acks)
@@ -346,8 +355,11 @@ class TaskQueue:
         args: list[str | int] = [self._group, consumer, self._maxlen, *ids]
         pipeline.evalsha(self._ack.sha, len(keys), *keys, *args)
         for event in finished.events:
-            pipeline.xadd(self._events, xadd_fields(event), maxlen=self._maxlen, approximate=True)
+            self._queue_event(pipeline, event)
         return keys, args
+
+    def _queue_event(self, pipeline: Pipeline, event: Mapping[str, str]) -> None:
+        pipeline.xadd(self._events, xadd_fields(event), maxlen=self._maxlen, approximate=True)
 
     async def _settle(
         self, replies: list[Any], acks: tuple[list[str], list[str | int]] | None

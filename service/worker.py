@@ -1,7 +1,8 @@
 """The worker process: ``python -m service.worker [--consumer NAME]``.
 
 On SIGTERM or SIGINT it stops reading, finishes the task in hand, acks what it finished and
-exits; tasks of the batch it did not start stay pending and are reclaimed by another worker.
+exits; tasks of the batch it did not start, and of the batch it read ahead, stay pending and
+are reclaimed by another worker.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from service.events import Event
 from service.groups import ensure_all_groups, is_missing_group
 from service.handlers import load_handler
 from service.leases import LeaseKeeper
-from service.processing import TaskHandler, TaskProcessor
+from service.processing import TaskHandler, TaskProcessor, batch_event_fields
 from service.queue import Delivery, Finished, TaskQueue
 from service.redisclient import create_redis
 
@@ -35,6 +36,9 @@ RECONNECT_DELAY_S = 1.0
 MAX_RECLAIM_INTERVAL_S = 5.0
 # Renew held tasks this many times per claim_idle_ms, so one late renewal costs nothing.
 LEASE_RENEWALS_PER_IDLE_TIME = 3
+# A worker reads its next batch ahead only while batches run this fast: it saves a round trip
+# per batch, and a batch held while a slow one runs would keep other workers waiting.
+READ_AHEAD_MAX_BATCH_S = 0.05
 
 
 def default_consumer_name() -> str:
@@ -72,6 +76,10 @@ class Worker:
         self._finished: Finished | None = None
         self._reclaim_interval_s = min(settings.claim_idle_ms / 2000, MAX_RECLAIM_INTERVAL_S)
         self._next_reclaim = 0.0
+        # The next batch, read with the announcement of the one running: delivered to this
+        # worker and held, not started.
+        self._ahead: list[Delivery] = []
+        self._batches_are_quick = True
 
     def stop(self) -> None:
         """Ask the worker to finish the task in hand and exit; safe from a signal handler."""
@@ -144,39 +152,68 @@ class Worker:
             self._leases.release(finished.entry_ids)
 
     async def _work_once(self) -> None:
-        deliveries: list[Delivery] = []
-        if time.monotonic() >= self._next_reclaim:
+        reclaim_due = time.monotonic() >= self._next_reclaim
+        if reclaim_due and not self._ahead:
             await self._ack_finished()
-            deliveries = await self._queue.reclaim(self._consumer)
-            if not deliveries:
-                self._next_reclaim = time.monotonic() + self._reclaim_interval_s
+            reclaimed = await self._queue.reclaim(self._consumer)
+            if reclaimed:
+                # Alone, with no read-ahead: a poison task that kills the worker must not
+                # charge a delivery to a batch read with it.
+                await self._run_batch(reclaimed, read_ahead=False)
+                return
+            self._next_reclaim = time.monotonic() + self._reclaim_interval_s
+        deliveries, self._ahead = self._ahead, []
         if not deliveries:
-            finished, self._finished = self._finished, None
-            if finished is not None:
-                # Their ack goes first in the read's round trip: stop renewing them now, or
-                # a renewal while the read blocks would take them for reclaimed.
-                self._leases.release(finished.entry_ids)
-            try:
-                # A stop request is seen when this read returns, within block_ms.
-                deliveries = await self._queue.read(self._consumer, finished)
-            except RedisError:
-                # Their ack goes again with the next read, unless another worker has reclaimed
-                # them by then: a lease now would count the ack, if it did land, as a loss.
-                self._finished = finished
-                raise
+            # A stop request is seen when this read returns, within block_ms.
+            deliveries = await self._read()
         if deliveries and not self._stop_requested:
-            batch = [delivery.entry_id for delivery in deliveries]
-            self._leases.hold(batch)
-            done: set[str] = set()
-            try:
-                self._finished = await self._processor.process(
-                    deliveries, self._leases, self._should_stop
-                )
-                done = set(self._finished.entry_ids)
-            finally:
-                # What is not done, a batch that a Redis error cut short included, is left for
-                # reclaim: renewing it would hide it from every worker until lease_max_ms.
-                self._leases.release(entry_id for entry_id in batch if entry_id not in done)
+            # Reclaim waits for an empty read-ahead: when it is due, this batch reads no further.
+            read_ahead = self._batches_are_quick and not reclaim_due
+            await self._run_batch(deliveries, read_ahead)
+        else:
+            self._leases.release(delivery.entry_id for delivery in deliveries)
+
+    async def _read(
+        self, events: list[dict[str, str]] | None = None, block: bool = True
+    ) -> list[Delivery]:
+        """Read new tasks, acking the finished batch and publishing events in the same trip."""
+        finished, self._finished = self._finished, None
+        if finished is not None:
+            # Their ack goes first in the read's round trip: stop renewing them now, or a
+            # renewal while the read blocks would take them for reclaimed.
+            self._leases.release(finished.entry_ids)
+        try:
+            return await self._queue.read(self._consumer, finished, events or [], block)
+        except RedisError:
+            # Their ack goes again with the next read, unless another worker has reclaimed
+            # them by then: a lease now would count the ack, if it did land, as a loss.
+            self._finished = finished
+            raise
+
+    async def _run_batch(self, deliveries: list[Delivery], read_ahead: bool) -> None:
+        """Announce and handle a batch; with read_ahead, the announcement's round trip also
+        acks the previous batch and reads the next one, so a busy worker makes one per batch."""
+        batch = [delivery.entry_id for delivery in deliveries]
+        self._leases.hold(batch)
+        done: set[str] = set()
+        try:
+            runnable = await self._processor.screen(deliveries)
+            started = batch_event_fields("ingestion.started", [task for _, task in runnable])
+            if read_ahead:
+                self._ahead = await self._read(started, block=False)
+                self._leases.hold(delivery.entry_id for delivery in self._ahead)
+            else:
+                # The batch before this one may be finished and not yet acked.
+                await self._ack_finished()
+                await self._processor.announce(started)
+            began = time.monotonic()
+            self._finished = await self._processor.run(runnable, self._leases, self._should_stop)
+            self._batches_are_quick = time.monotonic() - began <= READ_AHEAD_MAX_BATCH_S
+            done = set(self._finished.entry_ids)
+        finally:
+            # What is not done, a batch that a Redis error cut short included, is left for
+            # reclaim: renewing it would hide it from every worker until lease_max_ms.
+            self._leases.release(entry_id for entry_id in batch if entry_id not in done)
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         try:

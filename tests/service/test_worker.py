@@ -121,6 +121,20 @@ def test_a_batch_that_a_redis_error_cuts_short_is_reclaimed_not_held_forever(
     wait_for(lambda: pending_count(redis_client) == 0)
 
 
+def test_every_batch_is_acked_when_quick_and_slow_batches_alternate(
+    worker_env: dict[str, str], redis_client: redis.Redis, workers: list
+) -> None:
+    # Quick batches read the next one ahead and slow ones do not: the batch that runs
+    # between must still be acked, its lease let go.
+    slow = dict(worker_env, SHIELD_TASK_HANDLER="tests.service.handlers:slow_then_record")
+    chunks = [f"c{index}" for index in range(40)]
+    for index, chunk in enumerate(chunks):
+        enqueue(redis_client, chunk, content="0.02" if 10 <= index < 20 else "0")
+    workers.append(start_worker(slow))
+    wait_for(lambda: sorted(redis_client.lrange(HANDLED_KEY, 0, -1)) == sorted(chunks))
+    wait_for(lambda: pending_count(redis_client) == 0)
+
+
 def test_three_failures_dead_letter_then_requeue(
     worker_env: dict[str, str], redis_client: redis.Redis, redis_server: RedisServer, workers: list
 ) -> None:
