@@ -99,6 +99,11 @@ def run_queue(system: str, redis_url: str, workers: int, tasks: int) -> QueueRes
     return QueueResult(system, workers, tasks, round(seconds, 3), round(tasks / seconds, 1))
 
 
+def median_run(runs: list[QueueResult]) -> QueueResult:
+    """The run with the median rate (the lower middle one of an even count)."""
+    return sorted(runs, key=lambda run: run.tasks_per_s)[(len(runs) - 1) // 2]
+
+
 XADD_RATE = re.compile(r"([\d.]+) requests per second")
 
 

@@ -210,7 +210,8 @@ def write(results: dict[str, Any], out: Path) -> Path:
         "",
         "Ours emits two events per job and batch (ingestion.started and .completed) and counts",
         "its acks; the raw loop does XREADGROUP and XACK only. vs_xadd compares with",
-        "redis-benchmark's XADD rate (below), the physical limit of this Redis here.",
+        "redis-benchmark's XADD rate (below), the physical limit of this Redis here. Each row",
+        "is the median of three runs taken in turns with the other systems.",
         "",
         _table(
             queue,
