@@ -32,10 +32,13 @@ from service.config import Settings
 from service.events import utc_now_iso
 from service.rawtext import base64_of, is_utf8
 from service.replies import entries, first_stream_entries, xadd_fields
-from service.streamids import parse_entry_id
+from service.streamids import FIRST_ID, parse_entry_id
 from service.tasks import Task
 
 log = logging.getLogger(__name__)
+
+# XAUTOCLAIM calls per reclaim at most, each looking at ten pending entries: a thousand.
+RECLAIM_CALLS = 100
 
 # Nothing can follow it, and Redis refuses an exclusive range that starts there.
 LAST_POSSIBLE_ID = f"{2**64 - 1}-{2**64 - 1}"
@@ -280,6 +283,7 @@ class TaskQueue:
         self._batch_size = settings.batch_size
         self._block_ms = settings.block_ms
         self._claim_idle_ms = settings.claim_idle_ms
+        self._reclaim_from = FIRST_ID
         self._ack = redis.register_script(_ACK)
         self._replicas = settings.task_replicas
         self._replica_timeout_ms = settings.task_replica_timeout_ms
@@ -388,25 +392,38 @@ class TaskQueue:
         """Take over the oldest task left pending by a consumer idle for claim_idle_ms.
 
         One at a time: XAUTOCLAIM raises the delivery count of every entry it claims, so
-        claiming a batch would charge a poison task's crashes to its innocent neighbours.
+        claiming a batch would charge a poison task's crashes to its innocent neighbours. With
+        COUNT 1 a call looks at ten pending entries only, so the scan goes on from where the
+        last call stopped: live workers renewing their tasks at the head of the pending list
+        must not hide a dead worker's tasks behind them.
         """
-        reply = await self._redis.xautoclaim(
-            self._stream,
-            self._group,
-            consumer,
-            min_idle_time=self._claim_idle_ms,
-            start_id="0-0",
-            count=1,
-        )
-        claimed = entries(reply[1])
-        if not claimed:
-            return []
-        entry_id, fields = claimed[0]
-        pending = await self._redis.xpending_range(
-            self._stream, self._group, min=entry_id, max=entry_id, count=1, consumername=consumer
-        )
-        deliveries = int(pending[0]["times_delivered"]) if pending else 1
-        return [Delivery(entry_id, fields, deliveries)]
+        for _ in range(RECLAIM_CALLS):
+            reply = await self._redis.xautoclaim(
+                self._stream,
+                self._group,
+                consumer,
+                min_idle_time=self._claim_idle_ms,
+                start_id=self._reclaim_from,
+                count=1,
+            )
+            # Redis answers 0-0 once the scan has reached the end of the pending list.
+            self._reclaim_from = str(reply[0])
+            claimed = entries(reply[1])
+            if claimed:
+                entry_id, fields = claimed[0]
+                pending = await self._redis.xpending_range(
+                    self._stream,
+                    self._group,
+                    min=entry_id,
+                    max=entry_id,
+                    count=1,
+                    consumername=consumer,
+                )
+                deliveries = int(pending[0]["times_delivered"]) if pending else 1
+                return [Delivery(entry_id, fields, deliveries)]
+            if self._reclaim_from == FIRST_ID:
+                return []
+        return []
 
     async def renew(self, consumer: str, entry_ids: Iterable[str]) -> list[str]:
         """Reset the idle time of tasks this consumer still owns; returns those it owns."""
