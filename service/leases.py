@@ -56,12 +56,15 @@ class LeaseKeeper:
         self._stopping.set()
         self._thread.join(timeout=self._interval_s + 5)
 
-    def hold(self, entry_ids: Iterable[str]) -> None:
-        """Start renewing these tasks."""
-        now = time.monotonic()
+    def hold(self, entry_ids: Iterable[str], for_s: float | None = None) -> None:
+        """Start renewing these tasks, for lease_max_s or for_s.
+
+        A task delivered again after it was lost is this worker's again: its mark goes.
+        """
+        until = time.monotonic() + (self._lease_max_s if for_s is None else for_s)
         with self._lock:
             for entry_id in entry_ids:
-                self._held[entry_id] = now
+                self._held[entry_id] = until
                 self._lost.discard(entry_id)
 
     def release(self, entry_ids: Iterable[str]) -> None:
@@ -77,9 +80,9 @@ class LeaseKeeper:
             return entry_id in self._lost
 
     def _due(self) -> list[str]:
-        oldest = time.monotonic() - self._lease_max_s
+        now = time.monotonic()
         with self._lock:
-            return [entry_id for entry_id, since in self._held.items() if since >= oldest]
+            return [entry_id for entry_id, until in self._held.items() if until >= now]
 
     def _run(self) -> None:
         with asyncio.Runner() as runner:

@@ -79,6 +79,8 @@ class Worker:
         # The next batch, read with the announcement of the one running: delivered to this
         # worker and held, not started.
         self._ahead: list[Delivery] = []
+        self._claim_idle_s = settings.claim_idle_ms / 1000
+        self._ahead_read_at = 0.0
         self._batches_are_quick = True
 
     def stop(self) -> None:
@@ -163,6 +165,8 @@ class Worker:
                 return
             self._next_reclaim = time.monotonic() + self._reclaim_interval_s
         deliveries, self._ahead = self._ahead, []
+        if deliveries:
+            deliveries = await self._still_mine(deliveries)
         if not deliveries:
             # A stop request is seen when this read returns, within block_ms.
             deliveries = await self._read()
@@ -172,6 +176,24 @@ class Worker:
             await self._run_batch(deliveries, read_ahead)
         else:
             self._leases.release(delivery.entry_id for delivery in deliveries)
+
+    async def _still_mine(self, ahead: list[Delivery]) -> list[Delivery]:
+        """The tasks read ahead that no other worker has reclaimed while the batch before
+        them ran: checked in Redis only when that batch outlasted their hold."""
+        ids = [delivery.entry_id for delivery in ahead]
+        mine = {entry_id for entry_id in ids if not self._leases.is_lost(entry_id)}
+        if time.monotonic() - self._ahead_read_at > self._claim_idle_s:
+            try:
+                mine &= set(await self._queue.renew(self._consumer, ids))
+            except RedisError:
+                self._leases.release(ids)
+                raise
+        if len(mine) < len(ids):
+            log.warning(
+                "%d task(s) read ahead were reclaimed by other workers", len(ids) - len(mine)
+            )
+            self._leases.release(entry_id for entry_id in ids if entry_id not in mine)
+        return [delivery for delivery in ahead if delivery.entry_id in mine]
 
     async def _read(
         self, events: list[dict[str, str]] | None = None, block: bool = True
@@ -201,7 +223,12 @@ class Worker:
             started = batch_event_fields("ingestion.started", [task for _, task in runnable])
             if read_ahead:
                 self._ahead = await self._read(started, block=False)
-                self._leases.hold(delivery.entry_id for delivery in self._ahead)
+                self._ahead_read_at = time.monotonic()
+                # Held for claim_idle_ms at most: if this batch turns out slow, other
+                # workers may reclaim the next one rather than wait for it.
+                self._leases.hold(
+                    (delivery.entry_id for delivery in self._ahead), for_s=self._claim_idle_s
+                )
             else:
                 # The batch before this one may be finished and not yet acked.
                 await self._ack_finished()

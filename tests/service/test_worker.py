@@ -15,7 +15,7 @@ import redis
 
 from service.tasks import task_fields
 from tests.service.conftest import make_settings
-from tests.service.handlers import HANDLED_KEY
+from tests.service.handlers import HANDLED_KEY, HOLD_MARK, RELEASE_KEY
 from tests.support.live_server import http, serve, wait_for
 from tests.support.processes import REPO_ROOT, service_env, start_worker, stop
 from tests.support.redis_server import RedisServer
@@ -133,6 +133,62 @@ def test_every_batch_is_acked_when_quick_and_slow_batches_alternate(
     workers.append(start_worker(slow))
     wait_for(lambda: sorted(redis_client.lrange(HANDLED_KEY, 0, -1)) == sorted(chunks))
     wait_for(lambda: pending_count(redis_client) == 0)
+
+
+def chunks_handled(client: redis.Redis) -> set[str]:
+    return set(client.lrange(HANDLED_KEY, 0, -1))
+
+
+def test_a_dead_workers_tasks_are_reclaimed_behind_ones_a_live_worker_holds(
+    worker_env: dict[str, str], redis_client: redis.Redis, workers: list
+) -> None:
+    holding = dict(worker_env, SHIELD_TASK_HANDLER="tests.service.handlers:hold_marked")
+    for index in range(10):
+        enqueue(redis_client, f"held-{index}", content=f"{HOLD_MARK} {index}")
+    workers.append(start_worker(holding, consumer="busy"))
+    try:
+        wait_for(lambda: "held-0" in tasks_in_events(redis_client, "ingestion.started"))
+        orphans = [enqueue(redis_client, f"orphan-{index}") for index in range(5)]
+        # Delivered to a consumer that dies at once: pending behind the ten held ones.
+        redis_client.xreadgroup(GROUP, "dead", {QUEUE: ">"}, count=5)
+        assert [
+            row["consumer"] for row in redis_client.xpending_range(QUEUE, GROUP, orphans[0], "+", 5)
+        ] == ["dead"] * 5
+        fast = dict(worker_env, SHIELD_TASK_HANDLER="tests.service.handlers:record")
+        workers.append(start_worker(fast, consumer="rescuer"))
+        wait_for(lambda: {f"orphan-{index}" for index in range(5)} <= chunks_handled(redis_client))
+        assert not any(chunk.startswith("held-") for chunk in chunks_handled(redis_client))
+    finally:
+        redis_client.set(RELEASE_KEY, "1")
+    wait_for(lambda: pending_count(redis_client) == 0, timeout_s=30)
+
+
+def test_a_batch_read_ahead_is_not_held_while_the_one_before_it_hangs(
+    worker_env: dict[str, str], redis_client: redis.Redis, workers: list
+) -> None:
+    holding = dict(worker_env, SHIELD_TASK_HANDLER="tests.service.handlers:hold_marked")
+    for index in range(10):
+        enqueue(redis_client, f"quick-{index}")
+    enqueue(redis_client, "hangs", content=HOLD_MARK)
+    for index in range(9):
+        enqueue(redis_client, f"behind-{index}")
+    for index in range(10):
+        enqueue(redis_client, f"ahead-{index}")
+    workers.append(start_worker(holding, consumer="busy"))
+    try:
+        # The quick batch reads the hanging one ahead, which reads the next one ahead.
+        wait_for(lambda: "hangs" in tasks_in_events(redis_client, "ingestion.started"))
+        fast = dict(worker_env, SHIELD_TASK_HANDLER="tests.service.handlers:record")
+        workers.append(start_worker(fast, consumer="rescuer"))
+        ahead = {f"ahead-{index}" for index in range(10)}
+        wait_for(lambda: ahead <= chunks_handled(redis_client))
+        assert "hangs" not in chunks_handled(redis_client)
+    finally:
+        redis_client.set(RELEASE_KEY, "1")
+    wait_for(lambda: pending_count(redis_client) == 0, timeout_s=30)
+    # The busy worker checks what it read ahead before running it: none runs twice.
+    handled = redis_client.lrange(HANDLED_KEY, 0, -1)
+    assert sorted(handled) == sorted(set(handled)) and len(handled) == 30
 
 
 def test_three_failures_dead_letter_then_requeue(
