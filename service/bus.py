@@ -22,9 +22,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
@@ -111,10 +110,6 @@ class EventPublisher:
             self._stream, xadd_fields(event.to_fields()), maxlen=self._maxlen, approximate=True
         )
         return str(entry_id)
-
-    def publish_fields_in(self, pipeline: Any, fields: Mapping[str, str]) -> None:
-        """Queue the XADD of an event, in its stream fields, on a pipeline."""
-        pipeline.xadd(self._stream, fields, maxlen=self._maxlen, approximate=True)
 
 
 class GroupEventConsumer:

@@ -11,9 +11,6 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from redis.asyncio import Redis
-
-from service.bus import EventPublisher
 from service.events import Event
 from service.leases import LeaseKeeper
 from service.queue import Delivery, Finished, TaskQueue
@@ -36,17 +33,9 @@ class TaskProcessor:
     """Handles deliveries: success is acked with the next read, failure retried or dead-lettered."""
 
     def __init__(
-        self,
-        redis: Redis,
-        queue: TaskQueue,
-        publisher: EventPublisher,
-        handler: TaskHandler,
-        retry_attempts: int,
-        consumer: str,
+        self, queue: TaskQueue, handler: TaskHandler, retry_attempts: int, consumer: str
     ) -> None:
-        self._redis = redis
         self._queue = queue
-        self._publisher = publisher
         self._handler = handler
         self._retry_attempts = retry_attempts
         self._consumer = consumer
@@ -59,15 +48,6 @@ class TaskProcessor:
             if task is not None:
                 runnable.append((delivery, task))
         return runnable
-
-    async def announce(self, events: list[dict[str, str]]) -> None:
-        """Publish events in a round trip of their own."""
-        if not events:
-            return
-        async with self._redis.pipeline(transaction=False) as pipeline:
-            for fields in events:
-                self._publisher.publish_fields_in(pipeline, fields)
-            await pipeline.execute()
 
     async def run(
         self,

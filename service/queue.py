@@ -339,11 +339,19 @@ class TaskQueue:
             Delivery(entry_id, fields, 1) for entry_id, fields in first_stream_entries(replies[-1])
         ]
 
-    async def ack(self, consumer: str, finished: Finished) -> None:
-        """Ack handled tasks and publish their events in a round trip of their own."""
+    async def ack(
+        self,
+        consumer: str,
+        finished: Finished | None,
+        events: Sequence[Mapping[str, str]] = (),
+    ) -> None:
+        """Ack handled tasks and publish their events, then `events`, in a round trip of
+        their own."""
         async with self._redis.pipeline(transaction=False) as pipeline:
             acks = self._queue_ack(pipeline, consumer, finished)
-            if acks is None:
+            for event in events:
+                self._queue_event(pipeline, event)
+            if acks is None and not events:
                 return
             replies = await pipeline.execute(raise_on_error=False)
         await self._settle(replies, acks)

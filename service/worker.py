@@ -57,9 +57,7 @@ class Worker:
         self._publisher = EventPublisher(
             self._redis, settings.stream_events, settings.stream_maxlen
         )
-        self._processor = TaskProcessor(
-            self._redis, self._queue, self._publisher, handler, settings.retry_attempts, consumer
-        )
+        self._processor = TaskProcessor(self._queue, handler, settings.retry_attempts, consumer)
         self._leases = LeaseKeeper(
             settings,
             lambda: create_redis(settings, max_connections=1),
@@ -144,12 +142,13 @@ class Worker:
         await self._redis.aclose()
         log.info("worker %s stopped", self._consumer)
 
-    async def _ack_finished(self) -> None:
+    async def _ack_finished(self, events: list[dict[str, str]] | None = None) -> None:
+        """Ack the finished batch, if any, and publish `events` after its own."""
         finished = self._finished
+        # On an error the tasks stay finished and held, and the ack goes again: the script
+        # acks only what this consumer still owns, so a second send is harmless.
+        await self._queue.ack(self._consumer, finished, events or [])
         if finished is not None:
-            # On an error the tasks stay finished and held, and the ack goes again: the
-            # script acks only what this consumer still owns, so a second send is harmless.
-            await self._queue.ack(self._consumer, finished)
             self._finished = None
             self._leases.release(finished.entry_ids)
 
@@ -231,8 +230,7 @@ class Worker:
                 )
             else:
                 # The batch before this one may be finished and not yet acked.
-                await self._ack_finished()
-                await self._processor.announce(started)
+                await self._ack_finished(started)
             began = time.monotonic()
             self._finished = await self._processor.run(runnable, self._leases, self._should_stop)
             self._batches_are_quick = time.monotonic() - began <= READ_AHEAD_MAX_BATCH_S

@@ -24,7 +24,7 @@ from service import names
 from service.config import ENV_PREFIX, Settings
 from tests.e2e.engine import Engine
 from tests.support.clients import follow_sse
-from tests.support.lab import ORCHESTRATOR, REDIS_HOST, Lab
+from tests.support.lab import ORCHESTRATOR, REDIS_HOST, Lab, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -343,15 +343,6 @@ def test_rebuilt_lab_converges_in_one_up_and_destroys(deployment: Deployment) ->
     deployment.engine.up("--expect-no-changes")
     deployment.engine.run("destroy", "--yes", "--stack", "lab")
     assert deployment.lab.ssh(ORCHESTRATOR, "test -e /opt/shield-orchestrator").returncode == 1
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _health_status() -> str:

@@ -30,7 +30,7 @@ from tests.ha.conftest import (
     run_async,
 )
 from tests.support.clients import SseReader
-from tests.support.lab import ORCHESTRATOR, REDIS_HOST
+from tests.support.lab import ORCHESTRATOR, REDIS_HOST, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -45,20 +45,6 @@ JOB = "ha-failover"
 def stream_key(entry_id: str) -> tuple[int, int]:
     millis, _, sequence = entry_id.partition("-")
     return int(millis), int(sequence or 0)
-
-
-def wait_until(
-    condition: Callable[[], bool],
-    what: str,
-    timeout_s: float = 60,
-    explain: Callable[[], str] = lambda: "",
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}{explain()}")
 
 
 def worker_group_stats(ha: HaStack) -> tuple[int, int | None]:

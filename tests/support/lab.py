@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,3 +115,18 @@ class Lab:
         ]
         self.known_hosts.write_text("\n".join([*lines, f"{host} {new_key}"]) + "\n")
         return Lab.current()
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    what: str,
+    timeout_s: float = 60,
+    explain: Callable[[], str] = lambda: "",
+) -> None:
+    """Poll a lab condition; on a timeout, fail naming it, plus what explain() reports."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}{explain()}")
