@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Annotated
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service import names
+from service.handler_spec import parse_handler_spec
 
 ENV_PREFIX = "SHIELD_"
-_HANDLER_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -41,7 +40,16 @@ class Settings(BaseSettings):
     retry_attempts: PositiveInt = 3
     claim_idle_ms: PositiveInt = 60000
     lease_max_ms: PositiveInt = 3_600_000
+    # Required by the worker (it refuses to start without one); the API never calls it.
     task_handler: str = ""
+    handler_token: SecretStr | None = None
+    handler_timeout_s: float = Field(default=300.0, gt=0)
+    # The n-th retry waits 0.5-1x of min(retry_backoff_max_ms, retry_backoff_ms * 2^(n-1)).
+    retry_backoff_ms: PositiveInt = 1000
+    retry_backoff_max_ms: PositiveInt = 300_000
+    worker_concurrency: PositiveInt = 8
+    # Calls per second to the handler across every worker on every host; 0 is unlimited.
+    handler_rate_per_s: float = Field(default=0.0, ge=0)
     api_token: SecretStr | None = None
     max_event_bytes: PositiveInt = 65536
     ingestion_groups: tuple[str, ...] = names.INGESTION_GROUPS
@@ -87,9 +95,9 @@ class Settings(BaseSettings):
 
     @field_validator("task_handler")
     @classmethod
-    def _handler_is_module_function(cls, value: str) -> str:
-        if value and not _HANDLER_PATTERN.match(value):
-            raise ValueError("must look like package.module:function")
+    def _handler_has_a_known_form(cls, value: str) -> str:
+        if value:
+            parse_handler_spec(value)
         return value
 
     @field_validator("ingestion_groups", "event_groups")

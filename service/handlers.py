@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from service.config import ConfigError
+from service.handler_spec import LOG_AND_ACK, HandlerKind, parse_handler_spec
 from service.processing import TaskHandler
 
 log = logging.getLogger(__name__)
@@ -20,9 +21,12 @@ def log_task(task: Mapping[str, Any]) -> None:
 
 def load_handler(spec: str) -> TaskHandler:
     """Import ``module:function``; an empty spec gives the default handler."""
-    if not spec:
+    if not spec or spec == LOG_AND_ACK:
         return log_task
-    module_name, _, function_name = spec.partition(":")
+    parsed = parse_handler_spec(spec)
+    if parsed.kind is not HandlerKind.PYTHON:
+        raise ConfigError(f"SHIELD_TASK_HANDLER: {parsed.kind} handlers are not built yet")
+    module_name, _, function_name = parsed.target.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
