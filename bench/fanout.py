@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 
 import redis
 
-from service.events import Event
+from service.events.wire import Event
 from tests.support.processes import REPO_ROOT
 
 READ_COMMANDS = ("xread", "xreadgroup", "xack", "xrange", "xrevrange")

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 import redis
 
-from service.tasks import task_fields
+from service.tasks.task_format import task_fields
 from tests.support.processes import REPO_ROOT, service_env, stop_all
 
 OURS = ("shield:ingestion_queue", "lightrag-workers")

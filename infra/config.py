@@ -12,8 +12,8 @@ import pulumi
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
-from service.config import ENV_PREFIX, Settings
-from service.groups import GroupSpec, group_plan
+from service.core.consumer_groups import GroupSpec, group_plan
+from service.core.settings import ENV_PREFIX, Settings
 
 PROJECT = "shield-orchestrator"
 _HOSTNAME = re.compile(

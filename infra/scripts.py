@@ -12,8 +12,8 @@ import shlex
 from collections.abc import Mapping, Sequence
 
 from infra.config import SECRET_FIELDS, RedisSettings, ServiceSettings, env_name
-from service import names
-from service.config import Settings
+from service.core import names
+from service.core.settings import Settings
 
 HEADER = "set -euo pipefail\n"
 

@@ -10,18 +10,25 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from redis.exceptions import RedisError
 
-from service.api import agui, dashboard, events, health, metrics, tasks
+from service.api import (
+    agui_routes,
+    dashboard_routes,
+    event_routes,
+    health_routes,
+    metrics_routes,
+    task_routes,
+)
+from service.api.app_state import AppState
 from service.api.auth import BearerAuth, redact_logs
-from service.api.errors import install_error_handlers
-from service.api.limits import BodySizeLimit
+from service.api.body_limit import BodySizeLimit
+from service.api.http_errors import install_error_handlers
 from service.api.origins import add_cors
-from service.api.state import AppState
-from service.bus import EventHub, EventPublisher
-from service.config import ConfigError, Settings, load_settings
-from service.groups import ensure_all_groups
-from service.metrics import ServiceMetrics
-from service.queue import TaskQueue
-from service.redisclient import create_redis
+from service.core.consumer_groups import ensure_all_groups
+from service.core.instruments import ServiceMetrics
+from service.core.redis_client import create_redis
+from service.core.settings import ConfigError, Settings, load_settings
+from service.events.bus import EventHub, EventPublisher
+from service.tasks.task_queue import TaskQueue
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +88,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await state.redis.aclose()
 
     app = FastAPI(title="Shield orchestrator", version="1.0.0", lifespan=lifespan)
-    routers = (events.router, tasks.router, agui.router, health.router, metrics.router)
-    for router in (*routers, dashboard.router):
+    routers = (
+        event_routes.router,
+        task_routes.router,
+        agui_routes.router,
+        health_routes.router,
+        metrics_routes.router,
+        dashboard_routes.router,
+    )
+    for router in routers:
         app.include_router(router)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_event_bytes)

@@ -20,8 +20,8 @@ import pytest
 import redis
 import websockets.sync.client
 
-from service import names
-from service.config import ENV_PREFIX, Settings
+from service.core import names
+from service.core.settings import ENV_PREFIX, Settings
 from tests.e2e.engine import Engine
 from tests.support.clients import follow_sse
 from tests.support.lab import ORCHESTRATOR, REDIS_HOST, Lab, wait_until

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import redis
 
-from service.tasks import task_fields
+from service.tasks.task_format import task_fields
 from tests.service.conftest import make_settings
 from tests.service.handlers import HANDLED_KEY
 from tests.support.live_server import http, serve, wait_for

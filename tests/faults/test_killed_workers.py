@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from service.tasks import task_fields
+from service.tasks.task_format import task_fields
 from tests.faults.handlers import COMPLETIONS_KEY
 from tests.support.processes import service_env, start_worker
 from tests.support.redis_server import RedisServer

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import redis
 
-from service import names
+from service.core import names
 from tests.ha.conftest import (
     API_TOKEN,
     API_URLS,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from infra.config import StackConfigError, load
-from service.config import Settings
+from service.core.settings import Settings
 from tests.infra.support import BASE_CONFIG, SSH_KEY, config_source
 
 SECRETS = {"sshPrivateKey": SSH_KEY}

@@ -17,7 +17,7 @@ import redis
 from infra import scripts, sentinel_scripts
 from infra.config import ENV_PREFIX, SECRET_FIELDS, env_name, load
 from infra.facts import parse_identity
-from service.config import Settings
+from service.core.settings import Settings
 from tests.infra.support import BASE_CONFIG, SSH_KEY, config_source
 from tests.support.redis_server import RedisServer
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from service.config import Settings
+from service.core.settings import Settings
 from tests.support.live_server import serve
 from tests.support.redis_server import RedisServer
 

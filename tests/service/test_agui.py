@@ -8,15 +8,21 @@ from typing import Any
 import pytest
 from ag_ui.core import BaseEvent, RunStartedEvent, StepStartedEvent
 
-from service.agui import JobEvent, RunProgress, encode_events, interrupted, job_event_from_ws
-from service.agui_plan import (
+from service.agui.run_plan import (
     CHUNK_CHARS,
     IngestRefused,
     chunk_text,
     parse_run_input,
     plan_ingest,
 )
-from service.agui_runs import RunConflict, decode_record
+from service.agui.run_store import RunConflict, decode_record
+from service.agui.run_view import (
+    JobEvent,
+    RunProgress,
+    encode_events,
+    interrupted,
+    job_event_from_ws,
+)
 
 RUN = "r"
 CHUNKS = ("r-1", "r-2", "r-3")

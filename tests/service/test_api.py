@@ -9,7 +9,7 @@ import pytest
 import redis
 import websockets
 
-from service import names
+from service.core import names
 from tests.service.conftest import make_settings
 from tests.support.live_server import http, serve
 from tests.support.redis_server import RedisServer

@@ -11,8 +11,8 @@ import redis
 import websockets
 from redis.asyncio import Redis as AsyncRedis
 
-from service.bus import EventHub, SubscriptionClosed
-from service.filters import EventFilter
+from service.events.bus import EventHub, SubscriptionClosed
+from service.events.filters import EventFilter
 from tests.service.conftest import make_settings
 from tests.service.test_fanout import publish, sse, ws_url
 from tests.support.clients import ws_take

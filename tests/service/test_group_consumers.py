@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import redis
 
-from service.bus import EventPublisher, GroupEventConsumer
-from service.config import Settings
-from service.events import Event
-from service.groups import ensure_all_groups
-from service.redisclient import create_redis
+from service.core.consumer_groups import ensure_all_groups
+from service.core.redis_client import create_redis
+from service.core.settings import Settings
+from service.events.bus import EventPublisher, GroupEventConsumer
+from service.events.wire import Event
 
 
 async def test_each_group_gets_every_event_and_acks(

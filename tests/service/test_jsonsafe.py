@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.jsonsafe import MAX_JSON_DEPTH, json_safety_problem, printable
+from service.core.json_safety import MAX_JSON_DEPTH, json_safety_problem, printable
 
 
 def nested(depth: int) -> object:

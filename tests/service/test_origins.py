@@ -10,7 +10,7 @@ import redis
 import websockets
 
 from service.api.origins import is_same_origin, origin_allowed
-from service.config import ConfigError, load_settings
+from service.core.settings import ConfigError, load_settings
 from tests.service.conftest import make_settings
 from tests.support.live_server import serve
 from tests.support.redis_server import RedisServer

@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 import pytest
 import redis
 
-from service.config import Settings
-from service.groups import ensure_all_groups
-from service.queue import Delivery, Finished, QueueFull, TaskQueue
-from service.redisclient import create_redis
-from service.tasks import Task
+from service.core.consumer_groups import ensure_all_groups
+from service.core.redis_client import create_redis
+from service.core.settings import Settings
+from service.tasks.task_format import Task
+from service.tasks.task_queue import Delivery, Finished, QueueFull, TaskQueue
 from tests.service.conftest import make_settings
 from tests.support.redis_server import RedisServer
 

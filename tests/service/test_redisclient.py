@@ -7,9 +7,9 @@ import redis
 from redis.asyncio.connection import Connection
 from redis.exceptions import DataError
 
-from service.config import Settings
-from service.rawtext import original_bytes
-from service.redisclient import create_redis, packing_in_c
+from service.core.raw_text import original_bytes
+from service.core.redis_client import create_redis, packing_in_c
+from service.core.settings import Settings
 from tests.service.conftest import make_settings
 from tests.support.redis_server import RedisServer
 

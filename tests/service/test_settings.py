@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.config import ConfigError, load_settings
+from service.core.settings import ConfigError, load_settings
 
 
 def test_sentinels_come_as_a_comma_separated_list(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from service.stats import StreamInfo, fold_group, fold_health, fold_stats
+from service.core.stream_stats import StreamInfo, fold_group, fold_health, fold_stats
 
 INFO = {
     "length": 2,

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from service.tasks import ENTRY_FIELDS, MalformedTask, decode_task, task_fields
+from service.tasks.task_format import ENTRY_FIELDS, MalformedTask, decode_task, task_fields
 
 GOOD = {"job_id": "j", "chunk_id": "c", "content": "x"}
 

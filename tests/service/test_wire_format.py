@@ -6,7 +6,16 @@ import json
 
 import pytest
 
-from service.events import (
+from service.events.filters import EventFilter
+from service.events.stream_ids import (
+    InvalidStreamId,
+    StartPoint,
+    StreamBounds,
+    is_after,
+    normalize_resume_point,
+    plan_start,
+)
+from service.events.wire import (
     EncodedEvent,
     Event,
     NoticeKind,
@@ -24,15 +33,6 @@ from service.events import (
     encode_ws_notice,
     is_event_type,
     sse_data,
-)
-from service.filters import EventFilter
-from service.streamids import (
-    InvalidStreamId,
-    StartPoint,
-    StreamBounds,
-    is_after,
-    normalize_resume_point,
-    plan_start,
 )
 
 EVENT = Event(

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from service.tasks import task_fields
+from service.tasks.task_format import task_fields
 from tests.service.conftest import make_settings
 from tests.service.handlers import HANDLED_KEY, HOLD_MARK, RELEASE_KEY
 from tests.support.live_server import http, serve, wait_for

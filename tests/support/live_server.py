@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import httpx
 import uvicorn
 
-from service.config import Settings
+from service.core.settings import Settings
 from service.main import create_app
 from tests.support.redis_server import free_port
 

@@ -43,7 +43,7 @@ from ag_ui.core import (
 )
 from ag_ui.encoder import EventEncoder
 
-from service.rawtext import is_utf8, original_bytes
+from service.core.raw_text import is_utf8, original_bytes
 
 STARTED = "ingestion.started"
 COMPLETED = "ingestion.completed"

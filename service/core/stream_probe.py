@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from service.stats import StreamInfo
+from service.core.stream_stats import StreamInfo
 
 
 def _is_missing_key(reply: object) -> bool:

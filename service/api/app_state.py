@@ -8,10 +8,10 @@ from typing import Annotated
 from fastapi import Depends, Request, WebSocket
 from redis.asyncio import Redis
 
-from service.bus import EventHub, EventPublisher
-from service.config import Settings
-from service.metrics import ServiceMetrics
-from service.queue import TaskQueue
+from service.core.instruments import ServiceMetrics
+from service.core.settings import Settings
+from service.events.bus import EventHub, EventPublisher
+from service.tasks.task_queue import TaskQueue
 
 
 @dataclass(frozen=True, slots=True)

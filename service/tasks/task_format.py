@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, fields, replace
 from itertools import chain
 from typing import Any
 
-from service.events import utc_now_iso
-from service.rawtext import is_utf8
+from service.core.raw_text import is_utf8
+from service.events.wire import utc_now_iso
 
 _REQUIRED = ("job_id", "chunk_id", "content")
 

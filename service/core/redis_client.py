@@ -18,8 +18,8 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.typing import EncodableT
 
-from service.config import Settings
-from service.rawtext import REDIS_ENCODING_ERRORS
+from service.core.raw_text import REDIS_ENCODING_ERRORS
+from service.core.settings import Settings
 
 # Blocking reads hold the socket for block_ms, so reads may take that long plus a margin.
 SOCKET_MARGIN_S = 5.0

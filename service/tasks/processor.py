@@ -11,11 +11,11 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from service.events import Event
-from service.leases import LeaseKeeper
-from service.queue import Delivery, Finished, TaskQueue
-from service.rawtext import is_utf8
-from service.tasks import MalformedTask, Task, decode_task
+from service.core.raw_text import is_utf8
+from service.events.wire import Event
+from service.tasks.leases import LeaseKeeper
+from service.tasks.task_format import MalformedTask, Task, decode_task
+from service.tasks.task_queue import Delivery, Finished, TaskQueue
 
 log = logging.getLogger(__name__)
 

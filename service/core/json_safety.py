@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, model_validator
 
-from service.rawtext import is_utf8, original_bytes
+from service.core.raw_text import is_utf8, original_bytes
 
 # Deep enough for any real payload, far below the depth where json raises RecursionError.
 MAX_JSON_DEPTH = 32

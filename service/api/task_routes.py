@@ -7,11 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.api.state import State
-from service.jsonsafe import JsonSafeModel
-from service.queue import DeadLetter, NotReplicated, QueueFull
-from service.streamids import parse_entry_id
-from service.tasks import Task
+from service.api.app_state import State
+from service.core.json_safety import JsonSafeModel
+from service.events.stream_ids import parse_entry_id
+from service.tasks.task_format import Task
+from service.tasks.task_queue import DeadLetter, NotReplicated, QueueFull
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 

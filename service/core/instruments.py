@@ -22,7 +22,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from service.jsonsafe import printable
+from service.core.json_safety import printable
 
 log = logging.getLogger(__name__)
 

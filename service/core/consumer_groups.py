@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from service.config import Settings
+from service.core.settings import Settings
 
 FROM_THE_START = "0"
 NEW_ENTRIES_ONLY = "$"

@@ -8,8 +8,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from service import names
-from service.handler_spec import parse_handler_spec
+from service.core import names
+from service.core.handler_spec import parse_handler_spec
 
 ENV_PREFIX = "SHIELD_"
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")

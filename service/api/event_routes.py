@@ -14,12 +14,17 @@ from redis.exceptions import RedisError
 from sse_starlette import EventSourceResponse
 from starlette.responses import JSONResponse
 
+from service.api.app_state import AppState, State, WsState
 from service.api.auth import deny_websocket
 from service.api.origins import refuse_foreign_origin
-from service.api.shutdown import SHUTDOWN_GRACE_S, closed_on_shutdown
-from service.api.state import AppState, State, WsState
-from service.bus import Subscription, SubscriptionClosed
-from service.events import (
+from service.api.stream_shutdown import SHUTDOWN_GRACE_S, closed_on_shutdown
+from service.core.json_safety import JsonSafeModel
+from service.core.stream_probe import read_stream_infos
+from service.core.stream_stats import fold_stats
+from service.events.bus import Subscription, SubscriptionClosed
+from service.events.filters import EventFilter
+from service.events.stream_ids import InvalidStreamId, StartPoint, normalize_resume_point
+from service.events.wire import (
     EVENT_TYPE_PATTERN,
     Event,
     NoticeKind,
@@ -32,11 +37,6 @@ from service.events import (
     encode_ws_notice,
     utc_now_iso,
 )
-from service.filters import EventFilter
-from service.jsonsafe import JsonSafeModel
-from service.probe import read_stream_infos
-from service.stats import fold_stats
-from service.streamids import InvalidStreamId, StartPoint, normalize_resume_point
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/events", tags=["events"])

@@ -10,8 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
-from service.jsonsafe import printable
-from service.streamids import InvalidStreamId
+from service.core.json_safety import printable
+from service.events.stream_ids import InvalidStreamId
 
 log = logging.getLogger(__name__)
 

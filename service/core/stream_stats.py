@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.jsonsafe import printable
-from service.streamids import FIRST_ID, InvalidStreamId, is_after
+from service.core.json_safety import printable
+from service.events.stream_ids import FIRST_ID, InvalidStreamId, is_after
 
 
 @dataclass(frozen=True, slots=True)

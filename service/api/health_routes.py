@@ -8,10 +8,10 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
-from service.api.state import State
-from service.groups import expected_groups
-from service.probe import ping_ms, read_stream_infos
-from service.stats import fold_health
+from service.api.app_state import State
+from service.core.consumer_groups import expected_groups
+from service.core.stream_probe import ping_ms, read_stream_infos
+from service.core.stream_stats import fold_health
 
 router = APIRouter(prefix="/health", tags=["health"])
 

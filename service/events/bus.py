@@ -28,10 +28,10 @@ from contextlib import asynccontextmanager
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from service.events import EncodedEvent, Event, NoticeKind, UnreadableEntry, encode_for_clients
-from service.filters import EventFilter
-from service.replies import Entry, entries, first_stream_entries, xadd_fields
-from service.streamids import FIRST_ID, StartPoint, StreamBounds, is_after, plan_start
+from service.core.redis_replies import Entry, entries, first_stream_entries, xadd_fields
+from service.events.filters import EventFilter
+from service.events.stream_ids import FIRST_ID, StartPoint, StreamBounds, is_after, plan_start
+from service.events.wire import EncodedEvent, Event, NoticeKind, UnreadableEntry, encode_for_clients
 
 log = logging.getLogger(__name__)
 

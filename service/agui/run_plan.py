@@ -22,7 +22,7 @@ from typing import Any
 from ag_ui.core import RunAgentInput, TextPart, UserMessage
 from pydantic import ValidationError
 
-from service.tasks import Task
+from service.tasks.task_format import Task
 
 CHUNK_CHARS = 4000
 # Leaves room for "-<n>" within the 256 characters POST /tasks allows a chunk id.

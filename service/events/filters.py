@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from service.events import EncodedEvent
+from service.events.wire import EncodedEvent
 
 
 @dataclass(frozen=True, slots=True)

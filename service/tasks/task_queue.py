@@ -28,12 +28,12 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
-from service.config import Settings
-from service.events import utc_now_iso
-from service.rawtext import base64_of, is_utf8
-from service.replies import entries, first_stream_entries, xadd_fields
-from service.streamids import FIRST_ID, parse_entry_id
-from service.tasks import Task
+from service.core.raw_text import base64_of, is_utf8
+from service.core.redis_replies import entries, first_stream_entries, xadd_fields
+from service.core.settings import Settings
+from service.events.stream_ids import FIRST_ID, parse_entry_id
+from service.events.wire import utc_now_iso
+from service.tasks.task_format import Task
 
 log = logging.getLogger(__name__)
 

@@ -19,17 +19,17 @@ import anyio
 from fastapi import APIRouter, HTTPException, Request
 from sse_starlette import EventSourceResponse
 
-from service.agui import RunProgress, encode_events, interrupted, job_event_from_ws
-from service.agui_plan import IngestPlan, IngestRefused, parse_run_input, plan_ingest
-from service.agui_runs import RunBusy, RunConflict, RunRecord, RunStore, job_history
-from service.api.shutdown import SHUTDOWN_GRACE_S, closed_on_shutdown
-from service.api.state import AppState, State
-from service.api.tasks import BACKLOG_RETRY_AFTER_S
-from service.bus import SubscriptionClosed
-from service.filters import EventFilter
-from service.queue import NotReplicated, QueueFull, TaskQueue
-from service.streamids import ONLY_NEW
-from service.tasks import Task
+from service.agui.run_plan import IngestPlan, IngestRefused, parse_run_input, plan_ingest
+from service.agui.run_store import RunBusy, RunConflict, RunRecord, RunStore, job_history
+from service.agui.run_view import RunProgress, encode_events, interrupted, job_event_from_ws
+from service.api.app_state import AppState, State
+from service.api.stream_shutdown import SHUTDOWN_GRACE_S, closed_on_shutdown
+from service.api.task_routes import BACKLOG_RETRY_AFTER_S
+from service.events.bus import SubscriptionClosed
+from service.events.filters import EventFilter
+from service.events.stream_ids import ONLY_NEW
+from service.tasks.task_format import Task
+from service.tasks.task_queue import NotReplicated, QueueFull, TaskQueue
 
 router = APIRouter(prefix="/agui", tags=["agui"])
 

@@ -17,8 +17,8 @@ from contextlib import asynccontextmanager
 
 import anyio
 
-from service.bus import Subscription
-from service.events import NoticeKind
+from service.events.bus import Subscription
+from service.events.wire import NoticeKind
 
 # Well under systemd's stop timeout; a stream only needs to send what it has buffered.
 SHUTDOWN_GRACE_S = 3.0

@@ -7,9 +7,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from service.config import ConfigError
-from service.handler_spec import LOG_AND_ACK, HandlerKind, parse_handler_spec
-from service.processing import TaskHandler
+from service.core.handler_spec import LOG_AND_ACK, HandlerKind, parse_handler_spec
+from service.core.settings import ConfigError
+from service.tasks.processor import TaskHandler
 
 log = logging.getLogger(__name__)
 

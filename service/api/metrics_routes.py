@@ -9,8 +9,8 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 
-from service.api.state import State
-from service.replies import fields
+from service.api.app_state import State
+from service.core.redis_replies import fields
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["metrics"])

@@ -22,12 +22,12 @@ from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, ResponseError
 
-from service.agui import JobEvent
-from service.agui_plan import IngestPlan
-from service.events import Event
-from service.replies import entries, fields
-from service.streamids import InvalidStreamId, is_after, normalize_resume_point
-from service.tasks import Task
+from service.agui.run_plan import IngestPlan
+from service.agui.run_view import JobEvent
+from service.core.redis_replies import entries, fields
+from service.events.stream_ids import InvalidStreamId, is_after, normalize_resume_point
+from service.events.wire import Event
+from service.tasks.task_format import Task
 
 RUN_KEY_PREFIX = "shield:agui:run:"
 ENQUEUE_LOCK_SUFFIX = ":enqueuing"

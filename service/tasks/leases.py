@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterable
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from service.config import Settings
-from service.queue import TaskQueue
+from service.core.settings import Settings
+from service.tasks.task_queue import TaskQueue
 
 log = logging.getLogger(__name__)
 

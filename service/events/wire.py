@@ -47,7 +47,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from service.jsonsafe import dumps, printable
+from service.core.json_safety import dumps, printable
 
 EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+$"
 _EVENT_TYPE = re.compile(EVENT_TYPE_PATTERN)

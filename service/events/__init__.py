@@ -1,0 +1,1 @@
+"""The event domain: wire formats, filters, stream ids, publishing and the fan-out hub."""
