@@ -33,5 +33,32 @@ def worker_counters_key(ingestion_stream: str) -> str:
     return ingestion_stream + WORKER_COUNTERS_SUFFIX
 
 
+# Tasks waiting for their retry: a sorted set of member ids by due time (ms), and a hash of
+# each member's task fields (JSON). Held here, not pending under a worker, so no reclaim takes
+# them early, and they survive every worker's death.
+DELAYED_SUFFIX = ":delayed"
+DELAYED_TASKS_SUFFIX = ":delayed:tasks"
+# The token bucket that caps handler calls across every worker (SHIELD_HANDLER_RATE_PER_S).
+HANDLER_RATE_SUFFIX = ":handler-rate"
+# Dead-letter metadata is stored beside the task's own fields under this prefix; the Lua
+# scripts get it as an argument.
+DLQ_FIELD_PREFIX = "dlq_"
+
+
+def delayed_key(ingestion_stream: str) -> str:
+    """Name of the sorted set of tasks waiting for a retry, scored by due time in ms."""
+    return ingestion_stream + DELAYED_SUFFIX
+
+
+def delayed_tasks_key(ingestion_stream: str) -> str:
+    """Name of the hash holding the fields of each task waiting for a retry."""
+    return ingestion_stream + DELAYED_TASKS_SUFFIX
+
+
+def handler_rate_key(ingestion_stream: str) -> str:
+    """Name of the hash holding the handler rate limit's token bucket."""
+    return ingestion_stream + HANDLER_RATE_SUFFIX
+
+
 # Set by the deployment (infra) on first contact; a Redis that lost its data gets a new one.
 HOST_TOKEN_KEY = "shield:deploy:host-token"

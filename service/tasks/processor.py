@@ -1,113 +1,228 @@
-"""Running a batch of task deliveries through the handler: the retry and dead-letter policy.
+"""One delivery through the handler, and the move its outcome calls for.
 
-The queue (service.queue) does every move atomically; this module decides which move, and
-which events tell the front-ends about it.
+The queue (task_queue) does every move atomically; the ledger knows what this worker holds;
+this module decides which move, and which events tell the front-ends about it:
+
+- success: the delivery is finished, and acked with the worker's next round trip;
+- RetryLater (429, 503, ``context.retry_after``): deferred to its time, or with backoff, and
+  not counted as a failed attempt; a task busy for longer than lease_max_ms is dead-lettered;
+- PermanentFailure (another 4xx): dead-lettered after this one attempt;
+- any other exception: a failed attempt, deferred with backoff, dead-lettered at the last;
+- a malformed entry, or one delivered more than retry_attempts times without an ack (it
+  kills its worker): dead-lettered before any handler sees it.
 """
 
 from __future__ import annotations
 
-import inspect
+import asyncio
+import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+import random
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import Future
+from datetime import UTC, datetime
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from service.core.raw_text import is_utf8
+from service.core.settings import Settings
 from service.events.wire import Event
-from service.tasks.leases import LeaseKeeper
+from service.tasks.backoff import backoff_ms
+from service.tasks.handlers.context import HandlerContext
+from service.tasks.handlers.http_semantics import FailedAttempt
+from service.tasks.handlers.loading import Handler
+from service.tasks.handlers.outcomes import PermanentFailure, RetryLater
+from service.tasks.ledger import DeliveryLedger
 from service.tasks.task_format import MalformedTask, Task, decode_task
-from service.tasks.task_queue import Delivery, Finished, TaskQueue
+from service.tasks.task_queue import Delivery, TaskQueue
 
 log = logging.getLogger(__name__)
 
-TaskHandler = Callable[[Mapping[str, Any]], Awaitable[object] | object]
+Publish = Callable[[Event], Coroutine[Any, Any, object]]
 
 
-async def call_handler(handler: TaskHandler, payload: Mapping[str, Any]) -> None:
-    """Call a sync or async handler; sync ones run inline, the worker has nothing else to do."""
-    result = handler(payload)
-    if inspect.isawaitable(result):
-        await result
+def idempotency_key(task: Task) -> str:
+    """The same for every attempt at one task (its retries are new stream entries): the
+    chunk's job, id and content."""
+    digest = hashlib.sha256()
+    for part in (task.job_id, task.chunk_id, task.content):
+        digest.update(part.encode("utf-8", "surrogateescape"))
+        digest.update(b"\0")
+    return digest.hexdigest()[:40]
+
+
+def _iso_from_ms(epoch_ms: int) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat()
+
+
+def _age_ms(timestamp: str, now_ms: int) -> int | None:
+    try:
+        enqueued = datetime.fromisoformat(timestamp)
+    except ValueError:
+        return None
+    if enqueued.tzinfo is None:
+        enqueued = enqueued.replace(tzinfo=UTC)
+    return now_ms - int(enqueued.timestamp() * 1000)
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, FailedAttempt):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
 
 
 class TaskProcessor:
-    """Handles deliveries: success is acked with the next read, failure retried or dead-lettered."""
+    """Screens and runs deliveries for one consumer."""
 
     def __init__(
-        self, queue: TaskQueue, handler: TaskHandler, retry_attempts: int, consumer: str
+        self,
+        queue: TaskQueue,
+        handler: Handler,
+        settings: Settings,
+        consumer: str,
+        ledger: DeliveryLedger,
+        publish: Publish,
+        on_deferred: Callable[[int], None] = lambda due_ms: None,
+        draw: Callable[[], float] = random.random,
+        now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self._queue = queue
         self._handler = handler
-        self._retry_attempts = retry_attempts
+        self._settings = settings
         self._consumer = consumer
+        self._ledger = ledger
+        self._publish = publish
+        self._on_deferred = on_deferred
+        self._draw = draw
+        self._now_ms = now_ms
 
-    async def screen(self, deliveries: list[Delivery]) -> list[tuple[Delivery, Task]]:
-        """The deliveries a handler can be given; malformed and poison ones are dead-lettered."""
-        runnable: list[tuple[Delivery, Task]] = []
-        for delivery in deliveries:
-            task = await self._screen(delivery)
-            if task is not None:
-                runnable.append((delivery, task))
-        return runnable
-
-    async def run(
-        self,
-        runnable: list[tuple[Delivery, Task]],
-        leases: LeaseKeeper,
-        should_stop: Callable[[], bool],
-    ) -> Finished:
-        """Handle screened tasks in order; stop early when asked, leaving the rest pending.
-
-        A task that another worker reclaimed meanwhile is skipped: it is that worker's now.
-        Returns what succeeded, for the caller to ack with its next read.
-        """
-        succeeded: list[Task] = []
-        for delivery, task in runnable:
-            if should_stop():
-                break
-            if leases.is_lost(delivery.entry_id):
-                log.warning("task %s was reclaimed by another worker; skipped", task.message_id)
-                continue
-            try:
-                await call_handler(self._handler, task.as_handler_payload())
-            except Exception as error:  # noqa: BLE001 - any handler failure is a task failure
-                await self._fail(delivery, task, f"{type(error).__name__}: {error}")
-            else:
-                succeeded.append(task)
-        return Finished(
-            entry_ids=[task.message_id for task in succeeded],
-            events=batch_event_fields("ingestion.completed", succeeded),
-        )
-
-    async def _screen(self, delivery: Delivery) -> Task | None:
+    async def screen(self, delivery: Delivery) -> Task | None:
         """Decode a delivery; malformed and poison tasks go straight to the dead letters."""
         try:
             task = decode_task(delivery.entry_id, delivery.fields)
         except MalformedTask as error:
             await self._dead_letter(delivery, f"malformed: {error}", 0)
             return None
-        if delivery.deliveries > self._retry_attempts:
+        if delivery.deliveries > self._settings.retry_attempts:
             reason = f"poison: delivered {delivery.deliveries} times without an ack"
             await self._dead_letter(delivery, reason, delivery.deliveries - 1, task)
             return None
         return task
 
-    async def _fail(self, delivery: Delivery, task: Task, error: str) -> None:
+    async def run(self, delivery: Delivery, task: Task, announced: asyncio.Event) -> None:
+        """Run the handler once and settle the outcome. Whatever it writes besides the ack
+        (a retry, a dead letter, progress) waits for `announced`: the batch's
+        ingestion.started comes first on the events stream."""
+        if not self._ledger.start(delivery.entry_id):
+            log.warning("task %s was reclaimed by another worker; skipped", task.message_id)
+            return
+        context = HandlerContext(
+            message_id=task.message_id,
+            job_id=task.job_id,
+            chunk_id=task.chunk_id,
+            idempotency_key=idempotency_key(task),
+            _report_progress=self._progress_reporter(task, announced),
+        )
+        try:
+            await self._handler(task.as_handler_payload(), context)
+        except RetryLater as busy:
+            await self._defer_busy(delivery, task, busy, announced)
+        except PermanentFailure as refused:
+            await self._dead_letter(delivery, refused.reason, task.retry_count + 1, task, announced)
+        except Exception as error:  # noqa: BLE001 - any other handler failure is a failed attempt
+            await self._fail(delivery, task, _describe(error), announced)
+        else:
+            if not self._ledger.finish(delivery.entry_id, task):
+                log.warning(
+                    "task %s was reclaimed by another worker while it ran; not acked",
+                    task.message_id,
+                )
+
+    async def _fail(
+        self, delivery: Delivery, task: Task, error: str, announced: asyncio.Event
+    ) -> None:
         attempt = task.retry_count + 1
         log.warning(
             "task %s (job %s) failed, attempt %d: %s", task.message_id, task.job_id, attempt, error
         )
-        if attempt >= self._retry_attempts:
-            await self._dead_letter(delivery, error, attempt, task)
+        if attempt >= self._settings.retry_attempts:
+            await self._dead_letter(delivery, error, attempt, task, announced)
             return
-        failed = _task_event("ingestion.failed", task, error=error, attempt=attempt, retrying=True)
-        moved = await self._queue.retry(
-            self._consumer, delivery, task.retried(attempt), [failed.to_fields()]
+        delay_ms = backoff_ms(
+            attempt,
+            self._settings.retry_backoff_ms,
+            self._settings.retry_backoff_max_ms,
+            self._draw,
         )
-        if not moved:
-            log.warning("task %s was reclaimed by another worker; not retried", task.message_id)
+        await self._defer(
+            delivery, task.retried(attempt), delay_ms, "retried", error, attempt, announced
+        )
+
+    async def _defer_busy(
+        self, delivery: Delivery, task: Task, busy: RetryLater, announced: asyncio.Event
+    ) -> None:
+        now_ms = self._now_ms()
+        age_ms = _age_ms(task.timestamp, now_ms)
+        if age_ms is not None and age_ms > self._settings.lease_max_ms:
+            reason = f"busy for longer than lease_max_ms ({self._settings.lease_max_ms}): "
+            await self._dead_letter(
+                delivery, reason + busy.reason, task.retry_count + 1, task, announced
+            )
+            return
+        if busy.delay_s is not None:
+            delay_ms = int(busy.delay_s * 1000)
+        else:
+            delay_ms = backoff_ms(
+                task.retry_count + 1,
+                self._settings.retry_backoff_ms,
+                self._settings.retry_backoff_max_ms,
+                self._draw,
+            )
+        log.info("task %s deferred %d ms: %s", task.message_id, delay_ms, busy.reason)
+        await self._defer(
+            delivery, task, delay_ms, "deferred", busy.reason, task.retry_count, announced, True
+        )
+
+    async def _defer(
+        self,
+        delivery: Delivery,
+        task: Task,
+        delay_ms: int,
+        counter: str,
+        error: str,
+        attempt: int,
+        announced: asyncio.Event,
+        busy: bool = False,
+    ) -> None:
+        due_ms = self._now_ms() + delay_ms
+        failed = _task_event(
+            "ingestion.failed",
+            task,
+            error=error,
+            attempt=attempt,
+            retrying=True,
+            retry_at=_iso_from_ms(due_ms),
+            **({"busy": True} if busy else {}),
+        )
+        moved = await self._move(
+            delivery,
+            announced,
+            lambda: self._queue.defer(
+                self._consumer, delivery, task, due_ms, counter, [failed.to_fields()]
+            ),
+        )
+        if moved:
+            self._on_deferred(due_ms)
 
     async def _dead_letter(
-        self, delivery: Delivery, reason: str, attempts: int, task: Task | None = None
+        self,
+        delivery: Delivery,
+        reason: str,
+        attempts: int,
+        task: Task | None = None,
+        announced: asyncio.Event | None = None,
     ) -> None:
         log.error(
             "task %s dead-lettered after %d attempt(s): %s", delivery.entry_id, attempts, reason
@@ -129,13 +244,57 @@ class TaskProcessor:
                 data=data,
             )
         )
-        moved = await self._queue.dead_letter(
-            self._consumer, delivery, reason, attempts, [event.to_fields() for event in events]
+        fields = [event.to_fields() for event in events]
+        await self._move(
+            delivery,
+            announced,
+            lambda: self._queue.dead_letter(self._consumer, delivery, reason, attempts, fields),
         )
+
+    async def _move(
+        self,
+        delivery: Delivery,
+        announced: asyncio.Event | None,
+        write: Callable[[], Awaitable[bool]],
+    ) -> bool:
+        """Make one move of a delivery this worker still holds, once its batch is announced;
+        False when it is another's."""
+        if not self._ledger.moving(delivery.entry_id):
+            log.warning("task %s was reclaimed by another worker; not moved", delivery.entry_id)
+            return False
+        try:
+            if announced is not None:
+                await announced.wait()
+            moved = await write()
+        except RedisError:
+            # Left pending for reclaim: renewing it would hide it until lease_max_ms.
+            self._ledger.release([delivery.entry_id])
+            raise
+        self._ledger.moved(delivery.entry_id)
         if not moved:
-            log.warning(
-                "task %s was reclaimed by another worker; not dead-lettered", delivery.entry_id
-            )
+            log.warning("task %s was reclaimed by another worker; not moved", delivery.entry_id)
+        return moved
+
+    def _progress_reporter(
+        self, task: Task, announced: asyncio.Event
+    ) -> Callable[[float, str], None]:
+        loop = asyncio.get_running_loop()
+
+        async def publish_when_announced(event: Event) -> None:
+            await announced.wait()
+            await self._publish(event)
+
+        def report(fraction: float, message: str) -> None:
+            event = _task_event("ingestion.progress", task, progress=fraction, message=message)
+            future = asyncio.run_coroutine_threadsafe(publish_when_announced(event), loop)
+            future.add_done_callback(_log_progress_failure)
+
+        return report
+
+
+def _log_progress_failure(future: Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("could not emit ingestion.progress: %s", future.exception())
 
 
 def _task_event(event_type: str, task: Task, **extra: Any) -> Event:

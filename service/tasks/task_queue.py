@@ -12,6 +12,10 @@
   pending for this consumer: a worker whose task was taken from it can neither ack nor move it.
   A retry adds the task again with a higher retry count; a dead letter goes to ``:dlq`` with its
   reason, fields kept byte for byte. The move, the ack, the counter and the events are atomic.
+- **Wait.** A retry is not added back at once: ``defer`` moves the task to a sorted set keyed
+  by its due time (and acks its delivery) in one script, and ``promote`` adds due tasks back
+  to the stream, judged by the Redis server's clock. A waiting task is pending under no
+  worker, so no reclaim takes it early, and it survives every worker's death.
 - **Trim.** Only entries the worker group has acked are trimmed: below the oldest pending id,
   or up to the last delivered id when nothing is pending (Redis 7.0 has no ACKED trim mode).
   Observer groups on the same stream, such as metrics-collector, may miss trimmed entries.
@@ -26,171 +30,34 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import NoScriptError
 
+from service.core import names
+from service.core.lua import Args, LuaScript, PipelinedCall, settle
 from service.core.raw_text import base64_of, is_utf8
 from service.core.redis_replies import entries, first_stream_entries, xadd_fields
 from service.core.settings import Settings
 from service.events.stream_ids import FIRST_ID, parse_entry_id
-from service.events.wire import utc_now_iso
+from service.events.wire import Event, utc_now_iso
 from service.tasks.task_format import Task
 
 log = logging.getLogger(__name__)
 
 # XAUTOCLAIM calls per reclaim at most, each looking at ten pending entries: a thousand.
 RECLAIM_CALLS = 100
+# Due retries moved back to the stream per promote call; a longer backlog takes more calls.
+PROMOTE_BATCH = 100
 
 # Nothing can follow it, and Redis refuses an exclusive range that starts there.
 LAST_POSSIBLE_ID = f"{2**64 - 1}-{2**64 - 1}"
 
-# Dead-letter metadata is stored beside the task's own fields under this prefix.
-DLQ_PREFIX = "dlq_"
-
-# group_row: a group's row of XINFO GROUPS as a table, or nil; owned: whether an entry is
-# pending for this consumer.
-_LUA_HELPERS = """
-local function group_row(stream, name)
-  if redis.call('EXISTS', stream) == 0 then return nil end
-  for _, info in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
-    local row = {}
-    for i = 1, #info, 2 do row[info[i]] = info[i + 1] end
-    if row['name'] == name then return row end
-  end
-  return nil
-end
-local function owned(stream, group, consumer, id)
-  return #redis.call('XPENDING', stream, group, id, id, 1, consumer) == 1
-end
-"""
-
-# KEYS: stream. ARGV: group, cap, fields... Returns {1, id} or {0, backlog}.
-# XLEN bounds the backlog from above, so the group is only looked at near the cap. There, what
-# the group has acked is trimmed first (below its oldest pending entry, or below the last one
-# delivered when none is pending): the ack script trims only past maxlen, so a stream held at
-# exactly the cap would otherwise never shrink. The backlog is then pending plus unread. A
-# group that has been delivered the newest entry has read everything, whatever Redis's lag
-# says: after a failover the promoted replica's lag can be off by the stream's whole history
-# (redis/redis#12898, fixed in 7.2.4). A lag that Redis cannot tell (nil) counts as the whole
-# stream: refuse rather than guess low.
-_ADMIT = (
-    _LUA_HELPERS
-    + """
-local stream, group, cap = KEYS[1], ARGV[1], tonumber(ARGV[2])
-local length = redis.call('XLEN', stream)
-if length >= cap then
-  local backlog = length
-  local row = group_row(stream, group)
-  if row then
-    local pending = redis.call('XPENDING', stream, group)
-    local safe = pending[2] or row['last-delivered-id']
-    redis.call('XTRIM', stream, 'MINID', safe)
-    length = redis.call('XLEN', stream)
-    local newest = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
-    local unread = length
-    if newest == nil or newest[1] == row['last-delivered-id'] then
-      unread = 0
-    elseif row['lag'] then
-      unread = math.min(row['lag'], length)
-    end
-    backlog = math.min(pending[1] + unread, length)
-  end
-  if backlog >= cap then return {0, backlog} end
-end
-return {1, redis.call('XADD', stream, '*', unpack(ARGV, 3))}
-"""
-)
-
-# KEYS: stream, counters. ARGV: group, consumer, maxlen, ids in stream order... Acks the ids
-# still pending for this consumer (one XPENDING over their range, not one per id) and returns
-# the others, which another consumer owns now. Then, past maxlen, trims what is acked: below
-# the oldest pending entry, or, with nothing pending, below the last id acked here: it was
-# pending on this server, so every entry before it was delivered here, and none is pending.
-# Not below an id that was not pending here: after a failover the promoted replica may never
-# have seen that delivery, and the entries before it are still to be delivered.
-_ACK = """
-local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
-local first, last, count = ARGV[4], ARGV[#ARGV], #ARGV - 3
-local pending = {}
-for _, row in ipairs(redis.call('XPENDING', stream, group, first, last, count + 100, consumer)) do
-  pending[row[1]] = true
-end
-local mine, lost = {}, {}
-for i = 4, #ARGV do
-  if pending[ARGV[i]] then table.insert(mine, ARGV[i]) else table.insert(lost, ARGV[i]) end
-end
-if #mine > 0 then
-  redis.call('XACK', stream, group, unpack(mine))
-  redis.call('HINCRBY', KEYS[2], 'acked', #mine)
-end
-if redis.call('XLEN', stream) > tonumber(ARGV[3]) then
-  local safe = redis.call('XPENDING', stream, group)[2] or mine[#mine]
-  if safe then redis.call('XTRIM', stream, 'MINID', '~', safe) end
-end
-return lost
-"""
-
-# KEYS: stream, target, counters, events. ARGV: group, consumer, id, counter, events maxlen,
-# n, the target entry's n field-value items, then per event: m and its m items.
-# Returns 0, and does nothing, when the task is no longer this consumer's.
-_MOVE = (
-    _LUA_HELPERS
-    + """
-local stream, group, consumer, id = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
-if not owned(stream, group, consumer, id) then return 0 end
-local n = tonumber(ARGV[6])
-redis.call('XADD', KEYS[2], '*', unpack(ARGV, 7, 6 + n))
-redis.call('XACK', stream, group, id)
-redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
-local i = 7 + n
-while i <= #ARGV do
-  local m = tonumber(ARGV[i])
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, i + 1, i + m))
-  i = i + 1 + m
-end
-return 1
-"""
-)
-
-# KEYS: stream. ARGV: group, consumer, ids... Resets the idle time of the ids this consumer
-# still owns, without counting a delivery, and returns them.
-_RENEW = (
-    _LUA_HELPERS
-    + """
-local kept = {}
-for i = 3, #ARGV do
-  if owned(KEYS[1], ARGV[1], ARGV[2], ARGV[i]) then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
-    table.insert(kept, ARGV[i])
-  end
-end
-return kept
-"""
-)
-
-# Atomically copies a dead letter back onto the task stream, with a fresh retry count and
-# without its dlq_* fields, and deletes it; returns false when the id is not there.
-_REQUEUE = """
-local entry = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
-if #entry == 0 then return false end
-local fields = entry[1][2]
-local out = {}
-for i = 1, #fields, 2 do
-  local name = fields[i]
-  if string.sub(name, 1, 4) ~= 'dlq_' then
-    local value = fields[i + 1]
-    if name == 'retry_count' then value = '0' end
-    table.insert(out, name)
-    table.insert(out, value)
-  end
-end
-if #out == 0 then return false end
-local id = redis.call('XADD', KEYS[2], '*', unpack(out))
-redis.call('XDEL', KEYS[1], ARGV[1])
-return id
-"""
+_SCRIPTS = "service.tasks"
 
 
-class QueueFull(Exception):
+class TaskQueueError(Exception):
+    """The root of the queue's refusals, which the API answers with a status a client retries."""
+
+
+class QueueFull(TaskQueueError):
     """The worker group's backlog reached its cap; nothing was written."""
 
     def __init__(self, backlog: int, cap: int) -> None:
@@ -199,7 +66,7 @@ class QueueFull(Exception):
         self.cap = cap
 
 
-class NotReplicated(Exception):
+class NotReplicated(TaskQueueError):
     """The task was written, but fewer replicas than required confirmed it in time."""
 
     def __init__(self, entry_id: str, confirmed: int, required: int) -> None:
@@ -252,14 +119,16 @@ class DeadLetter:
                 text[name] = value
             else:
                 binary.append((base64_of(name), base64_of(value)))
-        meta = {name: value for name, value in text.items() if name.startswith(DLQ_PREFIX)}
-        attempts = meta.get("dlq_attempts", "0")
+        meta = {
+            name: value for name, value in text.items() if name.startswith(names.DLQ_FIELD_PREFIX)
+        }
+        attempts = meta.get(dead_letter_field("attempts"), "0")
         return cls(
             entry_id=entry_id,
-            reason=meta.get("dlq_reason", ""),
+            reason=meta.get(dead_letter_field("reason"), ""),
             attempts=int(attempts) if attempts.isdigit() else 0,
-            original_id=meta.get("dlq_original_id", ""),
-            dead_lettered_at=meta.get("dlq_at", ""),
+            original_id=meta.get(dead_letter_field("original_id"), ""),
+            dead_lettered_at=meta.get(dead_letter_field("at"), ""),
             fields={name: value for name, value in text.items() if name not in meta},
             binary_fields=binary,
         )
@@ -267,6 +136,23 @@ class DeadLetter:
 
 def _flatten(mapping: Mapping[str, str]) -> list[str]:
     return [item for pair in mapping.items() for item in pair]
+
+
+def _counted(items: Sequence[str]) -> Args:
+    """Items prefixed by their count, as the scripts take a variable-length list."""
+    return [len(items), *items]
+
+
+def _events_args(events: Sequence[Mapping[str, str]]) -> Args:
+    args: Args = []
+    for event in events:
+        args += _counted(_flatten(event))
+    return args
+
+
+def dead_letter_field(name: str) -> str:
+    """A dead letter's own field (reason, attempts, original_id, at), beside the task's."""
+    return names.DLQ_FIELD_PREFIX + name
 
 
 class TaskQueue:
@@ -278,31 +164,46 @@ class TaskQueue:
         self._group = settings.worker_group
         self._dead_letters = settings.dead_letter_stream
         self._counters = settings.worker_counters_key
+        self._delayed = names.delayed_key(settings.stream_ingestion)
+        self._delayed_tasks = names.delayed_tasks_key(settings.stream_ingestion)
         self._events = settings.stream_events
         self._maxlen = settings.stream_maxlen
         self._batch_size = settings.batch_size
         self._block_ms = settings.block_ms
         self._claim_idle_ms = settings.claim_idle_ms
         self._reclaim_from = FIRST_ID
-        self._ack = redis.register_script(_ACK)
         self._replicas = settings.task_replicas
         self._replica_timeout_ms = settings.task_replica_timeout_ms
-        self._move = redis.register_script(_MOVE)
-        self._renew = redis.register_script(_RENEW)
-        self._requeue = redis.register_script(_REQUEUE)
+        self._admit = LuaScript(redis, _SCRIPTS, "admit")
+        self._ack = LuaScript(redis, _SCRIPTS, "ack")
+        self._dead_letter = LuaScript(redis, _SCRIPTS, "dead_letter")
+        self._defer = LuaScript(redis, _SCRIPTS, "defer")
+        self._promote = LuaScript(redis, _SCRIPTS, "promote")
+        self._renew = LuaScript(redis, _SCRIPTS, "renew")
+        self._requeue = LuaScript(redis, _SCRIPTS, "requeue")
 
     async def enqueue(self, task: Task) -> str:
-        """Add one task, or raise QueueFull when the backlog is at its cap.
+        """Add one task and its ingestion.queued event, or raise QueueFull when the backlog
+        is at its cap.
 
         With task_replicas set, WAIT on the same connection for that many replicas to have
         it, or raise NotReplicated: a failover to a replica without it would lose it.
         """
-        args: list[str | int] = [self._group, self._maxlen, *_flatten(task.to_fields())]
+        queued = Event(
+            type="ingestion.queued",
+            job_id=task.job_id,
+            timestamp=task.timestamp,
+            data={"chunk_id": task.chunk_id},
+        )
+        keys = [self._stream, self._events]
+        args: Args = [self._group, self._maxlen, self._maxlen]
+        args += _counted(_flatten(queued.to_fields()))
+        args += _flatten(task.to_fields())
         async with self._redis.pipeline(transaction=False) as pipeline:
-            pipeline.eval(_ADMIT, 1, self._stream, *args)
+            calls = {0: self._admit.queue(pipeline, keys, args)}
             if self._replicas:
                 pipeline.wait(self._replicas, self._replica_timeout_ms)
-            replies = await pipeline.execute()
+            replies = await settle(await pipeline.execute(raise_on_error=False), calls)
         admitted, value = replies[0]
         if not admitted:
             raise QueueFull(int(value), self._maxlen)
@@ -316,25 +217,25 @@ class TaskQueue:
         finished: Finished | None = None,
         events: Sequence[Mapping[str, str]] = (),
         block: bool = True,
+        count: int | None = None,
     ) -> list[Delivery]:
-        """Tasks never delivered before, waiting up to block_ms for them unless block is False.
+        """Up to `count` (default batch_size) tasks never delivered before, waiting up to
+        block_ms for them unless block is False.
 
-        The acks and events of the previous batch, then `events`, go first in the same round
-        trip: a worker reading ahead announces the batch it is about to run with this read.
+        `events`, then the acks and events of finished tasks, go first in the same round
+        trip: a worker announces the batch it has just started with its next read.
         """
         async with self._redis.pipeline(transaction=False) as pipeline:
-            acks = self._queue_ack(pipeline, consumer, finished)
-            for event in events:
-                self._queue_event(pipeline, event)
+            calls = self._queue_outbox(pipeline, consumer, finished, events)
             pipeline.xreadgroup(
                 self._group,
                 consumer,
                 {self._stream: ">"},
-                count=self._batch_size,
+                count=count or self._batch_size,
                 block=self._block_ms if block else None,
             )
             replies = await pipeline.execute(raise_on_error=False)
-        await self._settle(replies, acks)
+        await self._settle_outbox(replies, calls)
         return [
             Delivery(entry_id, fields, 1) for entry_id, fields in first_stream_entries(replies[-1])
         ]
@@ -344,57 +245,53 @@ class TaskQueue:
         consumer: str,
         finished: Finished | None,
         events: Sequence[Mapping[str, str]] = (),
-    ) -> None:
-        """Ack handled tasks and publish their events, then `events`, in a round trip of
-        their own."""
+    ) -> list[str]:
+        """Publish `events`, then ack finished tasks and publish their events, in a round trip
+        of their own; returns the ids that were no longer this consumer's."""
+        if (finished is None or not finished.entry_ids) and not events:
+            return []
         async with self._redis.pipeline(transaction=False) as pipeline:
-            acks = self._queue_ack(pipeline, consumer, finished)
-            for event in events:
-                self._queue_event(pipeline, event)
-            if acks is None and not events:
-                return
+            calls = self._queue_outbox(pipeline, consumer, finished, events)
             replies = await pipeline.execute(raise_on_error=False)
-        await self._settle(replies, acks)
+        return await self._settle_outbox(replies, calls)
 
-    def _queue_ack(
-        self, pipeline: Pipeline, consumer: str, finished: Finished | None
-    ) -> tuple[list[str], list[str | int]] | None:
+    def _queue_outbox(
+        self,
+        pipeline: Pipeline,
+        consumer: str,
+        finished: Finished | None,
+        events: Sequence[Mapping[str, str]],
+    ) -> dict[int, PipelinedCall]:
+        for event in events:
+            self._queue_event(pipeline, event)
         if finished is None or not finished.entry_ids:
-            return None
-        keys = [self._stream, self._counters]
+            return {}
         # The script checks ownership over the range from the first id to the last.
         ids = sorted(finished.entry_ids, key=parse_entry_id)
-        args: list[str | int] = [self._group, consumer, self._maxlen, *ids]
-        pipeline.evalsha(self._ack.sha, len(keys), *keys, *args)
+        keys = [self._stream, self._counters]
+        call = self._ack.queue(pipeline, keys, [self._group, consumer, self._maxlen, *ids])
         for event in finished.events:
             self._queue_event(pipeline, event)
-        return keys, args
+        return {len(events): call}
 
     def _queue_event(self, pipeline: Pipeline, event: Mapping[str, str]) -> None:
         pipeline.xadd(self._events, xadd_fields(event), maxlen=self._maxlen, approximate=True)
 
-    async def _settle(
-        self, replies: list[Any], acks: tuple[list[str], list[str | int]] | None
-    ) -> None:
-        """Raise the first error of a pipeline, after acking again where only NOSCRIPT failed.
-
-        EVALSHA saves sending the script every batch; after a Redis restart the script is
-        gone, and the other commands of the pipeline have run all the same.
-        """
-        if acks is not None and isinstance(replies[0], NoScriptError):
-            keys, args = acks
-            replies[0] = await self._ack(keys=keys, args=args)
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        if acks is not None and replies[0]:
-            lost = replies[0]
+    async def _settle_outbox(
+        self, replies: list[Any], calls: dict[int, PipelinedCall]
+    ) -> list[str]:
+        """Raise the pipeline's first error; return (and log) the finished ids that another
+        worker owns now."""
+        replies = await settle(replies, calls)
+        lost = [str(entry_id) for index in calls for entry_id in replies[index]]
+        if lost:
             log.warning(
                 "%d finished task(s) no longer pending for this worker (reclaimed by another,"
                 " or acked by an attempt whose reply was lost): %s",
                 len(lost),
                 lost,
             )
+        return lost
 
     async def reclaim(self, consumer: str) -> list[Delivery]:
         """Take over the oldest task left pending by a consumer idle for claim_idle_ms.
@@ -438,16 +335,36 @@ class TaskQueue:
         ids = list(entry_ids)
         if not ids:
             return []
-        kept = await self._renew(keys=[self._stream], args=[self._group, consumer, *ids])
+        kept = await self._renew([self._stream], [self._group, consumer, *ids])
         return [str(entry_id) for entry_id in kept]
 
-    async def retry(
-        self, consumer: str, delivery: Delivery, task: Task, events: Sequence[Mapping[str, str]]
+    async def defer(
+        self,
+        consumer: str,
+        delivery: Delivery,
+        task: Task,
+        due_ms: int,
+        counter: str,
+        events: Sequence[Mapping[str, str]],
     ) -> bool:
-        """Add the task again with its new retry count and ack this delivery, atomically."""
-        return await self._move_owned(
-            consumer, delivery.entry_id, self._stream, task.to_fields(), "retried", events
-        )
+        """Hold the task until due_ms (ms since the epoch) and ack this delivery, atomically;
+        False when the task is no longer this consumer's."""
+        keys = [self._stream, self._delayed, self._delayed_tasks, self._counters, self._events]
+        args: Args = [self._group, consumer, delivery.entry_id, counter, self._maxlen, due_ms]
+        args += _counted(_flatten(task.to_fields())) + _events_args(events)
+        return bool(await self._defer(keys, args))
+
+    async def promote(self) -> tuple[int, int | None]:
+        """Add due retries back to the stream: how many moved, and the ms until the next one
+        is due (None when none waits)."""
+        keys = [self._delayed, self._delayed_tasks, self._stream]
+        moved, wait_ms = await self._promote(keys, [PROMOTE_BATCH])
+        return int(moved), (None if int(wait_ms) < 0 else int(wait_ms))
+
+    async def waiting_count(self) -> int:
+        """Tasks waiting for their retry."""
+        count: int = await self._redis.zcard(self._delayed)
+        return count
 
     async def dead_letter(
         self,
@@ -461,37 +378,20 @@ class TaskQueue:
         letter = {
             name: value
             for name, value in delivery.fields.items()
-            if not name.startswith(DLQ_PREFIX)
+            if not name.startswith(names.DLQ_FIELD_PREFIX)
         }
         letter.update(
             {
-                "dlq_reason": reason,
-                "dlq_attempts": str(attempts),
-                "dlq_original_id": delivery.entry_id,
-                "dlq_at": utc_now_iso(),
+                dead_letter_field("reason"): reason,
+                dead_letter_field("attempts"): str(attempts),
+                dead_letter_field("original_id"): delivery.entry_id,
+                dead_letter_field("at"): utc_now_iso(),
             }
         )
-        return await self._move_owned(
-            consumer, delivery.entry_id, self._dead_letters, letter, "dead_lettered", events
-        )
-
-    async def _move_owned(
-        self,
-        consumer: str,
-        entry_id: str,
-        target: str,
-        fields: Mapping[str, str],
-        counter: str,
-        events: Sequence[Mapping[str, str]],
-    ) -> bool:
-        args: list[str | int] = [self._group, consumer, entry_id, counter, self._maxlen]
-        args += [2 * len(fields), *_flatten(fields)]
-        for event in events:
-            args += [2 * len(event), *_flatten(event)]
-        moved = await self._move(
-            keys=[self._stream, target, self._counters, self._events], args=args
-        )
-        return bool(moved)
+        keys = [self._stream, self._dead_letters, self._counters, self._events]
+        args: Args = [self._group, consumer, delivery.entry_id, "dead_lettered", self._maxlen]
+        args += _counted(_flatten(letter)) + _events_args(events)
+        return bool(await self._dead_letter(keys, args))
 
     async def dead_letters(self, count: int, after: str | None = None) -> list[DeadLetter]:
         """The oldest dead letters, optionally strictly after an entry id."""
@@ -509,5 +409,8 @@ class TaskQueue:
 
     async def requeue_dead_letter(self, entry_id: str) -> str | None:
         """Put a dead letter back on the task stream; None when there is no such entry."""
-        new_id = await self._requeue(keys=[self._dead_letters, self._stream], args=[entry_id])
+        new_id = await self._requeue(
+            [self._dead_letters, self._stream],
+            [entry_id, names.DLQ_FIELD_PREFIX, "retry_count"],
+        )
         return str(new_id) if new_id else None

@@ -1,8 +1,18 @@
 """The worker process: ``python -m service.worker [--consumer NAME]``.
 
-On SIGTERM or SIGINT it stops reading, finishes the task in hand, acks what it finished and
-exits; tasks of the batch it did not start, and of the batch it read ahead, stay pending and
-are reclaimed by another worker.
+It runs up to SHIELD_WORKER_CONCURRENCY tasks at once. The reader reads only into free
+slots, and sends each batch's announcement (``ingestion.started``) and the acks of finished
+tasks with its next read, one round trip per batch while busy; while it waits (for a slot,
+or in a blocking read), the acker sends them instead. A batch's announcement always lands
+before anything else said about its tasks: acks follow it in the same round trip, and a
+failure, a retry or a progress event waits for it. The promoter adds due retries back to
+the stream. Every delivery held is in the DeliveryLedger, from which the lease thread renews.
+
+A task reclaimed from a dead worker runs alone, with nothing else in flight: if it is the
+poison that killed that worker, it must not charge a delivery to innocent neighbours.
+
+On SIGTERM or SIGINT it stops reading, finishes the tasks running, acks them and exits;
+tasks it read and had not started stay pending, for another worker to reclaim.
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from redis.exceptions import RedisError
 
@@ -24,10 +35,13 @@ from service.core.redis_client import create_redis
 from service.core.settings import ConfigError, Settings, load_settings
 from service.events.bus import EventPublisher
 from service.events.wire import Event
-from service.tasks.handler_loading import load_handler
+from service.tasks.handlers.loading import Handler, build_handler
 from service.tasks.leases import LeaseKeeper
-from service.tasks.processor import TaskHandler, TaskProcessor, batch_event_fields
-from service.tasks.task_queue import Delivery, Finished, TaskQueue
+from service.tasks.ledger import DeliveryLedger
+from service.tasks.processor import TaskProcessor, batch_event_fields
+from service.tasks.rate_limit import HandlerRateLimit
+from service.tasks.task_format import Task
+from service.tasks.task_queue import PROMOTE_BATCH, Delivery, Finished, TaskQueue
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +50,8 @@ RECONNECT_DELAY_S = 1.0
 MAX_RECLAIM_INTERVAL_S = 5.0
 # Renew held tasks this many times per claim_idle_ms, so one late renewal costs nothing.
 LEASE_RENEWALS_PER_IDLE_TIME = 3
-# A worker reads its next batch ahead only while batches run this fast: it saves a round trip
-# per batch, and a batch held while a slow one runs would keep other workers waiting.
-READ_AHEAD_MAX_BATCH_S = 0.05
+# Other workers' retries come due unannounced: look for them at least this often.
+PROMOTE_POLL_S = 1.0
 
 
 def default_consumer_name() -> str:
@@ -49,40 +62,54 @@ def default_consumer_name() -> str:
 class Worker:
     """Reads tasks in the worker group and runs them until told to stop."""
 
-    def __init__(self, settings: Settings, handler: TaskHandler, consumer: str) -> None:
+    def __init__(self, settings: Settings, handler: Handler, consumer: str) -> None:
         self._settings = settings
+        self._handler = handler
         self._consumer = consumer
+        self._concurrency = settings.worker_concurrency
         self._redis = create_redis(settings)
         self._queue = TaskQueue(self._redis, settings)
         self._publisher = EventPublisher(
             self._redis, settings.stream_events, settings.stream_maxlen
         )
-        self._processor = TaskProcessor(self._queue, handler, settings.retry_attempts, consumer)
+        self._ledger = DeliveryLedger(lease_max_s=settings.lease_max_ms / 1000)
+        self._processor = TaskProcessor(
+            self._queue,
+            handler,
+            settings,
+            consumer,
+            self._ledger,
+            self._publisher.publish,
+            on_deferred=self._retry_deferred,
+        )
         self._leases = LeaseKeeper(
             settings,
             lambda: create_redis(settings, max_connections=1),
             consumer,
+            self._ledger,
             interval_s=settings.claim_idle_ms / 1000 / LEASE_RENEWALS_PER_IDLE_TIME,
-            lease_max_s=settings.lease_max_ms / 1000,
         )
-        # stop() may run in a signal handler while a sync task handler blocks the loop: the
-        # flag is seen between tasks, the event wakes the sleeps once the loop runs again.
+        self._rate_limit = (
+            HandlerRateLimit(self._redis, settings) if settings.handler_rate_per_s > 0 else None
+        )
+        # stop() may run in a signal handler: the flag is seen at once, the event wakes the
+        # waits once the loop runs again.
         self._stop_requested = False
-        self._stopping = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Tasks handled but not acked yet: their ack rides with the next read.
-        self._finished: Finished | None = None
+        self._stopping = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._outbox_ready = asyncio.Event()
+        self._promote_soon = asyncio.Event()
+        # Announcements not sent yet, and the event each batch's runners wait on.
+        self._outbox_events: list[dict[str, str]] = []
+        self._announcing: list[asyncio.Event] = []
+        self._reader_waiting = False
+        self._runners: set[asyncio.Task[None]] = set()
         self._reclaim_interval_s = min(settings.claim_idle_ms / 2000, MAX_RECLAIM_INTERVAL_S)
         self._next_reclaim = 0.0
-        # The next batch, read with the announcement of the one running: delivered to this
-        # worker and held, not started.
-        self._ahead: list[Delivery] = []
-        self._claim_idle_s = settings.claim_idle_ms / 1000
-        self._ahead_read_at = 0.0
-        self._batches_are_quick = True
 
     def stop(self) -> None:
-        """Ask the worker to finish the task in hand and exit; safe from a signal handler."""
+        """Ask the worker to finish the tasks running and exit; safe from a signal handler."""
         self._stop_requested = True
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._stopping.set)
@@ -95,14 +122,34 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         self._leases.start()
         await self._start()
+        helpers = [
+            asyncio.create_task(self._ack_loop(), name="acker"),
+            asyncio.create_task(self._promote_loop(), name="promoter"),
+        ]
         try:
             while not self._stop_requested:
                 try:
-                    await self._work_once()
+                    await self._read_once()
                 except RedisError as error:
                     await self._recover(error)
         finally:
-            await self._finish()
+            await self._finish(helpers)
+
+    async def _start(self) -> None:
+        while not self._stop_requested:
+            try:
+                await ensure_all_groups(self._redis, self._settings)
+                await self._announce("worker.started")
+                log.info(
+                    "worker %s reading %s, %d at a time",
+                    self._consumer,
+                    self._settings.stream_ingestion,
+                    self._concurrency,
+                )
+                return
+            except RedisError as error:
+                log.warning("redis unavailable at start, retrying: %s", error)
+                await self._sleep_unless_stopping(RECONNECT_DELAY_S)
 
     async def _recover(self, error: RedisError) -> None:
         if is_missing_group(error):
@@ -117,128 +164,238 @@ class Worker:
         log.warning("redis unavailable, retrying in %.1fs: %s", RECONNECT_DELAY_S, error)
         await self._sleep_unless_stopping(RECONNECT_DELAY_S)
 
-    async def _start(self) -> None:
-        while not self._stop_requested:
-            try:
-                await ensure_all_groups(self._redis, self._settings)
-                await self._announce("worker.started")
-                log.info(
-                    "worker %s reading %s",
-                    self._consumer,
-                    self._settings.stream_ingestion,
-                )
-                return
-            except RedisError as error:
-                log.warning("redis unavailable at start, retrying: %s", error)
-                await self._sleep_unless_stopping(RECONNECT_DELAY_S)
+    # The reader ---------------------------------------------------------------------------
 
-    async def _finish(self) -> None:
+    async def _read_once(self) -> None:
+        free = await self._free_slots()
+        if free <= 0:
+            return
+        if time.monotonic() >= self._next_reclaim:
+            reclaimed = await self._queue.reclaim(self._consumer)
+            if reclaimed:
+                await self._run_alone(reclaimed[0])
+                return
+            self._next_reclaim = time.monotonic() + self._reclaim_interval_s
+        events, finished, announced = self._take_outbox()
+        # Block only with nothing to send: what is sent with a blocking read is not known to
+        # have landed until the read returns, and a batch waits for its announcement.
+        block = not events and finished is None
+        self._reader_waiting = block
         try:
-            await self._ack_finished()
+            deliveries = await self._queue.read(
+                self._consumer, finished, events, block=block, count=min(self._batch(), free)
+            )
+        except RedisError:
+            self._outbox_failed(events, finished, announced)
+            raise
+        finally:
+            self._reader_waiting = False
+        self._outbox_sent(finished, announced)
+        if deliveries and not self._stop_requested:
+            await self._launch(deliveries)
+        elif deliveries:
+            # Read as the stop came: left pending for another worker, never started.
+            self._ledger.release(delivery.entry_id for delivery in deliveries)
+
+    def _batch(self) -> int:
+        return self._settings.batch_size
+
+    async def _free_slots(self) -> int:
+        """Wait until a slot is free; 0 when the worker is stopping."""
+        while not self._stop_requested:
+            free = self._concurrency - self._ledger.in_flight()
+            if free > 0:
+                return free
+            self._slot_freed.clear()
+            self._reader_waiting = True
+            if self._outbox_events or self._ledger.has_acks_to_send():
+                self._outbox_ready.set()
+            try:
+                await self._wait_either(self._slot_freed, timeout_s=self._reclaim_interval_s)
+            finally:
+                self._reader_waiting = False
+        return 0
+
+    async def _launch(self, deliveries: list[Delivery]) -> None:
+        """Hold, screen and start a batch. Its announcement goes with the next round trip,
+        ahead of the batch's acks; a failure, a retry or progress waits for it to land."""
+        self._ledger.receive(delivery.entry_id for delivery in deliveries)
+        runnable: list[tuple[Delivery, Task]] = []
+        for delivery in deliveries:
+            task = await self._processor.screen(delivery)
+            if task is not None:
+                runnable.append((delivery, task))
+        if not runnable:
+            return
+        announced = asyncio.Event()
+        self._outbox_events += batch_event_fields("ingestion.started", [t for _, t in runnable])
+        self._announcing.append(announced)
+        for delivery, task in runnable:
+            runner = asyncio.create_task(self._run(delivery, task, announced))
+            self._runners.add(runner)
+            runner.add_done_callback(self._runner_done)
+        self._outbox_ready.set()
+
+    async def _run_alone(self, delivery: Delivery) -> None:
+        """Run a reclaimed task with nothing else in flight."""
+        self._ledger.receive([delivery.entry_id])
+        while self._ledger.in_flight() > 1 and not self._stop_requested:
+            self._slot_freed.clear()
+            await self._wait_either(self._slot_freed, timeout_s=1.0)
+        if self._stop_requested:
+            self._ledger.release([delivery.entry_id])
+            return
+        task = await self._processor.screen(delivery)
+        if task is None:
+            return
+        await self._queue.ack(self._consumer, None, batch_event_fields("ingestion.started", [task]))
+        announced = asyncio.Event()
+        announced.set()
+        await self._run(delivery, task, announced)
+
+    async def _run(self, delivery: Delivery, task: Task, announced: asyncio.Event) -> None:
+        try:
+            if self._rate_limit is not None and not await self._rate_limit.acquire(
+                self._should_stop
+            ):
+                self._ledger.release([delivery.entry_id])
+                return
+            if self._stop_requested:
+                # Not started: pending for another worker to reclaim.
+                self._ledger.release([delivery.entry_id])
+                return
+            await self._processor.run(delivery, task, announced)
+        except RedisError as error:
+            log.warning("task %s left for reclaim after a Redis error: %s", task.message_id, error)
+            self._ledger.release([delivery.entry_id])
+
+    def _runner_done(self, runner: asyncio.Task[None]) -> None:
+        self._runners.discard(runner)
+        if not runner.cancelled() and runner.exception() is not None:
+            log.error("a task runner failed", exc_info=runner.exception())
+        self._slot_freed.set()
+        self._outbox_ready.set()
+
+    # Acks and announcements ---------------------------------------------------------------
+
+    def _take_outbox(
+        self,
+    ) -> tuple[list[dict[str, str]], Finished | None, list[asyncio.Event]]:
+        events, self._outbox_events = self._outbox_events, []
+        announced, self._announcing = self._announcing, []
+        sending = self._ledger.sending_acks()
+        finished = None
+        if sending:
+            finished = Finished(
+                entry_ids=[entry_id for entry_id, _ in sending],
+                events=batch_event_fields("ingestion.completed", [task for _, task in sending]),
+            )
+        return events, finished, announced
+
+    def _outbox_sent(self, finished: Finished | None, announced: list[asyncio.Event]) -> None:
+        if finished is not None:
+            self._ledger.acked(finished.entry_ids)
+        for event in announced:
+            event.set()
+
+    def _outbox_failed(
+        self,
+        events: list[dict[str, str]],
+        finished: Finished | None,
+        announced: list[asyncio.Event],
+    ) -> None:
+        """Send it all again with the next round trip: announcements are plain XADDs, and the
+        ack script acks only what this consumer still owns."""
+        self._outbox_events = events + self._outbox_events
+        self._announcing = announced + self._announcing
+        if finished is not None:
+            self._ledger.ack_failed(finished.entry_ids)
+
+    async def _ack_loop(self) -> None:
+        """Send acks and announcements while the reader waits, so none waits for a read."""
+        while not self._stop_requested:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            if not self._reader_waiting:
+                continue
+            # Let the other runners that finish in this turn of the loop join the round trip.
+            await asyncio.sleep(0)
+            # The reader woke in the same turn: it carries the outbox with its read.
+            if self._reader_waiting:
+                await self._flush_outbox()
+
+    async def _flush_outbox(self) -> None:
+        events, finished, announced = self._take_outbox()
+        if not events and finished is None:
+            for event in announced:
+                event.set()
+            return
+        try:
+            await self._queue.ack(self._consumer, finished, events)
+        except RedisError as error:
+            self._outbox_failed(events, finished, announced)
+            log.warning("could not send acks and announcements, sending again: %s", error)
+            if not self._stop_requested:
+                await self._sleep_unless_stopping(RECONNECT_DELAY_S)
+                self._outbox_ready.set()
+            return
+        self._outbox_sent(finished, announced)
+
+    # Retries that come due ----------------------------------------------------------------
+
+    def _retry_deferred(self, due_ms: int) -> None:
+        self._promote_soon.set()
+
+    async def _promote_loop(self) -> None:
+        while not self._stop_requested:
+            self._promote_soon.clear()
+            try:
+                moved, wait_ms = await self._queue.promote()
+            except RedisError as error:
+                log.warning("could not move due retries back: %s", error)
+                await asyncio.sleep(RECONNECT_DELAY_S)
+                continue
+            if moved:
+                log.info("%d retried task(s) due, back on the stream", moved)
+            if moved >= PROMOTE_BATCH:
+                continue
+            wait_s = PROMOTE_POLL_S if wait_ms is None else min(PROMOTE_POLL_S, wait_ms / 1000)
+            await self._wait_either(self._promote_soon, timeout_s=wait_s)
+
+    # Stopping -----------------------------------------------------------------------------
+
+    async def _finish(self, helpers: list[asyncio.Task[None]]) -> None:
+        # The helpers see the stop flag once woken. Not cancelled: redis-py may swallow a
+        # cancellation in the middle of a command.
+        self._outbox_ready.set()
+        self._promote_soon.set()
+        await asyncio.gather(*helpers, return_exceptions=True)
+        # Announce what runs, let it finish (a runner still waiting for a rate token lets
+        # its task go), then ack it.
+        await self._flush_outbox()
+        if self._runners:
+            await asyncio.gather(*self._runners, return_exceptions=True)
+        await self._flush_outbox()
+        try:
             await self._announce("worker.stopped")
         except RedisError as error:
             log.warning("could not announce worker.stopped: %s", error)
         self._leases.stop()
+        await self._handler.aclose()
         await self._redis.aclose()
         log.info("worker %s stopped", self._consumer)
 
-    async def _ack_finished(self, events: list[dict[str, str]] | None = None) -> None:
-        """Ack the finished batch, if any, and publish `events` after its own."""
-        finished = self._finished
-        # On an error the tasks stay finished and held, and the ack goes again: the script
-        # acks only what this consumer still owns, so a second send is harmless.
-        await self._queue.ack(self._consumer, finished, events or [])
-        if finished is not None:
-            self._finished = None
-            self._leases.release(finished.entry_ids)
-
-    async def _work_once(self) -> None:
-        reclaim_due = time.monotonic() >= self._next_reclaim
-        if reclaim_due and not self._ahead:
-            await self._ack_finished()
-            reclaimed = await self._queue.reclaim(self._consumer)
-            if reclaimed:
-                # Alone, with no read-ahead: a poison task that kills the worker must not
-                # charge a delivery to a batch read with it.
-                await self._run_batch(reclaimed, read_ahead=False)
-                return
-            self._next_reclaim = time.monotonic() + self._reclaim_interval_s
-        deliveries, self._ahead = self._ahead, []
-        if deliveries:
-            deliveries = await self._still_mine(deliveries)
-        if not deliveries:
-            # A stop request is seen when this read returns, within block_ms.
-            deliveries = await self._read()
-        if deliveries and not self._stop_requested:
-            # Reclaim waits for an empty read-ahead: when it is due, this batch reads no further.
-            read_ahead = self._batches_are_quick and not reclaim_due
-            await self._run_batch(deliveries, read_ahead)
-        else:
-            self._leases.release(delivery.entry_id for delivery in deliveries)
-
-    async def _still_mine(self, ahead: list[Delivery]) -> list[Delivery]:
-        """The tasks read ahead that no other worker has reclaimed while the batch before
-        them ran: checked in Redis only when that batch outlasted their hold."""
-        ids = [delivery.entry_id for delivery in ahead]
-        mine = {entry_id for entry_id in ids if not self._leases.is_lost(entry_id)}
-        if time.monotonic() - self._ahead_read_at > self._claim_idle_s:
-            try:
-                mine &= set(await self._queue.renew(self._consumer, ids))
-            except RedisError:
-                self._leases.release(ids)
-                raise
-        if len(mine) < len(ids):
-            log.warning(
-                "%d task(s) read ahead were reclaimed by other workers", len(ids) - len(mine)
-            )
-            self._leases.release(entry_id for entry_id in ids if entry_id not in mine)
-        return [delivery for delivery in ahead if delivery.entry_id in mine]
-
-    async def _read(
-        self, events: list[dict[str, str]] | None = None, block: bool = True
-    ) -> list[Delivery]:
-        """Read new tasks, acking the finished batch and publishing events in the same trip."""
-        finished, self._finished = self._finished, None
-        if finished is not None:
-            # Their ack goes first in the read's round trip: stop renewing them now, or a
-            # renewal while the read blocks would take them for reclaimed.
-            self._leases.release(finished.entry_ids)
+    async def _wait_either(self, event: asyncio.Event, timeout_s: float) -> None:
+        """Wait for `event`, the stop, or the timeout, whichever comes first."""
+        waits = [
+            asyncio.ensure_future(event.wait()),
+            asyncio.ensure_future(self._stopping.wait()),
+        ]
         try:
-            return await self._queue.read(self._consumer, finished, events or [], block)
-        except RedisError:
-            # Their ack goes again with the next read, unless another worker has reclaimed
-            # them by then: a lease now would count the ack, if it did land, as a loss.
-            self._finished = finished
-            raise
-
-    async def _run_batch(self, deliveries: list[Delivery], read_ahead: bool) -> None:
-        """Announce and handle a batch; with read_ahead, the announcement's round trip also
-        acks the previous batch and reads the next one, so a busy worker makes one per batch."""
-        batch = [delivery.entry_id for delivery in deliveries]
-        self._leases.hold(batch)
-        done: set[str] = set()
-        try:
-            runnable = await self._processor.screen(deliveries)
-            started = batch_event_fields("ingestion.started", [task for _, task in runnable])
-            if read_ahead:
-                self._ahead = await self._read(started, block=False)
-                self._ahead_read_at = time.monotonic()
-                # Held for claim_idle_ms at most: if this batch turns out slow, other
-                # workers may reclaim the next one rather than wait for it.
-                self._leases.hold(
-                    (delivery.entry_id for delivery in self._ahead), for_s=self._claim_idle_s
-                )
-            else:
-                # The batch before this one may be finished and not yet acked.
-                await self._ack_finished(started)
-            began = time.monotonic()
-            self._finished = await self._processor.run(runnable, self._leases, self._should_stop)
-            self._batches_are_quick = time.monotonic() - began <= READ_AHEAD_MAX_BATCH_S
-            done = set(self._finished.entry_ids)
+            await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            # What is not done, a batch that a Redis error cut short included, is left for
-            # reclaim: renewing it would hide it from every worker until lease_max_ms.
-            self._leases.release(entry_id for entry_id in batch if entry_id not in done)
+            for wait in waits:
+                wait.cancel()
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         try:
@@ -267,14 +424,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def serve(worker: Worker) -> None:
+async def serve(settings: Settings, handler: Handler, consumer: str) -> None:
     """Run a worker with SIGTERM and SIGINT wired to a graceful stop."""
+    worker = Worker(settings, handler, consumer)
 
     def request_stop(signum: int, frame: object) -> None:
         worker.stop()
 
-    # A plain signal handler rather than loop.add_signal_handler: a sync task handler blocks
-    # the loop, and the stop request must be seen before the next task of the batch starts.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, request_stop)
     await worker.run()
@@ -285,15 +441,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         settings = load_settings()
-        handler = load_handler(settings.task_handler)
+        executor = ThreadPoolExecutor(settings.worker_concurrency, thread_name_prefix="handler")
+        # Built here, so a missing or bad handler stops the worker before it reads anything.
+        handler = build_handler(settings, executor)
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         return 2
     consumer = args.consumer or default_consumer_name()
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(serve(Worker(settings, handler, consumer)))
+        runner.run(serve(settings, handler, consumer))
+    executor.shutdown(wait=False, cancel_futures=True)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

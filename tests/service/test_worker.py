@@ -69,6 +69,8 @@ def test_worker_runs_sync_and_async_handlers_and_acks(
     handler: str, worker_env: dict[str, str], redis_client: redis.Redis, workers: list
 ) -> None:
     worker_env["SHIELD_TASK_HANDLER"] = f"tests.service.handlers:{handler}"
+    # One at a time, so the order of the handler's calls is the stream's.
+    worker_env["SHIELD_WORKER_CONCURRENCY"] = "1"
     workers.append(start_worker(worker_env, consumer="w1"))
     chunks = [f"c{index}" for index in range(25)]
     for chunk in chunks:
@@ -142,7 +144,12 @@ def chunks_handled(client: redis.Redis) -> set[str]:
 def test_a_dead_workers_tasks_are_reclaimed_behind_ones_a_live_worker_holds(
     worker_env: dict[str, str], redis_client: redis.Redis, workers: list
 ) -> None:
-    holding = dict(worker_env, SHIELD_TASK_HANDLER="tests.service.handlers:hold_marked")
+    # Ten at once: the busy worker holds all ten tasks, and the rescuer reads none of them.
+    holding = dict(
+        worker_env,
+        SHIELD_TASK_HANDLER="tests.service.handlers:hold_marked",
+        SHIELD_WORKER_CONCURRENCY="10",
+    )
     for index in range(10):
         enqueue(redis_client, f"held-{index}", content=f"{HOLD_MARK} {index}")
     workers.append(start_worker(holding, consumer="busy"))
@@ -277,20 +284,47 @@ def test_malformed_entries_go_to_dead_letters_without_crashing(
     assert json.loads(started["data"])["consumer"] == f"{socket.gethostname()}-{workers[0].pid}"
 
 
-def test_sigterm_finishes_in_flight_task_and_leaves_the_rest_pending(
+def test_sigterm_finishes_the_running_tasks_and_leaves_the_rest_pending(
     worker_env: dict[str, str], redis_client: redis.Redis, workers: list
 ) -> None:
-    env = dict(worker_env, SHIELD_TASK_HANDLER="tests.service.handlers:slow_then_record")
+    # Two slots: two tasks run, the third is read only after one of them is done.
+    env = dict(
+        worker_env,
+        SHIELD_TASK_HANDLER="tests.service.handlers:slow_then_record",
+        SHIELD_WORKER_CONCURRENCY="2",
+    )
     for index in range(3):
         enqueue(redis_client, f"slow{index}", content="1.0")
     workers.append(start_worker(env, consumer="leaving"))
-    wait_for(lambda: len(tasks_in_events(redis_client, "ingestion.started")) == 3)
+    wait_for(lambda: len(tasks_in_events(redis_client, "ingestion.started")) == 2)
     assert stop(workers[0], signal.SIGTERM) == 0
-    assert redis_client.lrange(HANDLED_KEY, 0, -1) == ["slow0"]
-    assert pending_count(redis_client) == 2
+    assert sorted(redis_client.lrange(HANDLED_KEY, 0, -1)) == ["slow0", "slow1"]
+    assert pending_count(redis_client) == 0
     assert len(events_of_type(redis_client, "worker.stopped")) == 1
     workers.append(start_worker(env, consumer="successor"))
     wait_for(lambda: redis_client.llen(HANDLED_KEY) == 3)
+
+
+def test_a_task_read_but_not_started_at_sigterm_stays_pending_for_another_worker(
+    worker_env: dict[str, str], redis_client: redis.Redis, workers: list
+) -> None:
+    # A rate of one call per 10 s: the first task runs, the second is read and waits for a
+    # token when the stop comes, so it is left pending, never started.
+    env = dict(
+        worker_env,
+        SHIELD_TASK_HANDLER="tests.service.handlers:slow_then_record",
+        SHIELD_HANDLER_RATE_PER_S="0.1",
+    )
+    for index in range(2):
+        enqueue(redis_client, f"slow{index}", content="0.5")
+    workers.append(start_worker(env, consumer="leaving"))
+    wait_for(lambda: len(tasks_in_events(redis_client, "ingestion.started")) == 2)
+    assert stop(workers[0], signal.SIGTERM) == 0
+    [handled] = redis_client.lrange(HANDLED_KEY, 0, -1)
+    [pending] = redis_client.xpending_range(QUEUE, GROUP, "-", "+", 10)
+    assert pending["consumer"] == "leaving"
+    [(_, waiting)] = redis_client.xrange(QUEUE, pending["message_id"], pending["message_id"])
+    assert {handled, waiting["chunk_id"]} == {"slow0", "slow1"}
 
 
 @pytest.mark.parametrize(
@@ -300,6 +334,8 @@ def test_sigterm_finishes_in_flight_task_and_leaves_the_rest_pending(
         ("BLOCK_MS", "-5", "SHIELD_BLOCK_MS"),
         ("REDIS_URL", "http://127.0.0.1", "SHIELD_REDIS_URL"),
         ("TASK_HANDLER", "no_colon", "SHIELD_TASK_HANDLER"),
+        ("TASK_HANDLER", "", "SHIELD_TASK_HANDLER"),
+        ("TASK_HANDLER", "http:ftp://x", "SHIELD_TASK_HANDLER"),
         ("TASK_HANDLER", "missing.module:run", "SHIELD_TASK_HANDLER"),
     ],
 )
@@ -331,4 +367,22 @@ def _start_with(arguments: list[str], env: dict[str, str]) -> subprocess.Complet
         capture_output=True,
         text=True,
         timeout=30,
+    )
+
+
+def test_a_worker_with_no_handler_refuses_at_once_and_reads_nothing(
+    worker_env: dict[str, str], redis_client: redis.Redis
+) -> None:
+    enqueue(redis_client, "nobody-does-this")
+    redis_client.config_resetstat()
+    result = _start_with(["-m", "service.worker"], worker_env)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "SHIELD_TASK_HANDLER" in line
+    for form in ("http:<url>", "lightrag:<base-url>", "python:<module>:<callable>"):
+        assert form in line
+    commands = redis_client.info("commandstats")
+    assert not any(name.startswith(("cmdstat_xread", "cmdstat_xack")) for name in commands)
+    assert redis_client.xinfo_groups(QUEUE) == [] or all(
+        group["consumers"] == 0 for group in redis_client.xinfo_groups(QUEUE)
     )

@@ -20,12 +20,17 @@ from tests.support.redis_server import free_port
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+# Retries wait 25 to 50 ms at first in tests, so a test of three attempts takes no seconds;
+# the backoff itself is tested with its real defaults.
+TEST_RETRY_BACKOFF = {"retry_backoff_ms": 50, "retry_backoff_max_ms": 1000}
+
+
 def service_env(redis_url: str, **settings: object) -> dict[str, str]:
     """Environment for a service process: SHIELD_* settings and the repo on the path."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("SHIELD_")}
     env["PYTHONPATH"] = str(REPO_ROOT)
     env["SHIELD_REDIS_URL"] = redis_url
-    for name, value in settings.items():
+    for name, value in {**TEST_RETRY_BACKOFF, **settings}.items():
         env[f"SHIELD_{name.upper()}"] = str(value)
     return env
 

@@ -1,0 +1,1 @@
+"""Task handlers: who does the work of a task, named by SHIELD_TASK_HANDLER."""

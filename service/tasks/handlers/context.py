@@ -1,0 +1,33 @@
+"""What a handler that takes a second parameter is given: progress and retry_after."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from service.tasks.handlers.outcomes import RetryLater
+
+ProgressSink = Callable[[float, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerContext:
+    """One attempt at one task, as its handler sees it."""
+
+    message_id: str
+    job_id: str
+    chunk_id: str
+    idempotency_key: str
+    _report_progress: ProgressSink
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        """Emit ``ingestion.progress`` with this chunk's id, the fraction (0 to 1) and a
+        message. Safe from a sync handler's thread; it does not wait for Redis."""
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"progress must be between 0 and 1, not {fraction}")
+        self._report_progress(fraction, message)
+
+    def retry_after(self, seconds: float) -> None:
+        """Ask for a retry `seconds` from now, not counted as a failed attempt; raises, so
+        the handler's work ends here."""
+        raise RetryLater(f"the handler asked for a retry in {seconds:g} s", max(0.0, seconds))
