@@ -88,12 +88,15 @@ async def publish_event(body: EventIn, state: State) -> EventCreated:
 
 @router.get("/stats")
 async def stream_stats(state: State) -> dict[str, Any]:
-    """Length, ends and consumer groups of both streams, plus the dead-letter count."""
+    """Length, ends and consumer groups of both streams, the dead-letter count, and the tasks
+    waiting for a retry."""
     settings = state.settings
     infos = await read_stream_infos(
         state.redis, [settings.stream_ingestion, settings.stream_events]
     )
-    return fold_stats(infos, await state.queue.dead_letter_count(), utc_now_iso())
+    dead_letters = await state.queue.dead_letter_count()
+    waiting = await state.queue.waiting_count()
+    return fold_stats(infos, dead_letters, waiting, utc_now_iso())
 
 
 async def _sse_frames(

@@ -100,11 +100,14 @@ def fold_stream(stream: StreamInfo) -> dict[str, Any]:
     }
 
 
-def fold_stats(streams: Sequence[StreamInfo], dead_letters: int, timestamp: str) -> dict[str, Any]:
-    """The /events/stats document."""
+def fold_stats(
+    streams: Sequence[StreamInfo], dead_letters: int, waiting: int, timestamp: str
+) -> dict[str, Any]:
+    """The /events/stats document; `waiting` counts tasks held until their retry is due."""
     return {
         "streams": {stream.name: fold_stream(stream) for stream in streams},
         "dead_letters": dead_letters,
+        "waiting_retries": waiting,
         "timestamp": timestamp,
     }
 

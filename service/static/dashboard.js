@@ -136,6 +136,7 @@
       ),
     );
     byId("dead-letter-total").textContent = `${stats.dead_letters} in all`;
+    byId("waiting-retries").textContent = `${stats.waiting_retries} waiting for a retry`;
     recordSample(streams);
   }
 

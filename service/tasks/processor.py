@@ -279,10 +279,13 @@ class TaskProcessor:
         self, task: Task, announced: asyncio.Event
     ) -> Callable[[float, str], None]:
         loop = asyncio.get_running_loop()
+        # One at a time, in the order reported: the lock's waiters are served first come.
+        in_order = asyncio.Lock()
 
         async def publish_when_announced(event: Event) -> None:
-            await announced.wait()
-            await self._publish(event)
+            async with in_order:
+                await announced.wait()
+                await self._publish(event)
 
         def report(fraction: float, message: str) -> None:
             event = _task_event("ingestion.progress", task, progress=fraction, message=message)

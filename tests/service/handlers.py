@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis
+import redis.asyncio
 
 HANDLED_KEY = "test:handled"
 
@@ -84,3 +85,77 @@ def refuse_writes_then_fail(task: Mapping[str, Any]) -> None:
 
 async def noop_async(task: Mapping[str, Any]) -> None:
     """Do nothing, on the loop: the worker's own overhead per task."""
+
+
+RUNNING_KEY = "test:running"
+MOST_AT_ONCE_KEY = "test:most-at-once"
+CALLS_KEY = "test:calls"
+ATTEMPT_TIMES_KEY = "test:attempt-times"
+
+# A Lua INCR that also keeps the highest value seen, so the count of handlers running at once
+# is read from Redis, not from timing.
+_ENTER = """
+local now = redis.call('INCR', KEYS[1])
+if now > tonumber(redis.call('GET', KEYS[2]) or '0') then redis.call('SET', KEYS[2], now) end
+return now
+"""
+
+
+async def sleep_counting_concurrency(task: Mapping[str, Any]) -> None:
+    """Sleep for the seconds in the content, counting how many run at once."""
+    client = redis.asyncio.Redis.from_url(os.environ["SHIELD_REDIS_URL"])
+    try:
+        await client.eval(_ENTER, 2, RUNNING_KEY, MOST_AT_ONCE_KEY)
+        await asyncio.sleep(float(task["content"]))
+        await client.decr(RUNNING_KEY)
+        await client.rpush(HANDLED_KEY, task["chunk_id"])
+    finally:
+        await client.aclose()
+
+
+def sync_sleep_counting_concurrency(task: Mapping[str, Any]) -> None:
+    """The same in a sync handler, which the worker runs in its thread pool."""
+    with _client() as client:
+        client.eval(_ENTER, 2, RUNNING_KEY, MOST_AT_ONCE_KEY)
+        time.sleep(float(task["content"]))
+        client.decr(RUNNING_KEY)
+        client.rpush(HANDLED_KEY, task["chunk_id"])
+
+
+def record_call_time(task: Mapping[str, Any]) -> None:
+    """Note when each call was made, for the rate limit."""
+    with _client() as client:
+        client.rpush(CALLS_KEY, repr(time.time()))
+        client.rpush(HANDLED_KEY, task["chunk_id"])
+
+
+def fail_twice_noting_times(task: Mapping[str, Any]) -> None:
+    """Fail the first two attempts at a chunk, noting when each attempt came."""
+    with _client() as client:
+        client.rpush(ATTEMPT_TIMES_KEY, repr(time.time()))
+        if task["retry_count"] < 2:
+            raise RuntimeError(f"attempt {task['retry_count'] + 1} of {task['chunk_id']} fails")
+        client.rpush(HANDLED_KEY, task["chunk_id"])
+
+
+def report_progress(task: Mapping[str, Any], context: Any) -> None:
+    """A handler that takes the context: progress twice, then success."""
+    context.progress(0.5, "half way")
+    context.progress(1.0)
+    record(task)
+
+
+BUSY_KEY = "test:busy-once"
+
+
+async def busy_once_then_record(task: Mapping[str, Any], context: Any) -> None:
+    """Ask for a retry in 1 s the first time a chunk is seen, as a busy service would."""
+    client = redis.asyncio.Redis.from_url(os.environ["SHIELD_REDIS_URL"])
+    try:
+        first = await client.set(f"{BUSY_KEY}:{task['chunk_id']}", "1", nx=True)
+        await client.rpush(ATTEMPT_TIMES_KEY, repr(time.time()))
+    finally:
+        await client.aclose()
+    if first:
+        context.retry_after(1)
+    record(task)

@@ -22,8 +22,9 @@ RAW = b"\xff\xfe".decode("utf-8", "surrogateescape")
 
 
 def test_stats_fold_each_stream_and_group() -> None:
-    stats = fold_stats([StreamInfo("s", INFO, GROUPS), StreamInfo("t", None)], 3, "now")
+    stats = fold_stats([StreamInfo("s", INFO, GROUPS), StreamInfo("t", None)], 3, 2, "now")
     assert stats["dead_letters"] == 3
+    assert stats["waiting_retries"] == 2
     assert stats["timestamp"] == "now"
     assert stats["streams"]["s"] == {
         "exists": True,
@@ -124,7 +125,7 @@ def test_bytes_that_are_not_utf8_are_shown_escaped() -> None:
     info = {**INFO, "first-entry": ("1-0", {RAW: RAW}), "last-entry": ("2-0", {"data": RAW})}
     groups = [{**GROUPS[0], "name": RAW}]
     document = {
-        "stats": fold_stats([StreamInfo("s", info, groups)], 0, "now"),
+        "stats": fold_stats([StreamInfo("s", info, groups)], 0, 0, "now"),
         "health": fold_health([StreamInfo("s", info, groups)], {"s": []}, 1.0),
     }
     text = json.dumps(document, ensure_ascii=False)

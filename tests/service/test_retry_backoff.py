@@ -1,0 +1,164 @@
+"""Retries wait, in Redis: backoff delays, the delayed set, promotion, the shared rate limit,
+and the ingestion.queued event, against a real redis-server."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import redis
+
+from service.core.consumer_groups import ensure_all_groups
+from service.core.redis_client import create_redis
+from service.core.settings import Settings
+from service.tasks.backoff import backoff_ms
+from service.tasks.rate_limit import HandlerRateLimit
+from service.tasks.task_format import Task
+from service.tasks.task_queue import Delivery, TaskQueue
+from tests.service.conftest import make_settings
+from tests.support.redis_server import RedisServer
+
+QUEUE, GROUP = "shield:ingestion_queue", "lightrag-workers"
+DELAYED = "shield:ingestion_queue:delayed"
+
+
+@pytest.mark.parametrize(
+    ("retry", "draw", "expected_ms"),
+    [
+        (1, 0.0, 500),
+        (1, 0.999999, 999),
+        (2, 0.0, 1000),
+        (3, 0.5, 3000),
+        (9, 0.0, 128_000),
+        # Capped at retry_backoff_max_ms, jitter still between half and all of it.
+        (10, 0.0, 150_000),
+        (40, 0.999999, 299_999),
+    ],
+)
+def test_the_nth_retry_waits_between_half_and_all_of_the_capped_doubling(
+    retry: int, draw: float, expected_ms: int
+) -> None:
+    assert backoff_ms(retry, 1000, 300_000, lambda: draw) == expected_ms
+
+
+@pytest.fixture
+async def queue(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> AsyncIterator[tuple[TaskQueue, Settings]]:
+    settings = make_settings(redis_server, handler_rate_per_s=5)
+    client = create_redis(settings)
+    await ensure_all_groups(client, settings)
+    try:
+        yield TaskQueue(client, settings), settings
+    finally:
+        await client.aclose()
+
+
+async def delivered(queue: TaskQueue, chunk_id: str) -> Delivery:
+    await queue.enqueue(Task(job_id="j", chunk_id=chunk_id, content="x"))
+    [delivery] = await queue.read("w1", block=False)
+    return delivery
+
+
+async def test_enqueue_announces_the_task_in_the_same_script(
+    queue: tuple[TaskQueue, Settings], redis_client: redis.Redis
+) -> None:
+    task_queue, _ = queue
+    entry_id = await task_queue.enqueue(Task(job_id="job-q", chunk_id="c1", content="x"))
+    [(_, event)] = redis_client.xrange("shield:events")
+    assert event["type"] == "ingestion.queued" and event["job_id"] == "job-q"
+    assert json.loads(event["data"]) == {"message_id": entry_id, "chunk_id": "c1"}
+
+
+async def test_a_deferred_task_waits_outside_the_stream_and_comes_back_when_due(
+    queue: tuple[TaskQueue, Settings], redis_client: redis.Redis
+) -> None:
+    task_queue, _ = queue
+    delivery = await delivered(task_queue, "later")
+    retried = Task(job_id="j", chunk_id="later", content="x", retry_count=1)
+    due_ms = int(time.time() * 1000) + 600
+    assert await task_queue.defer("w1", delivery, retried, due_ms, "retried", [])
+    # Acked and held in the sorted set: pending under nobody, so no reclaim can take it.
+    assert redis_client.xpending(QUEUE, GROUP)["pending"] == 0
+    assert redis_client.zscore(DELAYED, delivery.entry_id) == due_ms
+    assert await task_queue.waiting_count() == 1
+    moved, wait_ms = await task_queue.promote()
+    assert moved == 0 and wait_ms is not None and 0 < wait_ms <= 600
+    time.sleep(0.7)
+    assert await task_queue.promote() == (1, None)
+    [again] = await task_queue.read("w1", block=False)
+    assert again.fields["chunk_id"] == "later" and again.fields["retry_count"] == "1"
+    assert redis_client.hget("shield:ingestion_queue:counters", "retried") == "1"
+    assert await task_queue.waiting_count() == 0
+
+
+async def test_a_task_another_worker_owns_is_not_deferred(
+    queue: tuple[TaskQueue, Settings], redis_client: redis.Redis
+) -> None:
+    task_queue, _ = queue
+    delivery = await delivered(task_queue, "taken")
+    redis_client.xclaim(QUEUE, GROUP, "w2", 0, [delivery.entry_id])
+    task = Task(job_id="j", chunk_id="taken", content="x", retry_count=1)
+    assert not await task_queue.defer("w1", delivery, task, 0, "retried", [])
+    assert redis_client.zcard(DELAYED) == 0
+
+
+async def test_a_waiting_retry_survives_a_redis_restart_with_aof(
+    queue: tuple[TaskQueue, Settings], redis_client: redis.Redis, redis_server: RedisServer
+) -> None:
+    task_queue, _ = queue
+    delivery = await delivered(task_queue, "durable")
+    task = Task(job_id="j", chunk_id="durable", content="x", retry_count=1)
+    await task_queue.defer("w1", delivery, task, int(time.time() * 1000) + 300, "retried", [])
+    time.sleep(1.1)  # appendfsync everysec
+    redis_server.restart()
+    time.sleep(0.3)
+    moved, _ = await task_queue.promote()
+    assert moved == 1
+    [(_, fields)] = redis_client.xrange(QUEUE, f"({delivery.entry_id}", "+")
+    assert fields["chunk_id"] == "durable" and fields["retry_count"] == "1"
+
+
+async def test_the_rate_limit_holds_one_seconds_worth_and_refills(
+    queue: tuple[TaskQueue, Settings], redis_server: RedisServer
+) -> None:
+    _, settings = queue
+    first, second = create_redis(settings), create_redis(settings)
+    try:
+        # Two workers' limiters share one bucket of 5 calls per second.
+        limits = [HandlerRateLimit(first, settings), HandlerRateLimit(second, settings)]
+        started = time.monotonic()
+        for index in range(5):
+            assert await limits[index % 2].acquire(lambda: False)
+        assert time.monotonic() - started < 0.5
+        # The sixth call waits for a token, about 1/5 s.
+        assert await limits[1].acquire(lambda: False)
+        waited_s = time.monotonic() - started
+        assert 0.15 <= waited_s < 1.0
+        # A pause does not save up more than one second's worth.
+        time.sleep(2.0)
+        burst_started = time.monotonic()
+        for _ in range(5):
+            await limits[0].acquire(lambda: False)
+        assert time.monotonic() - burst_started < 0.5
+        await limits[0].acquire(lambda: False)
+        assert time.monotonic() - burst_started >= 0.15
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_a_stopping_worker_stops_waiting_for_a_token(
+    queue: tuple[TaskQueue, Settings],
+) -> None:
+    _, settings = queue
+    client = create_redis(settings)
+    try:
+        limit = HandlerRateLimit(client, settings)
+        for _ in range(5):
+            await limit.acquire(lambda: False)
+        assert not await limit.acquire(lambda: True)
+    finally:
+        await client.aclose()
