@@ -22,6 +22,7 @@ from typing import Any
 from ag_ui.core import RunAgentInput, TextPart, UserMessage
 from pydantic import ValidationError
 
+from service.agui.errors import AguiError
 from service.tasks.task_format import Task
 
 CHUNK_CHARS = 4000
@@ -31,7 +32,7 @@ THREAD_ID_MAX_CHARS = 256
 _CUT_AFTER = ("\n\n", "\n", " ")
 
 
-class IngestRefused(ValueError):
+class IngestRefused(AguiError, ValueError):
     """The body cannot be ingested; the message says why, for the client."""
 
 

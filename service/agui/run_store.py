@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, ResponseError
 
+from service.agui.errors import AguiError
 from service.agui.run_plan import IngestPlan
 from service.agui.run_view import JobEvent
 from service.core.redis_replies import entries, fields
@@ -42,11 +43,11 @@ REPLAY_PAGE = 500
 Enqueue = Callable[[Task], Awaitable[str]]
 
 
-class RunConflict(Exception):
+class RunConflict(AguiError):
     """The runId is taken by another document, or its record cannot be read."""
 
 
-class RunBusy(Exception):
+class RunBusy(AguiError):
     """Another request is still enqueuing this run."""
 
 

@@ -16,25 +16,23 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import anyio
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse
 
-from service.agui.run_plan import IngestPlan, IngestRefused, parse_run_input, plan_ingest
-from service.agui.run_store import RunBusy, RunConflict, RunRecord, RunStore, job_history
+from service.agui.run_plan import IngestPlan, parse_run_input, plan_ingest
+from service.agui.run_store import RunRecord, RunStore, job_history
 from service.agui.run_view import RunProgress, encode_events, interrupted, job_event_from_ws
 from service.api.app_state import AppState, State
-from service.api.stream_shutdown import SHUTDOWN_GRACE_S, closed_on_shutdown
-from service.api.task_routes import BACKLOG_RETRY_AFTER_S
+from service.api.sse_response import event_stream_response
+from service.api.stream_shutdown import closed_on_shutdown
 from service.events.bus import SubscriptionClosed
 from service.events.filters import EventFilter
 from service.events.stream_ids import ONLY_NEW
 from service.tasks.task_format import Task
-from service.tasks.task_queue import NotReplicated, QueueFull, TaskQueue
+from service.tasks.task_queue import TaskQueue
 
 router = APIRouter(prefix="/agui", tags=["agui"])
 
-SSE_SEND_TIMEOUT_S = 30.0
-BUSY_RETRY_AFTER_S = 1
 # The body is read and validated by the route itself (pydantic's JSON parser, see
 # service.agui_plan); the schema here only documents it.
 _BODY_DOC = {
@@ -61,10 +59,7 @@ async def enqueue_chunk(queue: TaskQueue, task: Task) -> str:
 @router.post("/ingest", response_class=EventSourceResponse, openapi_extra=_BODY_DOC)
 async def ingest(request: Request, state: State) -> EventSourceResponse:
     """Enqueue the document as tasks of job runId, then stream the run as AG-UI events."""
-    try:
-        plan = plan_ingest(parse_run_input(await request.body()))
-    except IngestRefused as refused:
-        raise HTTPException(status_code=422, detail=str(refused)) from None
+    plan = plan_ingest(parse_run_input(await request.body()))
     # Taken before anything is enqueued: every event of the job comes after it.
     start = (await state.hub.resolve_start(ONLY_NEW)).cursor
     runs = RunStore(state.redis)
@@ -72,34 +67,14 @@ async def ingest(request: Request, state: State) -> EventSourceResponse:
     async def enqueue(task: Task) -> str:
         return await enqueue_chunk(state.queue, task)
 
-    try:
-        record = await runs.open(plan, start)
-        record = await runs.enqueue_missing(plan, record, enqueue)
-    except RunConflict as conflict:
-        raise HTTPException(status_code=409, detail=str(conflict)) from None
-    except RunBusy as busy:
-        raise HTTPException(
-            status_code=503,
-            detail=str(busy),
-            headers={"Retry-After": str(BUSY_RETRY_AFTER_S)},
-        ) from None
-    except (QueueFull, NotReplicated) as refusal:
-        # The chunks enqueued so far are recorded: a retry of the same runId adds the rest.
-        raise HTTPException(
-            status_code=503,
-            detail=str(refusal),
-            headers={"Retry-After": str(BACKLOG_RETRY_AFTER_S)},
-        ) from None
+    # A refusal (a conflict, a full backlog) is answered by http_errors. The chunks enqueued
+    # before a full backlog are recorded: a retry of the same runId adds the rest.
+    record = await runs.open(plan, start)
+    record = await runs.enqueue_missing(plan, record, enqueue)
     progress, attached_at = await _fold_history(state, plan, record)
-    shutdown = anyio.Event()
-    return EventSourceResponse(
-        _run_frames(state, progress, attached_at, shutdown),
-        ping=state.settings.sse_ping_s,
-        shutdown_event=shutdown,
-        shutdown_grace_period=SHUTDOWN_GRACE_S,
-        sep="\n",
-        send_timeout=SSE_SEND_TIMEOUT_S,
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    return event_stream_response(
+        lambda shutdown: _run_frames(state, progress, attached_at, shutdown),
+        ping_s=state.settings.sse_ping_s,
     )
 
 

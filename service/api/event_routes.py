@@ -17,7 +17,8 @@ from starlette.responses import JSONResponse
 from service.api.app_state import AppState, State, WsState
 from service.api.auth import deny_websocket
 from service.api.origins import refuse_foreign_origin
-from service.api.stream_shutdown import SHUTDOWN_GRACE_S, closed_on_shutdown
+from service.api.sse_response import event_stream_response
+from service.api.stream_shutdown import closed_on_shutdown
 from service.core.json_safety import JsonSafeModel
 from service.core.stream_probe import read_stream_infos
 from service.core.stream_stats import fold_stats
@@ -45,7 +46,6 @@ router = APIRouter(prefix="/events", tags=["events"])
 # after the close, the transport an OSError.
 CLIENT_GONE = (WebSocketDisconnect, RuntimeError, OSError)
 # A stuck client is cut off after this long; its buffer already stopped growing.
-SSE_SEND_TIMEOUT_S = 30.0
 
 ResumeQuery = Annotated[
     str | None,
@@ -178,21 +178,11 @@ async def stream_events(
     except RedisError as error:
         # A browser's EventSource gives up for good on any answer but an event stream; this
         # one says why and sends it back, after retry:, to the same resume point.
-        return EventSourceResponse(
-            _unavailable_frames(resume_point, error),
-            sep="\n",
-            headers={"Cache-Control": "no-store"},
-        )
-
-    shutdown = anyio.Event()
-    return EventSourceResponse(
-        _sse_frames(state, start, event_filter, unnamed, shutdown),
-        ping=state.settings.sse_ping_s,
-        shutdown_event=shutdown,
-        shutdown_grace_period=SHUTDOWN_GRACE_S,
-        sep="\n",
-        send_timeout=SSE_SEND_TIMEOUT_S,
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        unavailable = _unavailable_frames(resume_point, error)
+        return event_stream_response(lambda _: unavailable)
+    return event_stream_response(
+        lambda shutdown: _sse_frames(state, start, event_filter, unnamed, shutdown),
+        ping_s=state.settings.sse_ping_s,
     )
 
 

@@ -1,4 +1,9 @@
-"""Mapping domain and Redis failures to clear HTTP errors instead of 500s."""
+"""One mapping from domain errors to HTTP answers, registered once on the app.
+
+Routes raise the domain's own errors and never build these answers themselves. A refusal a
+client should retry (a full backlog, a replica that did not confirm, a run being set up, Redis
+away) is a 503 with ``Retry-After``; bad input is a 400 or 422; a conflict is a 409.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,28 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
+from service.agui.run_plan import IngestRefused
+from service.agui.run_store import RunBusy, RunConflict
 from service.core.json_safety import printable
 from service.events.stream_ids import InvalidStreamId
+from service.tasks.task_queue import NotReplicated, QueueFull
 
 log = logging.getLogger(__name__)
+
+# How long a refused client waits: the backlog drains in batches; a run being set up by
+# another request is a moment's work.
+BACKLOG_RETRY_AFTER_S = 2
+BUSY_RETRY_AFTER_S = 1
+
+# Domain error → (status, Retry-After seconds or None). The message is the error's own.
+DOMAIN_ANSWERS: dict[type[Exception], tuple[int, int | None]] = {
+    QueueFull: (503, BACKLOG_RETRY_AFTER_S),
+    NotReplicated: (503, BACKLOG_RETRY_AFTER_S),
+    RunBusy: (503, BUSY_RETRY_AFTER_S),
+    RunConflict: (409, None),
+    IngestRefused: (422, None),
+    InvalidStreamId: (400, None),
+}
 
 
 def _validation_detail(error: dict[str, Any]) -> dict[str, Any]:
@@ -32,8 +55,12 @@ async def _invalid_body(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": [_validation_detail(item) for item in errors]}, status_code=422)
 
 
-async def _invalid_stream_id(request: Request, error: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(error)}, status_code=400)
+async def _domain_answer(request: Request, error: Exception) -> JSONResponse:
+    status, retry_after_s = next(
+        answer for kind, answer in DOMAIN_ANSWERS.items() if isinstance(error, kind)
+    )
+    headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else None
+    return JSONResponse({"detail": str(error)}, status_code=status, headers=headers)
 
 
 async def _redis_unavailable(request: Request, error: Exception) -> JSONResponse:
@@ -43,5 +70,6 @@ async def _redis_unavailable(request: Request, error: Exception) -> JSONResponse
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _invalid_body)
-    app.add_exception_handler(InvalidStreamId, _invalid_stream_id)
+    for kind in DOMAIN_ANSWERS:
+        app.add_exception_handler(kind, _domain_answer)
     app.add_exception_handler(RedisError, _redis_unavailable)

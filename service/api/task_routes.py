@@ -11,12 +11,11 @@ from service.api.app_state import State
 from service.core.json_safety import JsonSafeModel
 from service.events.stream_ids import parse_entry_id
 from service.tasks.task_format import Task
-from service.tasks.task_queue import DeadLetter, NotReplicated, QueueFull
+from service.tasks.task_queue import DeadLetter
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 # Workers drain a full backlog of 10,000 in about a second; a client waits a little longer.
-BACKLOG_RETRY_AFTER_S = 2
 
 
 class TaskIn(JsonSafeModel):
@@ -88,15 +87,8 @@ class Requeued(BaseModel):
 )
 async def enqueue_task(body: TaskIn, state: State) -> TaskCreated:
     """Add one task to the ingestion stream, or refuse with 503 while the backlog is full."""
-    try:
-        with state.metrics.redis_latency.time():
-            entry_id = await state.queue.enqueue(Task(**body.model_dump()))
-    except (QueueFull, NotReplicated) as refusal:
-        raise HTTPException(
-            status_code=503,
-            detail=str(refusal),
-            headers={"Retry-After": str(BACKLOG_RETRY_AFTER_S)},
-        ) from None
+    with state.metrics.redis_latency.time():
+        entry_id = await state.queue.enqueue(Task(**body.model_dump()))
     return TaskCreated(id=entry_id)
 
 

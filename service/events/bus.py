@@ -29,6 +29,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from service.core.redis_replies import Entry, entries, first_stream_entries, xadd_fields
+from service.events.errors import EventError
 from service.events.filters import EventFilter
 from service.events.stream_ids import FIRST_ID, StartPoint, StreamBounds, is_after, plan_start
 from service.events.wire import EncodedEvent, Event, NoticeKind, UnreadableEntry, encode_for_clients
@@ -43,7 +44,7 @@ RECONNECT_DELAYS_S = (0.1, 0.25, 0.5, 1.0, 2.0)
 HANDOUT_BYTES = 16 * 1024
 
 
-class SubscriptionClosed(Exception):
+class SubscriptionClosed(EventError):
     """The hub dropped a subscription; the message says why, ``kind`` for the client."""
 
     def __init__(self, message: str, kind: NoticeKind) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from service.events.errors import EventError
+
 EVERYTHING = "0"
 ONLY_NEW = "$"
 FIRST_ID = "0-0"
@@ -17,7 +19,7 @@ _ID_LIMIT = 2**64
 _LAST_POSSIBLE = (_ID_LIMIT - 1, _ID_LIMIT - 1)
 
 
-class InvalidStreamId(ValueError):
+class InvalidStreamId(EventError, ValueError):
     """A client sent something that is not a usable stream entry id."""
 
 

@@ -48,6 +48,7 @@ from enum import StrEnum
 from typing import Any
 
 from service.core.json_safety import dumps, printable
+from service.events.errors import EventError
 
 EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+$"
 _EVENT_TYPE = re.compile(EVENT_TYPE_PATTERN)
@@ -77,7 +78,7 @@ def is_event_type(value: str) -> bool:
     return bool(_EVENT_TYPE.match(value))
 
 
-class UnreadableEntry(ValueError):
+class UnreadableEntry(EventError, ValueError):
     """A stream entry that cannot be served as an event; the message says why."""
 
 

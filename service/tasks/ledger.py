@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from service.tasks.errors import TaskError
 from service.tasks.task_format import Task
 
 
@@ -41,7 +42,7 @@ class DeliveryState(StrEnum):
     LOST = "lost"
 
 
-class LedgerError(Exception):
+class LedgerError(TaskError):
     """A transition that the delivery's state does not allow: a worker bug."""
 
 

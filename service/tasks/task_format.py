@@ -16,11 +16,12 @@ from typing import Any
 
 from service.core.raw_text import is_utf8
 from service.events.wire import utc_now_iso
+from service.tasks.errors import TaskError
 
 _REQUIRED = ("job_id", "chunk_id", "content")
 
 
-class MalformedTask(ValueError):
+class MalformedTask(TaskError, ValueError):
     """A task entry that no handler can be given: the message says why."""
 
 

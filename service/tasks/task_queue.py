@@ -38,6 +38,7 @@ from service.core.redis_replies import entries, first_stream_entries, xadd_field
 from service.core.settings import Settings
 from service.events.stream_ids import FIRST_ID, parse_entry_id
 from service.events.wire import Event, utc_now_iso
+from service.tasks.errors import TaskError
 from service.tasks.task_format import Task
 
 log = logging.getLogger(__name__)
@@ -53,11 +54,7 @@ LAST_POSSIBLE_ID = f"{2**64 - 1}-{2**64 - 1}"
 _SCRIPTS = "service.tasks"
 
 
-class TaskQueueError(Exception):
-    """The root of the queue's refusals, which the API answers with a status a client retries."""
-
-
-class QueueFull(TaskQueueError):
+class QueueFull(TaskError):
     """The worker group's backlog reached its cap; nothing was written."""
 
     def __init__(self, backlog: int, cap: int) -> None:
@@ -66,7 +63,7 @@ class QueueFull(TaskQueueError):
         self.cap = cap
 
 
-class NotReplicated(TaskQueueError):
+class NotReplicated(TaskError):
     """The task was written, but fewer replicas than required confirmed it in time."""
 
     def __init__(self, entry_id: str, confirmed: int, required: int) -> None:

@@ -32,3 +32,16 @@ def count_in_tally(task: Mapping[str, Any]) -> None:
     if _tally is None:
         _tally = redis.Redis.from_url(os.environ["TALLY_REDIS_URL"])
     _tally.hincrby(COMPLETIONS_KEY, task["chunk_id"], 1)
+
+
+FIRST_ATTEMPTS_KEY = "faults:first-attempts"
+
+
+def fail_first_then_count(task: Mapping[str, Any]) -> None:
+    """Fail each chunk's first attempt, so it waits for its retry; count the completions."""
+    global _client
+    if _client is None:
+        _client = redis.Redis.from_url(os.environ["SHIELD_REDIS_URL"])
+    if _client.sadd(FIRST_ATTEMPTS_KEY, task["chunk_id"]):
+        raise RuntimeError(f"first attempt at {task['chunk_id']} fails on purpose")
+    _client.hincrby(COMPLETIONS_KEY, task["chunk_id"], 1)

@@ -169,8 +169,9 @@ def test_a_multi_chunk_document_streams_as_one_run(
             {"type": "RUN_STARTED", "threadId": "thread-1", "runId": "run-a"},
             {"type": "STATE_SNAPSHOT", "snapshot": {"total": 3, "done": 0, "failed": 0}},
         ]
-        # Started only now, so it takes all three tasks in one batch: the order is exact.
-        workers.append(start_worker(worker_env(redis_server, "record")))
+        # Started only now, so it takes all three tasks in one batch, and runs them on its
+        # loop (an async handler), where they finish in the same turn: the order is exact.
+        workers.append(start_worker(worker_env(redis_server, "record_async")))
         rest = reader.until_end()
     assert [brief(event) for event in rest] == [
         "STEP_STARTED run-a-1",
