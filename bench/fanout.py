@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass
 
 import redis
 
+from bench.processes import REPO_ROOT
 from service.events import Event
-from tests.support.processes import REPO_ROOT
 
 READ_COMMANDS = ("xread", "xreadgroup", "xack", "xrange", "xrevrange")
 TICK_S = 0.01

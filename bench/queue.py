@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass
 
 import redis
 
+from bench.processes import REPO_ROOT, service_env, terminate
 from service.tasks import task_fields
-from tests.support.processes import REPO_ROOT, service_env, stop_all
 
 OURS = ("shield:ingestion_queue", "lightrag-workers")
 PEERS = ("bench:tasks", "bench")
@@ -94,7 +94,7 @@ def run_queue(system: str, redis_url: str, workers: int, tasks: int) -> QueueRes
         assert first is not None
         seconds = max(now - first, 1e-6)
     finally:
-        stop_all(processes)
+        terminate(processes)
         client.close()
     return QueueResult(system, workers, tasks, round(seconds, 3), round(tasks / seconds, 1))
 
