@@ -1,10 +1,11 @@
 """A process of benchmark subscribers: `python -m bench.subscribers KIND TARGET COUNT`.
 
 KIND is sse, ws, ws-batch (our API's WebSocket with ?batch=1: a JSON array per message), at
-TARGET = base URL (ours or a baseline), or xread (raw redis-py XREAD loops, TARGET = Redis
-URL). It connects COUNT clients, prints "ready", then counts every
-event it receives and its latency from the publish time carried in the event (field "t",
-microseconds since the epoch) until stdin closes, and prints one JSON line of results.
+TARGET = base URL (ours or a baseline), uni_sse (Centrifugo's uni_sse at its base
+URL), or xread (raw redis-py XREAD loops, TARGET = Redis URL). It connects COUNT clients,
+prints "ready", then counts every event it receives and its latency from the publish time
+carried in the event (field "t", microseconds since the epoch) until stdin closes, and prints
+one JSON line of results.
 
 The SSE and WebSocket clients do the same light work per byte (raw asyncio streams, a regex
 over each event's bytes; bench.wsframes splits WebSocket frames), so the two transports'
@@ -26,6 +27,7 @@ from urllib.parse import urlparse
 from redis.asyncio import Redis
 
 from bench import wsframes
+from bench.centrifugo import subscribe_path as centrifugo_subscribe_path
 
 PUBLISH_TIME = re.compile(rb'"t": ?(\d+)')
 SAMPLE_LIMIT = 200_000
@@ -53,12 +55,16 @@ def _now_us() -> int:
     return time.time_ns() // 1000
 
 
-async def sse_client(base_url: str, tally: Tally, connected: asyncio.Queue[None]) -> None:
+async def sse_client(
+    base_url: str,
+    tally: Tally,
+    connected: asyncio.Queue[None],
+    path: str = "/events/stream?last_id=$",
+) -> None:
     url = urlparse(base_url)
     reader, writer = await asyncio.open_connection(url.hostname, url.port)
     writer.write(
-        f"GET /events/stream?last_id=$ HTTP/1.1\r\nHost: {url.netloc}\r\n"
-        "Accept: text/event-stream\r\n\r\n".encode()
+        f"GET {path} HTTP/1.1\r\nHost: {url.netloc}\r\nAccept: text/event-stream\r\n\r\n".encode()
     )
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
@@ -152,7 +158,20 @@ async def ws_batch_client(base_url: str, tally: Tally, connected: asyncio.Queue[
     await ws_client(base_url, tally, connected, "last_id=$&batch=1")
 
 
-CLIENTS = {"sse": sse_client, "ws": ws_client, "ws-batch": ws_batch_client, "xread": xread_client}
+async def centrifugo_sse_client(
+    base_url: str, tally: Tally, connected: asyncio.Queue[None]
+) -> None:
+    """Centrifugo's uni_sse: the same SSE reader; its frames carry our payload unchanged."""
+    await sse_client(base_url, tally, connected, centrifugo_subscribe_path())
+
+
+CLIENTS = {
+    "sse": sse_client,
+    "ws": ws_client,
+    "ws-batch": ws_batch_client,
+    "xread": xread_client,
+    "uni_sse": centrifugo_sse_client,
+}
 
 
 async def run(kind: str, target: str, count: int) -> None:

@@ -1,0 +1,114 @@
+"""Centrifugo as the fan-out peer: its configuration, its process, and a publisher for it.
+
+Centrifugo runs with its Redis engine on the benchmark's own redis-server, so both systems
+keep their events in the same Redis. The channel keeps a history (100 publications, 300 s)
+with recovery forced, the nearest match to our stream that a client can resume from. The
+publisher sends each 10 ms tick's events as one POST /api/batch, as ours sends each tick as
+one pipeline of XADDs. Subscribers use its unidirectional SSE transport without a token
+(`client.insecure`): plain `data:` frames, read by the same client code as ours.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from bench.peers.install import CENTRIFUGO_VERSION, PeerUnavailable, centrifugo_binary
+from bench.processes import free_port, terminate
+from bench.servers import wait_for_http
+
+CHANNEL = "news"
+API_KEY = "bench-api-key"
+
+
+def configuration(port: int, redis_url: str) -> dict[str, Any]:
+    """A v6 configuration (its keys are nested by section) for one loopback node."""
+    return {
+        "http_server": {"address": "127.0.0.1", "port": str(port)},
+        "log": {"level": "error"},
+        "engine": {"type": "redis", "redis": {"address": [redis_url]}},
+        # Loopback only, no tokens: the benchmark's clients are anonymous.
+        "client": {"insecure": True, "allowed_origins": ["*"]},
+        "channel": {
+            "without_namespace": {
+                "history_size": 100,
+                "history_ttl": "300s",
+                "force_recovery": True,
+            }
+        },
+        "uni_sse": {"enabled": True},
+        "http_api": {"key": API_KEY},
+        "health": {"enabled": True},
+    }
+
+
+def describe() -> str:
+    """One line for the report: what ran, and how it was configured."""
+    return (
+        f"Centrifugo v{CENTRIFUGO_VERSION} (built with `go install` from the module proxy),"
+        " Redis engine on the same redis-server, channel history 100 / 300 s with"
+        " force_recovery, subscribers on uni_sse, publishes by POST /api/batch per 10 ms tick"
+    )
+
+
+def subscribe_path() -> str:
+    """The uni_sse request that connects and subscribes to the channel in one go."""
+    connect = json.dumps({"subs": {CHANNEL: {}}}, separators=(",", ":"))
+    return f"/connection/uni_sse?cf_connect={quote(connect)}"
+
+
+@dataclass(frozen=True)
+class CentrifugoNode:
+    base_url: str
+    pid: int
+
+
+@contextmanager
+def centrifugo_node(workdir: Path, redis_url: str) -> Iterator[CentrifugoNode]:
+    """One Centrifugo process on a free port; raises PeerUnavailable when it is not built."""
+    binary = centrifugo_binary()
+    if not binary.exists():
+        raise PeerUnavailable(
+            f"Centrifugo v{CENTRIFUGO_VERSION} is not built (make bench builds it)"
+        )
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config = workdir / "centrifugo.json"
+    config.write_text(json.dumps(configuration(port, redis_url), indent=2))
+    log = (workdir / "centrifugo.log").open("w")
+    process = subprocess.Popen(
+        [str(binary), "-c", str(config)], stdout=log, stderr=subprocess.STDOUT, cwd=workdir
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{base_url}/health", process, "centrifugo")
+        yield CentrifugoNode(base_url, process.pid)
+    finally:
+        terminate([process])
+        log.close()
+
+
+class BatchPublisher:
+    """Sends a tick's events to the channel as one POST /api/batch over a kept-alive socket."""
+
+    def __init__(self, base_url: str) -> None:
+        self._http = httpx.Client(base_url=base_url, headers={"X-API-Key": API_KEY}, timeout=10)
+
+    def send(self, events: list[dict[str, int]]) -> None:
+        commands = [{"publish": {"channel": CHANNEL, "data": event}} for event in events]
+        reply = self._http.post("/api/batch", json={"commands": commands})
+        reply.raise_for_status()
+        errors = [r["error"] for r in reply.json().get("replies", []) if r.get("error")]
+        if errors:
+            raise RuntimeError(f"centrifugo refused a publish: {errors[0]}")
+
+    def close(self) -> None:
+        self._http.close()

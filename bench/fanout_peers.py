@@ -1,0 +1,99 @@
+"""Fan-out beside Centrifugo: the same cells, the same clients, and the CPU each server spends.
+
+Ours (SSE, and the WebSocket with ?batch=1), Centrifugo on its uni_sse, and the raw redis-py
+XREAD loop (no server at all: its cost is Redis's alone) are measured at 100 and 1,000
+subscribers x 1,000 events/s on one redis-server. The headline is the CPU seconds a server
+process spends per million deliveries, ours against Centrifugo's, read at equal completeness.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench import centrifugo
+from bench.fanout import run_cell
+from bench.peers.install import PeerUnavailable
+from bench.servers import http_app, redis_server
+
+RATE_PER_S = 1000
+SUBSCRIBERS = (100, 1000)
+QUICK_SUBSCRIBERS = (10, 100)
+OUR_TRANSPORTS = ("sse", "ws-batch")
+
+
+def _log(row: dict[str, Any]) -> dict[str, Any]:
+    print(f"fanout-peers: {row}", file=sys.stderr)
+    return row
+
+
+def measure_fanout_peers(workdir: Path, quick: bool = False) -> dict[str, Any]:
+    """Every cell of ours, Centrifugo's and the raw loop's; why a peer could not run."""
+    duration_s = 2.0 if quick else 5.0
+    counts = QUICK_SUBSCRIBERS if quick else SUBSCRIBERS
+    rows: list[dict[str, Any]] = []
+    unavailable: dict[str, str] = {}
+    with redis_server(workdir / "redis") as redis:
+        cell = {"redis_url": redis.url, "rate_per_s": RATE_PER_S, "duration_s": duration_s}
+        with http_app("service.main:app", redis.url, block_ms=1000) as (url, pid):
+            for transport in OUR_TRANSPORTS:
+                for count in counts:
+                    result = run_cell(
+                        "ours", transport, url, subscribers=count, server_pid=pid,
+                        redis_pid=redis.pid, **cell,
+                    )  # fmt: skip
+                    rows.append(_log(result.row()))
+        try:
+            with centrifugo.centrifugo_node(workdir / "centrifugo", redis.url) as node:
+                publisher = centrifugo.BatchPublisher(node.base_url)
+                try:
+                    for count in counts:
+                        result = run_cell(
+                            "centrifugo", "uni_sse", node.base_url, subscribers=count,
+                            sender=publisher.send, server_pid=node.pid, redis_pid=redis.pid,
+                            **cell,
+                        )  # fmt: skip
+                        rows.append(_log(result.row()))
+                finally:
+                    publisher.close()
+        except PeerUnavailable as error:
+            unavailable["centrifugo"] = str(error)
+        for count in counts:
+            result = run_cell(
+                "raw-xread", "xread", redis.url, subscribers=count, redis_pid=redis.pid, **cell
+            )
+            rows.append(_log(result.row()))
+    return {
+        "rows": rows,
+        "efficiency": efficiency(rows),
+        "unavailable": unavailable,
+        "peers": {"centrifugo": centrifugo.describe()},
+    }
+
+
+def efficiency(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per subscriber count: our CPU per delivery as a multiple of Centrifugo's."""
+    by_cell = {(r["system"], r["transport"], r["subscribers"]): r for r in rows}
+    ratios = []
+    for (system, transport, count), ours in sorted(by_cell.items()):
+        theirs = by_cell.get(("centrifugo", "uni_sse", count))
+        if system != "ours" or theirs is None:
+            continue
+        ours_cpu, their_cpu = ours["server_cpu_s_per_million"], theirs["server_cpu_s_per_million"]
+        ratio = round(ours_cpu / their_cpu, 2) if ours_cpu and their_cpu else None
+        ratios.append(
+            {
+                "subscribers": count,
+                "ours": f"ours ({transport})",
+                "ours_cpu_s_per_million": ours_cpu,
+                "centrifugo_cpu_s_per_million": their_cpu,
+                "ratio": ratio,
+                "ours_completeness": ours["completeness"],
+                "centrifugo_completeness": theirs["completeness"],
+                "goal_met": ratio is not None
+                and ratio <= 2.0
+                and ours["completeness"] >= theirs["completeness"],
+            }
+        )
+    return ratios
