@@ -7,7 +7,9 @@ service reads them, SHIELD_* variables.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 from collections.abc import Iterable
@@ -33,14 +35,32 @@ def service_env(redis_url: str, **settings: object) -> dict[str, str]:
     return {**inherited, **shield, "SHIELD_REDIS_URL": redis_url, "PYTHONPATH": str(REPO_ROOT)}
 
 
-def terminate(processes: Iterable[subprocess.Popen[bytes] | subprocess.Popen[str]]) -> None:
-    """SIGTERM them all at once, then SIGKILL any still running after STOP_TIMEOUT_S."""
+def terminate(
+    processes: Iterable[subprocess.Popen[bytes] | subprocess.Popen[str]], groups: bool = False
+) -> None:
+    """SIGTERM them all at once, then SIGKILL any still running after STOP_TIMEOUT_S.
+
+    With groups, each was started with start_new_session and its whole process group is
+    signalled: a peer's CLI that forks its workers (taskiq) must not leave them behind.
+    """
     running = [process for process in processes if process.poll() is None]
+
+    def signal_all(process: subprocess.Popen[bytes] | subprocess.Popen[str], signum: int) -> None:
+        if groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signum)
+        else:
+            process.send_signal(signum)
+
     for process in running:
-        process.terminate()
+        signal_all(process, signal.SIGTERM)
     for process in running:
         try:
             process.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            process.kill()
+            signal_all(process, signal.SIGKILL)
             process.wait()
+    # A group can outlive its leader for a moment; make sure nothing of it is left.
+    for process in running if groups else []:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)

@@ -43,6 +43,7 @@ def run_queue(system: QueueSystem, redis_url: str, workers: int, tasks: int) -> 
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         for index in range(workers)
     ]
@@ -61,7 +62,7 @@ def run_queue(system: QueueSystem, redis_url: str, workers: int, tasks: int) -> 
             raise RuntimeError(f"{system.name}: not done in time: {progress.detail}")
         seconds = max(now - (first if first is not None else now), 1e-6)
     finally:
-        terminate(processes)
+        terminate(processes, groups=True)
         client.close()
     return QueueResult(system.name, workers, tasks, round(seconds, 3), round(tasks / seconds, 1))
 
