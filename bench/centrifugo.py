@@ -4,8 +4,9 @@ Centrifugo runs with its Redis engine on the benchmark's own redis-server, so bo
 keep their events in the same Redis. The channel keeps a history (100 publications, 300 s)
 with recovery forced, the nearest match to our stream that a client can resume from. The
 publisher sends each 10 ms tick's events as one POST /api/batch, as ours sends each tick as
-one pipeline of XADDs. Subscribers use its unidirectional SSE transport without a token
-(`client.insecure`): plain `data:` frames, read by the same client code as ours.
+one pipeline of XADDs. Subscribers connect without a token (`client.insecure`), on its
+unidirectional SSE (plain `data:` frames, read by the same client code as our SSE) and on its
+WebSocket with the JSON protocol (read by the same frame reader as our WebSocket).
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def describe() -> str:
     return (
         f"Centrifugo v{CENTRIFUGO_VERSION} (built with `go install` from the module proxy),"
         " Redis engine on the same redis-server, channel history 100 / 300 s with"
-        " force_recovery, subscribers on uni_sse, publishes by POST /api/batch per 10 ms tick"
+        " force_recovery, subscribers on uni_sse and on its WebSocket (JSON protocol),"
+        " publishes by POST /api/batch per 10 ms tick"
     )
 
 
@@ -63,6 +65,14 @@ def subscribe_path() -> str:
     """The uni_sse request that connects and subscribes to the channel in one go."""
     connect = json.dumps({"subs": {CHANNEL: {}}}, separators=(",", ":"))
     return f"/connection/uni_sse?cf_connect={quote(connect)}"
+
+
+def websocket_greeting() -> tuple[bytes, bytes]:
+    """The first frame a JSON-protocol client sends (connect, then subscribe, newline-
+    separated as the protocol batches commands) and what the subscribe reply holds."""
+    commands = [{"id": 1, "connect": {}}, {"id": 2, "subscribe": {"channel": CHANNEL}}]
+    greeting = "\n".join(json.dumps(c, separators=(",", ":")) for c in commands)
+    return greeting.encode(), b'"id":2'
 
 
 @dataclass(frozen=True)

@@ -113,18 +113,27 @@ def run_cell(
     sender: Sender | None = None,
     server_pid: int | None = None,
     redis_pid: int | None = None,
+    client_kind: str | None = None,
 ) -> FanoutResult:
     """One measurement: N subscribers in up to two client processes, one publisher.
 
     The publisher XADDs to Redis unless a sender is given (Centrifugo's HTTP API). With the
-    pids, the CPU each process spends on the cell is measured from /proc.
+    pids, the CPU each process spends on the cell is measured from /proc. The subscribers
+    are bench.subscribers of client_kind, by default the transport's name.
     """
     processes = []
     shares = [subscribers // 2, subscribers - subscribers // 2] if subscribers > 1 else [1]
     for share in shares:
         processes.append(
             subprocess.Popen(
-                [sys.executable, "-m", "bench.subscribers", transport, target, str(share)],
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.subscribers",
+                    client_kind or transport,
+                    target,
+                    str(share),
+                ],
                 cwd=REPO_ROOT,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,

@@ -21,6 +21,11 @@ RATE_PER_S = 1000
 SUBSCRIBERS = (100, 1000)
 QUICK_SUBSCRIBERS = (10, 100)
 OUR_TRANSPORTS = ("sse", "ws-batch")
+# Centrifugo's transports, as the report names them, with the bench.subscribers kind of each.
+CENTRIFUGO_CLIENTS = {"uni_sse": "uni_sse", "ws": "centrifugo-ws"}
+# Which of Centrifugo's transports each of ours is weighed against: SSE against SSE, and our
+# batched WebSocket against its WebSocket, which also writes what is queued in one frame.
+COUNTERPART = {"sse": "uni_sse", "ws-batch": "ws"}
 
 
 def _log(row: dict[str, Any]) -> dict[str, Any]:
@@ -48,13 +53,14 @@ def measure_fanout_peers(workdir: Path, quick: bool = False) -> dict[str, Any]:
             with centrifugo.centrifugo_node(workdir / "centrifugo", redis.url) as node:
                 publisher = centrifugo.BatchPublisher(node.base_url)
                 try:
-                    for count in counts:
-                        result = run_cell(
-                            "centrifugo", "uni_sse", node.base_url, subscribers=count,
-                            sender=publisher.send, server_pid=node.pid, redis_pid=redis.pid,
-                            **cell,
-                        )  # fmt: skip
-                        rows.append(_log(result.row()))
+                    for transport, kind in CENTRIFUGO_CLIENTS.items():
+                        for count in counts:
+                            result = run_cell(
+                                "centrifugo", transport, node.base_url, subscribers=count,
+                                sender=publisher.send, server_pid=node.pid,
+                                redis_pid=redis.pid, client_kind=kind, **cell,
+                            )  # fmt: skip
+                            rows.append(_log(result.row()))
                 finally:
                     publisher.close()
         except PeerUnavailable as error:
@@ -73,11 +79,12 @@ def measure_fanout_peers(workdir: Path, quick: bool = False) -> dict[str, Any]:
 
 
 def efficiency(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per subscriber count: our CPU per delivery as a multiple of Centrifugo's."""
+    """Per transport and subscriber count: our CPU per delivery as a multiple of
+    Centrifugo's on its counterpart transport."""
     by_cell = {(r["system"], r["transport"], r["subscribers"]): r for r in rows}
     ratios = []
     for (system, transport, count), ours in sorted(by_cell.items()):
-        theirs = by_cell.get(("centrifugo", "uni_sse", count))
+        theirs = by_cell.get(("centrifugo", COUNTERPART.get(transport, ""), count))
         if system != "ours" or theirs is None:
             continue
         ours_cpu, their_cpu = ours["server_cpu_s_per_million"], theirs["server_cpu_s_per_million"]
@@ -86,6 +93,7 @@ def efficiency(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             {
                 "subscribers": count,
                 "ours": f"ours ({transport})",
+                "centrifugo": f"centrifugo ({theirs['transport']})",
                 "ours_cpu_s_per_million": ours_cpu,
                 "centrifugo_cpu_s_per_million": their_cpu,
                 "ratio": ratio,

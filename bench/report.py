@@ -139,7 +139,7 @@ def fanout_peers_section(section: dict[str, Any], out: Path) -> list[str]:
         {"subscribers": r["subscribers"], "system": name, "cpu": r[key]}
         for r in efficiency
         for name, key in ((r["ours"], "ours_cpu_s_per_million"),
-                          ("centrifugo (uni_sse)", "centrifugo_cpu_s_per_million"))
+                          (r["centrifugo"], "centrifugo_cpu_s_per_million"))
     ]  # fmt: skip
     ratio_image = plots.bars(
         ratio_rows, "subscribers", "system", lambda r: r["cpu"], out / "peers_cpu_ratio.png",
@@ -172,6 +172,7 @@ def fanout_peers_section(section: dict[str, Any], out: Path) -> list[str]:
             [
                 "subscribers",
                 "ours",
+                "centrifugo",
                 "ours_cpu_s_per_million",
                 "centrifugo_cpu_s_per_million",
                 "ratio",

@@ -159,7 +159,7 @@ def centrifugo_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
         rows.append(
             {
-                "measure": f"server CPU per delivery, {row['ours']} against Centrifugo,"
+                "measure": f"server CPU per delivery, {row['ours']} against {row['centrifugo']},"
                 f" {row['subscribers']} subscribers x 1,000 events/s",
                 "target": "<= 2x Centrifugo's, at equal completeness",
                 "measured": measured,
