@@ -48,6 +48,8 @@ def configuration(port: int, redis_url: str) -> dict[str, Any]:
         "uni_sse": {"enabled": True},
         "http_api": {"key": API_KEY},
         "health": {"enabled": True},
+        # It would otherwise report anonymous usage over the network; here only loopback.
+        "usage_stats": {"disabled": True},
     }
 
 

@@ -59,23 +59,25 @@ Sender = Callable[[list[dict[str, int]]], None]
 
 
 def paced_publish(send: Sender, rate_per_s: int, duration_s: float) -> int:
-    """Send events carrying their publish time, one batch per 10 ms tick, for duration_s."""
-    per_tick = rate_per_s * TICK_S
+    """Send events carrying their publish time, one batch per 10 ms tick, for duration_s.
+
+    What is due is counted from the clock, not from the ticks: a slow send (an HTTP publish
+    on a busy machine) makes the next batch larger instead of lowering the rate.
+    """
+    total = int(rate_per_s * duration_s)
     started = time.monotonic()
-    owed = 0.0
     sent = 0
     while (elapsed := time.monotonic() - started) < duration_s:
-        owed += per_tick
-        events = []
-        while owed >= 1:
-            events.append({"t": time.time_ns() // 1000, "n": sent})
-            owed -= 1
-            sent += 1
+        due = min(total, int(rate_per_s * (elapsed + TICK_S)))
+        events = [{"t": time.time_ns() // 1000, "n": n} for n in range(sent, due)]
         if events:
             send(events)
+            sent = due
         next_tick = started + (int(elapsed / TICK_S) + 1) * TICK_S
         time.sleep(max(0.0, next_tick - time.monotonic()))
-    return sent
+    if sent < total:
+        send([{"t": time.time_ns() // 1000, "n": n} for n in range(sent, total)])
+    return total
 
 
 def xadd_sender(client: redis.Redis) -> Sender:
