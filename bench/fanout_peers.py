@@ -40,36 +40,32 @@ def measure_fanout_peers(workdir: Path, quick: bool = False) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     unavailable: dict[str, str] = {}
     with redis_server(workdir / "redis") as redis:
-        cell = {"redis_url": redis.url, "rate_per_s": RATE_PER_S, "duration_s": duration_s}
+
+        def measure(system: str, transport: str, target: str, **extra: Any) -> None:
+            for count in counts:
+                result = run_cell(
+                    system, transport, target, redis.url, count, RATE_PER_S, duration_s,
+                    redis_pid=redis.pid, **extra,
+                )  # fmt: skip
+                rows.append(_log(result.row()))
+
         with http_app("service.main:app", redis.url, block_ms=1000) as (url, pid):
             for transport in OUR_TRANSPORTS:
-                for count in counts:
-                    result = run_cell(
-                        "ours", transport, url, subscribers=count, server_pid=pid,
-                        redis_pid=redis.pid, **cell,
-                    )  # fmt: skip
-                    rows.append(_log(result.row()))
+                measure("ours", transport, url, server_pid=pid)
         try:
             with centrifugo.centrifugo_node(workdir / "centrifugo", redis.url) as node:
                 publisher = centrifugo.BatchPublisher(node.base_url)
                 try:
                     for transport, kind in CENTRIFUGO_CLIENTS.items():
-                        for count in counts:
-                            result = run_cell(
-                                "centrifugo", transport, node.base_url, subscribers=count,
-                                sender=publisher.send, server_pid=node.pid,
-                                redis_pid=redis.pid, client_kind=kind, **cell,
-                            )  # fmt: skip
-                            rows.append(_log(result.row()))
+                        measure(
+                            "centrifugo", transport, node.base_url, sender=publisher.send,
+                            server_pid=node.pid, client_kind=kind,
+                        )  # fmt: skip
                 finally:
                     publisher.close()
         except PeerUnavailable as error:
             unavailable["centrifugo"] = str(error)
-        for count in counts:
-            result = run_cell(
-                "raw-xread", "xread", redis.url, subscribers=count, redis_pid=redis.pid, **cell
-            )
-            rows.append(_log(result.row()))
+        measure("raw-xread", "xread", redis.url)
     return {
         "rows": rows,
         "efficiency": efficiency(rows),

@@ -74,7 +74,7 @@ def fill_stream(stream: str, group: str) -> Callable[[redis.Redis, str, int], No
 
 def group_progress(stream: str, group: str) -> Callable[[redis.Redis, int], Progress]:
     def progress(client: redis.Redis, tasks: int) -> Progress:
-        for row in client.xinfo_groups(stream):  # type: ignore[union-attr]
+        for row in client.xinfo_groups(stream):
             if row["name"] in (group, group.encode()):
                 read, pending = int(row["entries-read"] or 0), int(row["pending"])
                 return Progress(read > 0, read >= tasks and pending == 0, f"{read=} {pending=}")
@@ -182,7 +182,7 @@ TASKIQ = QueueSystem(
 def arq_progress(client: redis.Redis, tasks: int) -> Progress:
     """arq keeps a job in its queue until it finishes; a worker's first poll writes its
     health-check key, the nearest thing arq has to a first read."""
-    queued = int(client.zcard("arq:queue"))  # type: ignore[arg-type]
+    queued = int(client.zcard("arq:queue"))
     polled = bool(client.exists("arq:queue:health-check"))
     return Progress(polled or queued < tasks, queued == 0, f"{queued=}")
 
@@ -204,8 +204,8 @@ ARQ = QueueSystem(
 
 
 def bullmq_progress(client: redis.Redis, tasks: int) -> Progress:
-    waiting = int(client.llen("bull:bench:wait"))  # type: ignore[arg-type]
-    active = int(client.llen("bull:bench:active"))  # type: ignore[arg-type]
+    waiting = int(client.llen("bull:bench:wait"))
+    active = int(client.llen("bull:bench:active"))
     return Progress(waiting < tasks or active > 0, waiting == 0 and active == 0, f"{waiting=}")
 
 

@@ -17,7 +17,7 @@ Row = dict[str, Any]
 FANOUT_COLUMNS = [
     "system", "transport", "subscribers", "rate_per_s", "published", "deliveries",
     "completeness", "deliveries_per_s", "p50_ms", "p95_ms", "p99_ms", "errors",
-    "redis_reads_per_event", "redis_reads_per_delivery",
+    "redis_reads_per_event", "redis_reads_per_delivery", "server_cpu_s_per_million",
 ]  # fmt: skip
 PEER_FANOUT_COLUMNS = [
     "system", "transport", "subscribers", "rate_per_s", "published", "deliveries",

@@ -61,7 +61,10 @@ def fanout(results: dict[str, Any], quick: bool, workdir: Path) -> None:
             for key in ("ours/sse", "ours/ws", "ours/ws-batch"):
                 transport = key.split("/")[1]
                 for n, rate in matrix[key]:
-                    cell = run_cell("ours", transport, url, redis.url, n, rate, duration_s)
+                    cell = run_cell(
+                        "ours", transport, url, redis.url, n, rate, duration_s,
+                        server_pid=pid, redis_pid=redis.pid,
+                    )  # fmt: skip
                     rows.append(_logged(cell.row()))
         for n, rate in matrix["raw-xread/xread"]:
             cell = run_cell("raw-xread", "xread", redis.url, redis.url, n, rate, duration_s)

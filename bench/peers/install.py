@@ -13,7 +13,9 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 PEERS_DIR = Path(__file__).resolve().parent
@@ -64,11 +66,13 @@ def bullmq_home() -> Path:
     return cache_root() / f"bullmq-{BULLMQ_VERSION}"
 
 
-def _run(command: list[str], what: str, **kwargs: object) -> None:
+def _run(
+    command: list[str], what: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> None:
     try:
         result = subprocess.run(
-            command, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S, **kwargs
-        )  # type: ignore[call-overload]
+            command, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S, cwd=cwd, env=env
+        )
     except (OSError, subprocess.TimeoutExpired) as error:
         raise PeerUnavailable(f"{what}: {error}") from error
     if result.returncode != 0:
@@ -125,11 +129,11 @@ def install_python_peer(peer: PythonPeer) -> Path:
 
 def install_all() -> dict[str, str]:
     """Install every peer; what each came to: its path, or why it cannot run."""
-    steps = {
+    steps: dict[str, Callable[[], Path]] = {
         f"centrifugo {CENTRIFUGO_VERSION}": install_centrifugo,
         f"bullmq {BULLMQ_VERSION}": install_bullmq,
         **{
-            f"{peer.name} {peer.version}": (lambda peer=peer: install_python_peer(peer))
+            f"{peer.name} {peer.version}": partial(install_python_peer, peer)
             for peer in PYTHON_PEERS
         },
     }
