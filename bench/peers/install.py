@@ -105,26 +105,46 @@ def install_bullmq() -> Path:
     home.mkdir(parents=True, exist_ok=True)
     for name in ("package.json", "package-lock.json", "bullmq_peer.mjs"):
         shutil.copyfile(PEERS_DIR / "bullmq" / name, home / name)
-    if (home / "node_modules" / "bullmq" / "package.json").exists():
+    lock = (home / "package-lock.json").read_text()
+    if _installed_from(home) == lock:
         return home
     npm = shutil.which("npm")
     if npm is None or shutil.which("node") is None:
         raise PeerUnavailable("BullMQ runs on Node.js, which is not installed")
+    # No install scripts: msgpackr's optional native build falls back to plain JavaScript.
     _run([npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts"], "npm ci bullmq", cwd=home)
+    _record_installed(home, lock)
     return home
 
 
 def install_python_peer(peer: PythonPeer) -> Path:
     """A virtualenv with the peer's pinned requirements; returns its python."""
-    if peer.python.exists():
+    pins = "\n".join(peer.requirements)
+    if peer.python.exists() and _installed_from(peer.home) == pins:
         return peer.python
-    _run([sys.executable, "-m", "venv", str(peer.home / "venv")], f"venv for {peer.name}")
+    _run(
+        [sys.executable, "-m", "venv", "--clear", str(peer.home / "venv")], f"venv for {peer.name}"
+    )
     _run(
         [str(peer.python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
          *peer.requirements],
         f"pip install {peer.name}",
     )  # fmt: skip
+    _record_installed(peer.home, pins)
     return peer.python
+
+
+# What an install was made from, so a changed pin or lock file installs again.
+INSTALLED_FROM = "installed-from.txt"
+
+
+def _installed_from(home: Path) -> str | None:
+    stamp = home / INSTALLED_FROM
+    return stamp.read_text() if stamp.exists() else None
+
+
+def _record_installed(home: Path, source: str) -> None:
+    (home / INSTALLED_FROM).write_text(source)
 
 
 def install_all() -> dict[str, str]:
