@@ -20,7 +20,7 @@ from pathlib import Path
 
 import redis
 
-from bench.peers import install
+from bench.peers import install, names
 from bench.processes import REPO_ROOT, service_env
 from service.tasks import task_fields
 
@@ -145,26 +145,22 @@ def _peer_fill(
     return fill
 
 
-TASKIQ_STREAM, TASKIQ_GROUP = "bench:taskiq", "bench"
+def _python_peer(peer: install.PythonPeer, *arguments: str) -> list[str]:
+    return [str(peer.python), "-m", *arguments]
+
+
 TASKIQ = QueueSystem(
     name="taskiq-redis",
-    version=f"taskiq-redis {install.TASKIQ.version}, taskiq 0.13.0",
+    version=", ".join(install.TASKIQ.requirements),
     configuration="RedisStreamBroker (a stream and a group), xread_count 10, one XACK per task;"
     " worker: `taskiq worker --workers 1 --max-async-tasks 10`, no result backend",
     fill=_peer_fill(
-        lambda count: [
-            str(install.TASKIQ.python),
-            "-m",
-            "bench.peers.taskiq_peer",
-            "fill",
-            str(count),
-        ],
+        lambda count: _python_peer(install.TASKIQ, "bench.peers.taskiq_peer", "fill", str(count)),
         lambda: REPO_ROOT,
         "taskiq",
-    ),  # fmt: skip
-    command=lambda consumer: [
-        str(install.TASKIQ.python),
-        "-m",
+    ),
+    command=lambda consumer: _python_peer(
+        install.TASKIQ,
         "taskiq",
         "worker",
         "bench.peers.taskiq_peer:broker",
@@ -173,8 +169,8 @@ TASKIQ = QueueSystem(
         "--max-async-tasks",
         "10",
         "--no-configure-logging",
-    ],  # fmt: skip
-    progress=group_progress(TASKIQ_STREAM, TASKIQ_GROUP),
+    ),  # fmt: skip
+    progress=group_progress(names.TASKIQ_STREAM, names.TASKIQ_GROUP),
     prepare=lambda: _require(install.TASKIQ.python, "taskiq-redis is not installed"),
 )
 
@@ -182,36 +178,37 @@ TASKIQ = QueueSystem(
 def arq_progress(client: redis.Redis, tasks: int) -> Progress:
     """arq keeps a job in its queue until it finishes; a worker's first poll writes its
     health-check key, the nearest thing arq has to a first read."""
-    queued = int(client.zcard("arq:queue"))
-    polled = bool(client.exists("arq:queue:health-check"))
+    queued = int(client.zcard(names.ARQ_QUEUE))
+    polled = bool(client.exists(f"{names.ARQ_QUEUE}:health-check"))
     return Progress(polled or queued < tasks, queued == 0, f"{queued=}")
 
 
 ARQ = QueueSystem(
     name="arq",
-    version=install.ARQ.version,
+    version=", ".join(install.ARQ.requirements),
     configuration="one Worker per process, max_jobs 10, poll_delay 10 ms (default 0.5 s),"
     " keep_result 0; jobs enqueued with enqueue_job",
     fill=_peer_fill(
-        lambda count: [str(install.ARQ.python), "-m", "bench.peers.arq_peer", "fill", str(count)],
+        lambda count: _python_peer(install.ARQ, "bench.peers.arq_peer", "fill", str(count)),
         lambda: REPO_ROOT,
         "arq",
     ),
-    command=lambda consumer: [str(install.ARQ.python), "-m", "bench.peers.arq_peer", "work"],
+    command=lambda consumer: _python_peer(install.ARQ, "bench.peers.arq_peer", "work"),
     progress=arq_progress,
     prepare=lambda: _require(install.ARQ.python, "arq is not installed"),
 )
 
 
 def bullmq_progress(client: redis.Redis, tasks: int) -> Progress:
-    waiting = int(client.llen("bull:bench:wait"))
-    active = int(client.llen("bull:bench:active"))
+    waiting = int(client.llen(f"bull:{names.BULLMQ_QUEUE}:wait"))
+    active = int(client.llen(f"bull:{names.BULLMQ_QUEUE}:active"))
     return Progress(waiting < tasks or active > 0, waiting == 0 and active == 0, f"{waiting=}")
 
 
 BULLMQ = QueueSystem(
     name="bullmq",
-    version=f"bullmq {install.BULLMQ_VERSION}, ioredis {install.IOREDIS_VERSION}, Node.js",
+    version=", ".join(f"{name}=={pin}" for name, pin in install.bullmq_pins().items())
+    + ", on the system's Node.js",
     configuration="one Worker per process, no-op async processor, concurrency 10,"
     " removeOnComplete; jobs added with addBulk",
     fill=_peer_fill(
@@ -220,8 +217,9 @@ BULLMQ = QueueSystem(
     command=lambda consumer: ["node", "bullmq_peer.mjs", "work"],
     progress=bullmq_progress,
     cwd=install.bullmq_home(),
+    extra_env={"BENCH_BULLMQ_QUEUE": names.BULLMQ_QUEUE},
     prepare=lambda: _require(
-        install.bullmq_home() / "node_modules" / "bullmq", "bullmq is not installed"
+        install.copy_bullmq_files() / "node_modules" / "bullmq", "bullmq is not installed"
     ),
 )
 

@@ -18,6 +18,8 @@ from arq import create_pool
 from arq.connections import RedisSettings
 from arq.worker import Worker
 
+from bench.peers.names import ARQ_QUEUE
+
 CONTENT = "x" * 200
 ENQUEUE_AT_ONCE = 200
 MAX_JOBS = 10
@@ -33,7 +35,7 @@ def redis_settings() -> RedisSettings:
 
 
 async def fill(count: int) -> None:
-    pool = await create_pool(redis_settings())
+    pool = await create_pool(redis_settings(), default_queue_name=ARQ_QUEUE)
     for start in range(0, count, ENQUEUE_AT_ONCE):
         indexes = range(start, min(count, start + ENQUEUE_AT_ONCE))
         await asyncio.gather(
@@ -45,6 +47,7 @@ async def fill(count: int) -> None:
 def work() -> None:
     worker = Worker(
         functions=[noop],
+        queue_name=ARQ_QUEUE,
         redis_settings=redis_settings(),
         max_jobs=MAX_JOBS,
         poll_delay=POLL_DELAY_S,

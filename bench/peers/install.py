@@ -9,6 +9,7 @@ the report; it never stops the rest of the benchmark.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -23,8 +24,6 @@ INSTALL_TIMEOUT_S = 1200
 
 CENTRIFUGO_VERSION = "6.9.1"
 CENTRIFUGO_MODULE = "github.com/centrifugal/centrifugo/v6"
-BULLMQ_VERSION = "6.7.0"
-IOREDIS_VERSION = "6.0.0"
 
 
 class PeerUnavailable(RuntimeError):
@@ -62,8 +61,14 @@ def centrifugo_binary() -> Path:
     return cache_root() / f"centrifugo-v{CENTRIFUGO_VERSION}" / "bin" / "centrifugo"
 
 
+def bullmq_pins() -> dict[str, str]:
+    """BullMQ and its Redis client as pinned in the committed package.json."""
+    package = json.loads((PEERS_DIR / "bullmq" / "package.json").read_text())
+    return dict(package["dependencies"])
+
+
 def bullmq_home() -> Path:
-    return cache_root() / f"bullmq-{BULLMQ_VERSION}"
+    return cache_root() / f"bullmq-{bullmq_pins()['bullmq']}"
 
 
 def _run(
@@ -99,12 +104,18 @@ def install_centrifugo() -> Path:
     return binary
 
 
-def install_bullmq() -> Path:
-    """`npm ci` the committed package-lock.json into the cache; the script runs from there."""
+def copy_bullmq_files() -> Path:
+    """The committed package files and script, into the install (the script runs there)."""
     home = bullmq_home()
     home.mkdir(parents=True, exist_ok=True)
     for name in ("package.json", "package-lock.json", "bullmq_peer.mjs"):
         shutil.copyfile(PEERS_DIR / "bullmq" / name, home / name)
+    return home
+
+
+def install_bullmq() -> Path:
+    """`npm ci` the committed package-lock.json into the cache; the script runs from there."""
+    home = copy_bullmq_files()
     lock = (home / "package-lock.json").read_text()
     if _installed_from(home) == lock:
         return home
@@ -151,7 +162,7 @@ def install_all() -> dict[str, str]:
     """Install every peer; what each came to: its path, or why it cannot run."""
     steps: dict[str, Callable[[], Path]] = {
         f"centrifugo {CENTRIFUGO_VERSION}": install_centrifugo,
-        f"bullmq {BULLMQ_VERSION}": install_bullmq,
+        f"bullmq {bullmq_pins()['bullmq']}": install_bullmq,
         **{
             f"{peer.name} {peer.version}": partial(install_python_peer, peer)
             for peer in PYTHON_PEERS

@@ -15,16 +15,16 @@ import sys
 
 from taskiq_redis import RedisStreamBroker
 
-STREAM = "bench:taskiq"
-GROUP = "bench"
+from bench.peers.names import TASKIQ_GROUP, TASKIQ_STREAM
+
 CONTENT = "x" * 200
 SEND_AT_ONCE = 200
 
 # Read from the start of the stream: the harness fills it before any worker starts.
 broker = RedisStreamBroker(
     url=os.environ["BENCH_REDIS_URL"],
-    queue_name=STREAM,
-    consumer_group_name=GROUP,
+    queue_name=TASKIQ_STREAM,
+    consumer_group_name=TASKIQ_GROUP,
     consumer_id="0",
     xread_count=10,
 )

@@ -7,7 +7,8 @@
 import { Queue, Worker } from "bullmq";
 import { Redis } from "ioredis";
 
-const QUEUE_NAME = "bench";
+// bench/peers/names.py owns the name; the harness passes it in.
+const QUEUE_NAME = process.env.BENCH_BULLMQ_QUEUE;
 const CONCURRENCY = 10;
 const FILL_CHUNK = 1000;
 
