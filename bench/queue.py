@@ -34,8 +34,8 @@ def run_queue(system: QueueSystem, redis_url: str, workers: int, tasks: int) -> 
     system.prepare()
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     client.flushall()
-    system.fill(client, redis_url, tasks)
     env = system.env(redis_url)
+    system.fill(client, env, tasks)
     processes = [
         subprocess.Popen(
             system.command(f"c{index}"),

@@ -42,7 +42,8 @@ class QueueSystem:
     name: str
     version: str
     configuration: str
-    fill: Callable[[redis.Redis, str, int], None]
+    # Fills the queue with N tasks, given a client and the environment of this system.
+    fill: Callable[[redis.Redis, dict[str, str], int], None]
     command: Callable[[str], list[str]]
     progress: Callable[[redis.Redis, int], Progress]
     cwd: Path = REPO_ROOT
@@ -58,8 +59,8 @@ class QueueSystem:
 # Stream systems: a consumer group on a stream, watched through XINFO GROUPS.
 
 
-def fill_stream(stream: str, group: str) -> Callable[[redis.Redis, str, int], None]:
-    def fill(client: redis.Redis, redis_url: str, count: int) -> None:
+def fill_stream(stream: str, group: str) -> Callable[[redis.Redis, dict[str, str], int], None]:
+    def fill(client: redis.Redis, env: dict[str, str], count: int) -> None:
         client.xgroup_create(stream, group, id="0", mkstream=True)
         pipeline = client.pipeline(transaction=False)
         for index in range(count):
@@ -125,22 +126,18 @@ FASTSTREAM = stream_system(
 # Peers that run from their own install in the cache (bench/peers/install.py).
 
 
-def _run_fill(command: list[str], cwd: Path, env: dict[str, str], what: str) -> None:
-    result = subprocess.run(
-        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=FILL_TIMEOUT_S
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"{what} fill failed: {result.stderr[-1000:]}")
-
-
 def _peer_fill(
     command: Callable[[int], list[str]], cwd: Callable[[], Path], what: str
-) -> Callable[[redis.Redis, str, int], None]:
+) -> Callable[[redis.Redis, dict[str, str], int], None]:
     """A fill that runs the peer's own client in its own install (it knows its format)."""
 
-    def fill(client: redis.Redis, redis_url: str, count: int) -> None:
-        env = {**service_env(redis_url), "BENCH_REDIS_URL": redis_url}
-        _run_fill(command(count), cwd(), env, what)
+    def fill(client: redis.Redis, env: dict[str, str], count: int) -> None:
+        result = subprocess.run(
+            command(count), cwd=cwd(), env=env, capture_output=True, text=True,
+            timeout=FILL_TIMEOUT_S,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise RuntimeError(f"{what} fill failed: {result.stderr[-1000:]}")
 
     return fill
 
