@@ -81,8 +81,10 @@ def header(results: dict[str, Any]) -> list[str]:
     ]
 
 
-def fanout_section(rows: list[Row], out: Path) -> list[str]:
-    at_1000 = [row for row in rows if row["rate_per_s"] == 1000]
+def fanout_section(rows: list[Row], out: Path, centrifugo: list[Row]) -> list[str]:
+    # Centrifugo's cells (from fanout-peers) join the plots, so every fan-out plot has ours,
+    # Centrifugo and the raw loop on the same axes; the table keeps to this section's cells.
+    at_1000 = [row for row in rows + centrifugo if row["rate_per_s"] == 1000]
     images = [
         plots.lines(at_1000, "subscribers", "p99_ms", _series, out / "fanout_p99.png",
                     "p99 publish to receipt at 1,000 events/s", "concurrent subscribers",
@@ -355,7 +357,9 @@ def write(results: dict[str, Any], out: Path) -> Path:
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     sections = header(results)
     if results.get("fanout"):
-        sections += fanout_section(results["fanout"], out)
+        peer_rows = (results.get("fanout_peers") or {}).get("rows", [])
+        centrifugo = [row for row in peer_rows if row["system"] == "centrifugo"]
+        sections += fanout_section(results["fanout"], out, centrifugo)
     if results.get("fanout_peers"):
         sections += fanout_peers_section(results["fanout_peers"], out)
     if results.get("queue"):
