@@ -30,7 +30,12 @@ CHANNEL = "news"
 API_KEY = "bench-api-key"
 
 
-def configuration(port: int, redis_url: str) -> dict[str, Any]:
+# The channel's history, as ours keeps a stream a client resumes from; without it
+# Centrifugo is plain pub/sub (no resume), its cheapest setting, measured beside it.
+HISTORY = {"history_size": 100, "history_ttl": "300s", "force_recovery": True}
+
+
+def configuration(port: int, redis_url: str, history: bool = True) -> dict[str, Any]:
     """A v6 configuration (its keys are nested by section) for one loopback node."""
     return {
         "http_server": {"address": "127.0.0.1", "port": str(port)},
@@ -38,13 +43,7 @@ def configuration(port: int, redis_url: str) -> dict[str, Any]:
         "engine": {"type": "redis", "redis": {"address": [redis_url]}},
         # Loopback only, no tokens: the benchmark's clients are anonymous.
         "client": {"insecure": True, "allowed_origins": ["*"]},
-        "channel": {
-            "without_namespace": {
-                "history_size": 100,
-                "history_ttl": "300s",
-                "force_recovery": True,
-            }
-        },
+        "channel": {"without_namespace": HISTORY if history else {}},
         "uni_sse": {"enabled": True},
         "http_api": {"key": API_KEY},
         "health": {"enabled": True},
@@ -58,7 +57,8 @@ def describe() -> str:
     return (
         f"Centrifugo v{CENTRIFUGO_VERSION} (built with `go install` from the module proxy),"
         " Redis engine on the same redis-server, channel history 100 / 300 s with"
-        " force_recovery, subscribers on uni_sse and on its WebSocket (JSON protocol),"
+        " force_recovery (`centrifugo-nohistory`: the same without history, plain pub/sub"
+        " with no resume), subscribers on uni_sse and on its WebSocket (JSON protocol),"
         " publishes by POST /api/batch per 10 ms tick"
     )
 
@@ -84,7 +84,9 @@ class CentrifugoNode:
 
 
 @contextmanager
-def centrifugo_node(workdir: Path, redis_url: str) -> Iterator[CentrifugoNode]:
+def centrifugo_node(
+    workdir: Path, redis_url: str, history: bool = True
+) -> Iterator[CentrifugoNode]:
     """One Centrifugo process on a free port; raises PeerUnavailable when it is not built."""
     binary = centrifugo_binary()
     if not binary.exists():
@@ -94,7 +96,7 @@ def centrifugo_node(workdir: Path, redis_url: str) -> Iterator[CentrifugoNode]:
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = workdir / "centrifugo.json"
-    config.write_text(json.dumps(configuration(port, redis_url), indent=2))
+    config.write_text(json.dumps(configuration(port, redis_url, history), indent=2))
     log = (workdir / "centrifugo.log").open("w")
     process = subprocess.Popen(
         [str(binary), "-c", str(config)], stdout=log, stderr=subprocess.STDOUT, cwd=workdir
