@@ -48,8 +48,9 @@ lab-down:
 lab-status:
 	scripts/lab status
 
-bench: deps venv toolchain lab-up  ## every benchmark side by side; writes bench/results/
+bench: deps venv toolchain lab-up  ## every benchmark side by side, with the pinned peers; writes bench/results/
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	$(PY) -m bench.peers.install
 	PULUMI_BIN_DIR="$$(scripts/pulumi-toolchain)" $(PY) -m bench
 
 bench-deploy: deps venv toolchain lab-up  ## only the deploy timings, merged into bench/results/

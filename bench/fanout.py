@@ -6,12 +6,14 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import redis
 
+from bench.cpu import cpu_seconds, per_million
+from bench.processes import REPO_ROOT
 from service.events.wire import Event
-from tests.support.processes import REPO_ROOT
 
 READ_COMMANDS = ("xread", "xreadgroup", "xack", "xrange", "xrevrange")
 TICK_S = 0.01
@@ -36,6 +38,11 @@ class FanoutResult:
     redis_reads: int
     redis_reads_per_event: float
     redis_reads_per_delivery: float
+    # CPU of the server process (none for raw-xread) and of redis-server, from publishing
+    # to the end of the drain, per million deliveries: what a delivery costs each of them.
+    server_cpu_s: float | None = None
+    server_cpu_s_per_million: float | None = None
+    redis_cpu_s_per_million: float | None = None
 
     def row(self) -> dict[str, object]:
         return asdict(self)
@@ -48,24 +55,47 @@ def percentile(sorted_values: list[int], fraction: float) -> float | None:
     return sorted_values[index] / 1000
 
 
-def publish(client: redis.Redis, rate_per_s: int, duration_s: float) -> int:
-    """XADD events carrying their publish time, in 10 ms ticks, for duration_s."""
-    per_tick = rate_per_s * TICK_S
+Sender = Callable[[list[dict[str, int]]], None]
+
+
+def paced_publish(send: Sender, rate_per_s: int, duration_s: float) -> int:
+    """Send events carrying their publish time, one batch per 10 ms tick, for duration_s.
+
+    What is due is counted from the clock, not from the ticks: a slow send (an HTTP publish
+    on a busy machine) makes the next batch larger instead of lowering the rate.
+    """
+    total = int(rate_per_s * duration_s)
     started = time.monotonic()
-    owed = 0.0
     sent = 0
     while (elapsed := time.monotonic() - started) < duration_s:
-        owed += per_tick
-        pipeline = client.pipeline(transaction=False)
-        while owed >= 1:
-            event = Event(type="bench.tick", data={"t": time.time_ns() // 1000, "n": sent})
-            pipeline.xadd("shield:events", event.to_fields(), maxlen=100_000, approximate=True)
-            owed -= 1
-            sent += 1
-        pipeline.execute()
+        due = min(total, int(rate_per_s * (elapsed + TICK_S)))
+        events = [{"t": time.time_ns() // 1000, "n": n} for n in range(sent, due)]
+        if events:
+            send(events)
+            sent = due
         next_tick = started + (int(elapsed / TICK_S) + 1) * TICK_S
         time.sleep(max(0.0, next_tick - time.monotonic()))
-    return sent
+    if sent < total:
+        send([{"t": time.time_ns() // 1000, "n": n} for n in range(sent, total)])
+    return total
+
+
+def xadd_sender(client: redis.Redis) -> Sender:
+    """Ours and the raw loop are published to: one pipeline of XADDs per tick."""
+
+    def send(events: list[dict[str, int]]) -> None:
+        pipeline = client.pipeline(transaction=False)
+        for data in events:
+            event = Event(type="bench.tick", data=data)
+            pipeline.xadd("shield:events", event.to_fields(), maxlen=100_000, approximate=True)
+        pipeline.execute()
+
+    return send
+
+
+def publish(client: redis.Redis, rate_per_s: int, duration_s: float) -> int:
+    """XADD events carrying their publish time, in 10 ms ticks, for duration_s."""
+    return paced_publish(xadd_sender(client), rate_per_s, duration_s)
 
 
 def read_commands(client: redis.Redis) -> int:
@@ -82,14 +112,30 @@ def run_cell(
     rate_per_s: int,
     duration_s: float = 5.0,
     drain_s: float = 2.0,
+    sender: Sender | None = None,
+    server_pid: int | None = None,
+    redis_pid: int | None = None,
+    client_kind: str | None = None,
 ) -> FanoutResult:
-    """One measurement: N subscribers in up to two client processes, one publisher."""
+    """One measurement: N subscribers in up to two client processes, one publisher.
+
+    The publisher XADDs to Redis unless a sender is given (Centrifugo's HTTP API). With the
+    pids, the CPU each process spends on the cell is measured from /proc. The subscribers
+    are bench.subscribers of client_kind, by default the transport's name.
+    """
     processes = []
     shares = [subscribers // 2, subscribers - subscribers // 2] if subscribers > 1 else [1]
     for share in shares:
         processes.append(
             subprocess.Popen(
-                [sys.executable, "-m", "bench.subscribers", transport, target, str(share)],
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.subscribers",
+                    client_kind or transport,
+                    target,
+                    str(share),
+                ],
                 cwd=REPO_ROOT,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -103,8 +149,11 @@ def run_cell(
             raise RuntimeError(f"{system}/{transport}: subscribers did not connect ({line!r})")
     client = redis.Redis.from_url(redis_url)
     client.config_resetstat()
-    published = publish(client, rate_per_s, duration_s)
+    pids = {"server": server_pid, "redis": redis_pid}
+    meters = {name: (pid, cpu_seconds(pid)) for name, pid in pids.items() if pid is not None}
+    published = paced_publish(sender or xadd_sender(client), rate_per_s, duration_s)
     time.sleep(drain_s)
+    cpu_s = {name: cpu_seconds(pid) - before for name, (pid, before) in meters.items()}
     reads = read_commands(client)
     client.close()
     deliveries, errors, latencies = 0, 0, []
@@ -135,4 +184,11 @@ def run_cell(
         redis_reads=reads,
         redis_reads_per_event=round(reads / published, 3) if published else 0.0,
         redis_reads_per_delivery=round(reads / deliveries, 4) if deliveries else 0.0,
+        server_cpu_s=round(cpu_s["server"], 2) if "server" in cpu_s else None,
+        server_cpu_s_per_million=per_million(cpu_s["server"], deliveries)
+        if "server" in cpu_s
+        else None,
+        redis_cpu_s_per_million=per_million(cpu_s["redis"], deliveries)
+        if "redis" in cpu_s
+        else None,
     )

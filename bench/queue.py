@@ -1,21 +1,20 @@
-"""Task throughput from enqueue through consume to ack, against a raw loop, a peer, and Redis."""
+"""Task throughput from enqueue through consume to ack, against a raw loop, peers, and Redis."""
 
 from __future__ import annotations
 
 import re
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 
 import redis
 
-from service.tasks.task_format import task_fields
-from tests.support.processes import REPO_ROOT, service_env, stop_all
+from bench.processes import REPO_ROOT, terminate
+from bench.queue_systems import QueueSystem
 
-OURS = ("shield:ingestion_queue", "lightrag-workers")
-PEERS = ("bench:tasks", "bench")
+POLL_S = 0.005
+RUN_TIMEOUT_S = 300
 
 
 @dataclass
@@ -30,73 +29,42 @@ class QueueResult:
         return asdict(self)
 
 
-def fill(client: redis.Redis, stream: str, group: str, count: int) -> None:
-    client.delete(stream)
-    client.xgroup_create(stream, group, id="0", mkstream=True)
-    pipeline = client.pipeline(transaction=False)
-    for index in range(count):
-        pipeline.xadd(stream, task_fields(job_id="bench", chunk_id=f"c{index}", content="x" * 200))
-        if index % 1000 == 999:
-            pipeline.execute()
-    pipeline.execute()
-
-
-def _group(client: redis.Redis, stream: str, group: str) -> dict[str, int]:
-    for row in client.xinfo_groups(stream):
-        if row["name"] in (group, group.encode()):
-            return {"read": int(row["entries-read"] or 0), "pending": int(row["pending"])}
-    return {"read": 0, "pending": 0}
-
-
-def consumer_command(system: str, consumer: str) -> list[str]:
-    if system == "ours":
-        return [sys.executable, "-m", "service.worker", "--consumer", consumer]
-    if system == "raw redis-py":
-        return [sys.executable, "-m", "bench.peers.raw_consumer", consumer]
-    return [sys.executable, "-m", "bench.peers.faststream_consumer", consumer]
-
-
-def run_queue(system: str, redis_url: str, workers: int, tasks: int) -> QueueResult:
-    """Fill the stream, start the consumers, time first read to last ack."""
-    stream, group = OURS if system == "ours" else PEERS
+def run_queue(system: QueueSystem, redis_url: str, workers: int, tasks: int) -> QueueResult:
+    """Fill the queue, start the consumers, time first read to last ack."""
+    system.prepare()
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     client.flushall()
-    fill(client, stream, group, tasks)
-    env = service_env(
-        redis_url,
-        block_ms=200,
-        task_handler="bench.peers.noop_handler:noop",
-    )
-    env.update({"BENCH_STREAM": stream, "BENCH_GROUP": group})
+    env = system.env(redis_url)
+    system.fill(client, env, tasks)
     processes = [
         subprocess.Popen(
-            consumer_command(system, f"c{index}"),
-            cwd=REPO_ROOT,
+            system.command(f"c{index}"),
+            cwd=system.cwd,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         for index in range(workers)
     ]
     try:
         first = None
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + RUN_TIMEOUT_S
         while time.monotonic() < deadline:
-            state = _group(client, stream, group)
+            progress = system.progress(client, tasks)
             now = time.monotonic()
-            if first is None and state["read"] > 0:
+            if first is None and progress.started:
                 first = now
-            if state["read"] >= tasks and state["pending"] == 0:
+            if progress.done:
                 break
-            time.sleep(0.005)
+            time.sleep(POLL_S)
         else:
-            raise RuntimeError(f"{system}: not done in time: {_group(client, stream, group)}")
-        assert first is not None
-        seconds = max(now - first, 1e-6)
+            raise RuntimeError(f"{system.name}: not done in time: {progress.detail}")
+        seconds = max(now - (first if first is not None else now), 1e-6)
     finally:
-        stop_all(processes)
+        terminate(processes, groups=True)
         client.close()
-    return QueueResult(system, workers, tasks, round(seconds, 3), round(tasks / seconds, 1))
+    return QueueResult(system.name, workers, tasks, round(seconds, 3), round(tasks / seconds, 1))
 
 
 def median_run(runs: list[QueueResult]) -> QueueResult:

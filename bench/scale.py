@@ -21,9 +21,8 @@ import httpx
 import redis
 
 from bench.fanout import percentile, publish, read_commands
+from bench.processes import REPO_ROOT
 from bench.servers import http_app, redis_server
-from tests.support.processes import REPO_ROOT
-from tests.support.redis_server import RedisServer
 
 FANOUT_CELLS = ((200, 1000), (1000, 1000))
 ENQUEUE_TASKS = 3000
@@ -122,16 +121,11 @@ async def _enqueue(base_url: str, tasks: int, concurrency: int) -> tuple[float, 
 
 def measure_wait(workdir: Path, tasks: int) -> list[dict[str, Any]]:
     """POST /tasks throughput against a primary with one replica, with and without WAIT 1."""
-    primary = RedisServer(workdir / "primary", appendonly=False)
-    primary.start()
-    replica = RedisServer(
-        workdir / "replica",
-        appendonly=False,
-        extra_args=["--replicaof", "127.0.0.1", str(primary.port)],
-    )
-    replica.start()
     rows = []
-    try:
+    with ExitStack() as stack:
+        primary = stack.enter_context(redis_server(workdir / "primary"))
+        replicaof = ["--replicaof", "127.0.0.1", str(primary.port)]
+        stack.enter_context(redis_server(workdir / "replica", replicaof))
         watcher = redis.Redis(port=primary.port, decode_responses=True)
         deadline = time.monotonic() + 20
         while watcher.info("replication")["connected_slaves"] < 1:
@@ -155,9 +149,6 @@ def measure_wait(workdir: Path, tasks: int) -> list[dict[str, Any]]:
                 }
             )
             print(f"bench-scale: enqueue {rows[-1]}", file=sys.stderr)
-    finally:
-        replica.stop()
-        primary.stop()
     return rows
 
 

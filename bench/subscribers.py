@@ -1,10 +1,12 @@
 """A process of benchmark subscribers: `python -m bench.subscribers KIND TARGET COUNT`.
 
 KIND is sse, ws, ws-batch (our API's WebSocket with ?batch=1: a JSON array per message), at
-TARGET = base URL (ours or a baseline), or xread (raw redis-py XREAD loops, TARGET = Redis
-URL). It connects COUNT clients, prints "ready", then counts every
-event it receives and its latency from the publish time carried in the event (field "t",
-microseconds since the epoch) until stdin closes, and prints one JSON line of results.
+TARGET = base URL (ours or a baseline); uni_sse or centrifugo-ws (Centrifugo's
+unidirectional SSE, or its WebSocket with the JSON protocol) at its base URL; or xread (raw
+redis-py XREAD loops, TARGET = Redis URL). It connects COUNT clients, prints "ready", then
+counts every event it receives and its latency from the publish time carried in the event
+(field "t", microseconds since the epoch) until stdin closes, and prints one JSON line of
+results.
 
 The SSE and WebSocket clients do the same light work per byte (raw asyncio streams, a regex
 over each event's bytes; bench.wsframes splits WebSocket frames), so the two transports'
@@ -26,6 +28,8 @@ from urllib.parse import urlparse
 from redis.asyncio import Redis
 
 from bench import wsframes
+from bench.centrifugo import subscribe_path as centrifugo_subscribe_path
+from bench.centrifugo import websocket_greeting as centrifugo_ws_greeting
 
 PUBLISH_TIME = re.compile(rb'"t": ?(\d+)')
 SAMPLE_LIMIT = 200_000
@@ -53,12 +57,16 @@ def _now_us() -> int:
     return time.time_ns() // 1000
 
 
-async def sse_client(base_url: str, tally: Tally, connected: asyncio.Queue[None]) -> None:
+async def sse_client(
+    base_url: str,
+    tally: Tally,
+    connected: asyncio.Queue[None],
+    path: str = "/events/stream?last_id=$",
+) -> None:
     url = urlparse(base_url)
     reader, writer = await asyncio.open_connection(url.hostname, url.port)
     writer.write(
-        f"GET /events/stream?last_id=$ HTTP/1.1\r\nHost: {url.netloc}\r\n"
-        "Accept: text/event-stream\r\n\r\n".encode()
+        f"GET {path} HTTP/1.1\r\nHost: {url.netloc}\r\nAccept: text/event-stream\r\n\r\n".encode()
     )
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
@@ -90,18 +98,31 @@ async def sse_client(base_url: str, tally: Tally, connected: asyncio.Queue[None]
 
 
 async def ws_client(
-    base_url: str, tally: Tally, connected: asyncio.Queue[None], query: str = "last_id=$"
+    base_url: str,
+    tally: Tally,
+    connected: asyncio.Queue[None],
+    path: str = "/events/ws?last_id=$",
+    greeting: bytes = b"",
+    ready_after: bytes = b"",
 ) -> None:
-    """As light as sse_client: raw chunks, frames split by offset, a regex over each payload."""
+    """As light as sse_client: raw chunks, frames split by offset, a regex over each payload.
+
+    A protocol that subscribes in-band (Centrifugo's) sends its greeting after the upgrade
+    and is ready once a reply holding ready_after has come.
+    """
     url = urlparse(base_url)
     reader, writer = await asyncio.open_connection(url.hostname, url.port)
-    writer.write(wsframes.handshake_request(url.netloc, f"/events/ws?{query}"))
+    writer.write(wsframes.handshake_request(url.netloc, path))
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
     if b" 101 " not in head.split(b"\r\n", 1)[0]:
         tally.errors += 1
         return
-    await connected.put(None)
+    if greeting:
+        writer.write(wsframes.client_frame(wsframes.OP_TEXT, greeting))
+    waiting = bool(ready_after)
+    if not waiting:
+        await connected.put(None)
     frames = wsframes.FrameReader()
     try:
         while True:
@@ -112,6 +133,12 @@ async def ws_client(
             now = _now_us()
             for opcode, payload in frames.feed(chunk):
                 if opcode == wsframes.OP_TEXT:
+                    if waiting and ready_after in payload:
+                        waiting = False
+                        await connected.put(None)
+                    if payload == b"{}":
+                        # Centrifugo's ping is an empty object, answered in kind.
+                        writer.write(wsframes.client_frame(wsframes.OP_TEXT, b"{}"))
                     # A batched message holds several events: count each one.
                     matches = PUBLISH_TIME.findall(payload)
                     for published in matches:
@@ -149,10 +176,30 @@ async def xread_client(redis_url: str, tally: Tally, connected: asyncio.Queue[No
 
 
 async def ws_batch_client(base_url: str, tally: Tally, connected: asyncio.Queue[None]) -> None:
-    await ws_client(base_url, tally, connected, "last_id=$&batch=1")
+    await ws_client(base_url, tally, connected, "/events/ws?last_id=$&batch=1")
 
 
-CLIENTS = {"sse": sse_client, "ws": ws_client, "ws-batch": ws_batch_client, "xread": xread_client}
+async def centrifugo_sse_client(
+    base_url: str, tally: Tally, connected: asyncio.Queue[None]
+) -> None:
+    """Centrifugo's uni_sse: the same SSE reader; its frames carry our payload unchanged."""
+    await sse_client(base_url, tally, connected, centrifugo_subscribe_path())
+
+
+async def centrifugo_ws_client(base_url: str, tally: Tally, connected: asyncio.Queue[None]) -> None:
+    """Centrifugo's WebSocket with its JSON protocol: connect and subscribe in one frame."""
+    greeting, ready_after = centrifugo_ws_greeting()
+    await ws_client(base_url, tally, connected, "/connection/websocket", greeting, ready_after)
+
+
+CLIENTS = {
+    "sse": sse_client,
+    "ws": ws_client,
+    "ws-batch": ws_batch_client,
+    "xread": xread_client,
+    "uni_sse": centrifugo_sse_client,
+    "centrifugo-ws": centrifugo_ws_client,
+}
 
 
 async def run(kind: str, target: str, count: int) -> None:
