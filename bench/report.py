@@ -246,6 +246,29 @@ def queue_section(results: dict[str, Any], out: Path) -> list[str]:
     return lines
 
 
+def concurrency_section(row: dict[str, Any]) -> list[str]:
+    """The slow-handler row: how close one worker at high concurrency gets to the ideal."""
+    verdict = "within" if row["ratio"] <= 1.5 else "past"
+    return [
+        "## Concurrency: a slow handler, many at once",
+        "",
+        f"{row['tasks']:,} tasks, {row['configuration']}. Ideal: {row['ideal_s']:g} s.",
+        "",
+        _table(
+            [
+                {
+                    "seconds": row["seconds"],
+                    "ideal_s": row["ideal_s"],
+                    "ratio to ideal": f"{row['ratio']:.2f}x",
+                }
+            ],
+            ["seconds", "ideal_s", "ratio to ideal"],
+        ),
+        f"The measured time is {row['ratio']:.2f}× the ideal, {verdict} the goal of 1.5×.",
+        "",
+    ]
+
+
 def memory_section(memory: list[Row], out: Path) -> list[str]:
     image = plots.lines(
         [{**r, "series": "API process"} for r in memory], "clients", "rss_mib",
@@ -373,6 +396,8 @@ def write(results: dict[str, Any], out: Path) -> Path:
         sections += fanout_peers_section(results["fanout_peers"], out)
     if results.get("queue"):
         sections += queue_section(results, out)
+    if results.get("concurrency"):
+        sections += concurrency_section(results["concurrency"])
     if results.get("memory"):
         sections += memory_section(results["memory"], out)
     if results.get("deploy"):

@@ -6,6 +6,7 @@ results already on disk, so a quick look at one section leaves the others as mea
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -17,14 +18,19 @@ from bench.fanout import run_cell
 from bench.fanout_peers import measure_fanout_peers
 from bench.memory import rss_with_clients
 from bench.peers.install import PeerUnavailable
+from bench.peers.noop_handler import SLOW_HANDLER_S
 from bench.queue import QueueResult, median_run, redis_benchmark_xadd, run_queue
-from bench.queue_systems import BASELINES, PEERS, RAW, QueueSystem
+from bench.queue_systems import BASELINES, OURS, PEERS, RAW, QueueSystem
 from bench.scale import measure_scale
 from bench.servers import http_app, redis_server
 
 QUEUE_REPEATS = 3
 QUEUE_TASKS = 30_000
 QUICK_QUEUE_TASKS = 3_000
+# The handlers issue's row: 1,000 tasks whose handler awaits 200 ms, one worker at
+# concurrency 50, against the ideal 1,000 × 0.2 / 50 = 4 s; the goal is within 1.5×.
+SLOW_TASKS = 1_000
+SLOW_CONCURRENCY = 50
 
 Section = Callable[[dict[str, Any], bool, Path], None]
 
@@ -164,6 +170,32 @@ def add_ratios(queue: list[dict[str, Any]], xadd: list[dict[str, Any]]) -> list[
     return queue
 
 
+def concurrency(results: dict[str, Any], quick: bool, workdir: Path) -> None:
+    """One worker running a slow handler many at a time, against the ideal time."""
+    system = dataclasses.replace(
+        OURS,
+        name="ours, 200 ms handler",
+        configuration=f"one worker, SHIELD_WORKER_CONCURRENCY={SLOW_CONCURRENCY},"
+        f" a handler that awaits {SLOW_HANDLER_S * 1000:.0f} ms",
+        extra_env={
+            **OURS.extra_env,
+            "SHIELD_TASK_HANDLER": "bench.peers.noop_handler:sleep_200ms",
+            "SHIELD_WORKER_CONCURRENCY": str(SLOW_CONCURRENCY),
+        },
+    )
+    ideal_s = SLOW_TASKS * SLOW_HANDLER_S / SLOW_CONCURRENCY
+    with redis_server(workdir / "concurrency-redis") as redis:
+        result = run_queue(system, redis.url, 1, SLOW_TASKS)
+    results["concurrency"] = {
+        "configuration": system.configuration,
+        "tasks": SLOW_TASKS,
+        "seconds": round(result.seconds, 2),
+        "ideal_s": ideal_s,
+        "ratio": round(result.seconds / ideal_s, 2),
+        "measured": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
 def deploy(results: dict[str, Any], quick: bool, workdir: Path) -> None:
     """The real `pulumi up` timings on a freshly rebuilt lab (quick changes nothing here)."""
     started = datetime.now(UTC).isoformat(timespec="seconds")
@@ -181,7 +213,8 @@ SECTIONS: dict[str, Section] = {
     "fanout-peers": fanout_peers,
     "queue": queue,
     "queue-peers": queue_peers,
+    "concurrency": concurrency,
     "deploy": deploy,
     "scale": scale,
 }
-FULL_RUN = ("fanout", "fanout-peers", "queue", "deploy")
+FULL_RUN = ("fanout", "fanout-peers", "queue", "concurrency", "deploy")

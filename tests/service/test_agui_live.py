@@ -208,7 +208,7 @@ def test_a_client_that_drops_re_attaches_without_a_second_enqueue(
             'STATE_SNAPSHOT {"done": 0, "failed": 0, "total": 3}',
         ]
     # The client is gone. One task per batch, and the second one is held: the run is midway.
-    env = worker_env(redis_server, "hold_marked", batch_size=1)
+    env = worker_env(redis_server, "hold_marked", batch_size=1, worker_concurrency=1)
     workers.append(start_worker(env))
     wait_for(lambda: stream_events(redis_client, "ingestion.completed", "run-b"))
     wait_for(lambda: len(stream_events(redis_client, "ingestion.started", "run-b")) == 2)

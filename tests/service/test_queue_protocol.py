@@ -118,7 +118,7 @@ async def test_a_consumer_cannot_ack_or_move_a_task_taken_from_it(
     for delivery in (first, second):
         redis_client.xclaim(QUEUE, GROUP, "new", 0, [delivery.entry_id])
     await queue.ack("old", done([first]))
-    assert not await queue.retry("old", second, task(2).retried(1), [])
+    assert not await queue.defer("old", second, task(2).retried(1), 0, "retried", [])
     assert not await queue.dead_letter("old", second, "late", 1, [])
     pending = redis_client.xpending_range(QUEUE, GROUP, "-", "+", 10)
     assert [(row["message_id"], row["consumer"]) for row in pending] == [
