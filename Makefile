@@ -8,13 +8,16 @@ export PULUMI_BACKEND_URL ?= file://$(CURDIR)/.pulumi-state
 
 PY_PATHS := service infra tests $(wildcard bench)
 
-.PHONY: up test deps venv lint format lab-up lab-down lab-status toolchain bench bench-deploy bench-scale clean
+.PHONY: up test deps venv lint lightrag format lab-up lab-down lab-status toolchain bench bench-deploy bench-scale clean
 
 up: deps venv toolchain lab-up  ## set up everything, deploy to the lab stack (STACK=lab-ha: the HA lab), print the outputs
 	scripts/deploy-lab $(STACK)
 
-test: deps venv lint  ## every test: service, infra, faults, and the lab
+test: deps venv lint lightrag  ## every test: service, infra, faults, and the lab
 	scripts/run-tests
+
+lightrag:  ## LightRAG Server in .venv-lightrag, for the lightrag handler's tests
+	scripts/install-lightrag
 
 deps:
 	scripts/install-deps
