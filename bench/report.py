@@ -264,6 +264,7 @@ def concurrency_section(row: dict[str, Any]) -> list[str]:
             ],
             ["seconds", "ideal_s", "ratio to ideal"],
         ),
+        "",
         f"The measured time is {row['ratio']:.2f}× the ideal, {verdict} the goal of 1.5×.",
         "",
     ]
