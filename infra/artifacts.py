@@ -40,6 +40,16 @@ class Wheelhouse:
     tarball: Path
 
 
+@dataclass(frozen=True)
+class Artifacts:
+    """What each host of the service gets: the code, its requirements, and their wheels."""
+
+    release: Release
+    requirements: str
+    # None when the hosts install from an index (packageSource: index).
+    wheelhouse: Wheelhouse | None
+
+
 def service_files(root: Path = REPO_ROOT) -> list[Path]:
     """The files of the service package, relative to root, without caches."""
     package = root / SERVICE_PACKAGE

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pulumi
 
-from infra import scripts
+from infra import host_scripts
 from infra.artifacts import digest_text
 from infra.config import Bastion, SshTarget
 
@@ -96,7 +95,7 @@ def ssh_command(
             *_options(key, bastion_pins, workdir / "bastion_known_hosts"),
             "-p", str(bastion.port), "-W", "%h:%p", f"{bastion.user}@{bastion.host}",
         ]  # fmt: skip
-        options += ["-o", "ProxyCommand=" + " ".join(scripts.q(part) for part in proxy)]
+        options += ["-o", "ProxyCommand=" + " ".join(host_scripts.q(part) for part in proxy)]
     return ["ssh", *options, "-p", str(target.port), f"{target.user}@{target.host}", command]
 
 
@@ -130,7 +129,8 @@ def read_identity(
         _write_private(workdir / "key", credentials.private_key)
         if credentials.bastion_private_key is not None:
             _write_private(workdir / "bastion_key", credentials.bastion_private_key)
-        command = ssh_command(target, workdir, bastion, scripts.invocation(script, target.use_sudo))
+        invocation = host_scripts.invocation(script, target.use_sudo)
+        command = ssh_command(target, workdir, bastion, invocation)
         try:
             result = subprocess.run(
                 command, input=stdin, capture_output=True, text=True, timeout=SSH_TIMEOUT_S
@@ -138,23 +138,11 @@ def read_identity(
         except subprocess.TimeoutExpired:
             raise _unreachable(role, target, f"no answer within {SSH_TIMEOUT_S}s") from None
     if result.returncode != 0:
-        raise _unreachable(role, target, _cause(role, result.stderr))
+        raise _unreachable(role, target, _cause(target, result.stderr))
     try:
         return parse_identity(result.stdout)
     except ValueError as error:
         raise _unreachable(role, target, str(error)) from None
-
-
-def read_identities(
-    targets: Mapping[str, tuple[SshTarget, str, str]],
-    credentials: SshCredentials,
-    bastion: Bastion | None,
-) -> dict[str, HostIdentity]:
-    """Each role's identity, from (target, script, stdin) per role."""
-    return {
-        role: read_identity(role, target, credentials, script, bastion, stdin)
-        for role, (target, script, stdin) in targets.items()
-    }
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -162,9 +150,9 @@ def _write_private(path: Path, text: str) -> None:
     path.write_text(text if text.endswith("\n") else text + "\n")
 
 
-def _cause(role: str, stderr: str) -> str:
+def _cause(target: SshTarget, stderr: str) -> str:
     if "Host key verification failed" in stderr or "HOST IDENTIFICATION HAS CHANGED" in stderr:
-        return f"its SSH host key does not match {role}HostKey (was the host rebuilt?)"
+        return f"its SSH host key does not match {target.pin_hint} (was the host rebuilt?)"
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "ssh failed with no message"
 

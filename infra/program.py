@@ -8,63 +8,53 @@ from pathlib import Path
 import pulumi
 
 from infra import config as stack_config
-from infra import facts, scripts
+from infra import facts, host_scripts
 from infra.artifacts import REPO_ROOT
-from infra.config import SshTarget, StackConfig
-from infra.stack import Identities, deploy, other_hosts, outputs, warn_about_unpinned_hosts
+from infra.config import StackConfig
+from infra.stack import Identities, deploy, outputs, warn_about_unpinned_hosts
 
 BUILD_DIR = REPO_ROOT / "build"
 
 
-def read_identities(config: StackConfig, source: pulumi.Config) -> Identities:
-    """Each host's identity over SSH, with the plain keys and password, which go nowhere else.
+def identity_script(config: StackConfig, host: str) -> str:
+    """What a host's identity is read with: its token lives where its deployment lives (the
+    data of the Redis primary, a file on any other host), and a Redis node also reports its
+    INFO replication."""
+    topology, install_dir = config.topology, config.service.install_dir
+    redis = config.redis
+    if host == topology.primary.host:
+        return host_scripts.redis_identity(host, redis)
+    for node in topology.replicas:
+        if node.host == host:
+            replica = dataclasses.replace(redis, host=node.host, port=node.port)
+            return host_scripts.redis_replica_identity(install_dir, host, replica)
+    return host_scripts.orchestrator_identity(install_dir)
 
-    Redis nodes also report their INFO replication, which the outputs show.
-    """
+
+def read_identities(config: StackConfig, source: pulumi.Config) -> Identities:
+    """Each host's identity over SSH, with the plain keys and password, which go nowhere else."""
     credentials = facts.SshCredentials(
         private_key=source.require("sshPrivateKey"),
         bastion_private_key=source.get("bastionPrivateKey"),
     )
-    password = source.get("redisPassword") or ""
-    redis_nodes = {config.redis_host.host: (config.redis_host, config.redis)}
-    for node in config.topology.replicas:
-        redis_nodes[node.host] = (
-            node.target,
-            dataclasses.replace(config.redis, host=node.host, port=node.port),
+    password = (source.get("redisPassword") or "") + "\n"
+    topology = config.topology
+    redis_hosts = {topology.primary.host, *(node.host for node in topology.replicas)}
+    found = {
+        host: facts.read_identity(
+            ", ".join(topology.roles(host)),
+            target,
+            credentials,
+            identity_script(config, host),
+            config.bastion,
+            password if host in redis_hosts else "",
         )
-    targets: dict[str, tuple[SshTarget, str, str]] = {}
-    install_dir = config.service.install_dir
-    for host, (target, redis) in redis_nodes.items():
-        script = (
-            scripts.redis_identity(host, redis)
-            if host == config.redis_host.host
-            else scripts.redis_replica_identity(install_dir, host, redis)
-        )
-        targets[host] = (target, script, password + "\n")
-    for target in [config.orchestrator, *other_hosts(config)]:
-        if target.host not in targets:
-            targets[target.host] = (target, scripts.orchestrator_identity(install_dir), "")
-    found = facts.read_identities(
-        {_role(config, host): value for host, value in targets.items()},
-        credentials,
-        config.bastion,
-    )
-    by_host = {targets_host: found[_role(config, targets_host)] for targets_host in targets}
+        for host, target in topology.hosts().items()
+    }
     return Identities(
-        orchestrator=by_host[config.orchestrator.host].digest,
-        redis=by_host[config.redis_host.host].digest,
-        by_host={host: identity.digest for host, identity in by_host.items()},
-        redis_nodes={host: dict(by_host[host].info) for host in redis_nodes},
+        by_host={host: identity.digest for host, identity in found.items()},
+        redis_nodes={host: dict(found[host].info) for host in found if host in redis_hosts},
     )
-
-
-def _role(config: StackConfig, host: str) -> str:
-    """The name errors use for a host: its role for the two legacy hosts, else its address."""
-    if host == config.redis_host.host:
-        return "redis"
-    if host == config.orchestrator.host:
-        return "orchestrator"
-    return host
 
 
 def main(build_dir: Path = BUILD_DIR) -> None:

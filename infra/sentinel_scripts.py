@@ -10,7 +10,7 @@ master, so a redeploy never points the sentinels back at a primary that was fail
 from __future__ import annotations
 
 from infra.config import RedisSettings
-from infra.scripts import HEADER, _fail_function, q, redis_cli_prelude
+from infra.host_scripts import HEADER, _fail_function, q, redis_cli_prelude
 
 SENTINEL_DIR = "/var/lib/shield-sentinel"
 # How long a primary may be silent before the sentinels call it down, and give up a failover.

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from infra import scripts, sentinel_scripts
+from infra import host_scripts, sentinel_scripts
 from infra.config import ENV_PREFIX, SECRET_FIELDS, env_name, load
 from infra.facts import parse_identity
 from service.config import Settings
@@ -26,9 +26,9 @@ SERVICE = CONFIG.service
 
 
 def test_invocation_quotes_the_script_once() -> None:
-    assert scripts.invocation("echo 'hi'", use_sudo=False) == "bash -c 'echo '\"'\"'hi'\"'\"''"
-    assert scripts.invocation("true", use_sudo=True) == "sudo -n bash -c true"
-    assert shlex.split(scripts.invocation("echo 'a b'", use_sudo=True)) == [
+    assert host_scripts.invocation("echo 'hi'", use_sudo=False) == "bash -c 'echo '\"'\"'hi'\"'\"''"
+    assert host_scripts.invocation("true", use_sudo=True) == "sudo -n bash -c true"
+    assert shlex.split(host_scripts.invocation("echo 'a b'", use_sudo=True)) == [
         "sudo",
         "-n",
         "bash",
@@ -38,7 +38,7 @@ def test_invocation_quotes_the_script_once() -> None:
 
 
 def test_api_unit_text() -> None:
-    assert scripts.api_unit(SERVICE) == (
+    assert host_scripts.api_unit(SERVICE) == (
         "[Unit]\n"
         "Description=Shield orchestrator API on port %i (Redis Streams queue and event bus)\n"
         "After=network-online.target\n"
@@ -55,27 +55,27 @@ def test_api_unit_text() -> None:
         " --host 0.0.0.0 --port %i --timeout-graceful-shutdown 10\n"
         "Restart=on-failure\n"
         "RestartSec=2\n"
-        "TimeoutStopSec=30\n" + scripts.HARDENING + "\n[Install]\nWantedBy=multi-user.target\n"
+        "TimeoutStopSec=30\n" + host_scripts.HARDENING + "\n[Install]\nWantedBy=multi-user.target\n"
     )
     for directive in ("NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes"):
-        assert directive in scripts.HARDENING.splitlines()
+        assert directive in host_scripts.HARDENING.splitlines()
 
 
 def test_worker_unit_runs_the_worker_module() -> None:
     assert (
         "ExecStart=/opt/shield-orchestrator/venv/bin/python -m service.worker\n"
-        in scripts.worker_unit(SERVICE)
+        in host_scripts.worker_unit(SERVICE)
     )
 
 
 def test_env_file_text_is_sorted_and_quoted() -> None:
-    assert scripts.env_file({"B": 'say "hi"', "A": "x\\y"}) == 'A="x\\\\y"\nB="say \\"hi\\""\n'
+    assert host_scripts.env_file({"B": 'say "hi"', "A": "x\\y"}) == 'A="x\\\\y"\nB="say \\"hi\\""\n'
     with pytest.raises(ValueError, match="SHIELD_X: a setting cannot span lines"):
-        scripts.env_file({"SHIELD_X": "a\nb"})
+        host_scripts.env_file({"SHIELD_X": "a\nb"})
 
 
 def test_service_environment_carries_the_original_settings() -> None:
-    environment = scripts.service_environment(CONFIG.redis.app)
+    environment = host_scripts.service_environment(CONFIG.app)
     assert environment["SHIELD_REDIS_URL"] == "redis://127.0.10.48:6379/0"
     assert environment["SHIELD_STREAM_MAXLEN"] == "10000"
     assert environment["SHIELD_WORKER_GROUP"] == "lightrag-workers"
@@ -84,9 +84,9 @@ def test_service_environment_carries_the_original_settings() -> None:
 
 
 def test_every_name_in_the_env_file_is_a_settings_field() -> None:
-    text = scripts.env_file(
+    text = host_scripts.env_file(
         {
-            **scripts.service_environment(CONFIG.redis.app),
+            **host_scripts.service_environment(CONFIG.app),
             env_name("redis_password"): "pw",
             env_name("api_token"): "token",
         }
@@ -97,6 +97,7 @@ def test_every_name_in_the_env_file_is_a_settings_field() -> None:
     assert {env_name(field) for field in SECRET_FIELDS} == {
         "SHIELD_REDIS_PASSWORD",
         "SHIELD_API_TOKEN",
+        "SHIELD_HANDLER_TOKEN",
     }
 
 
@@ -105,30 +106,32 @@ def test_the_service_reads_back_exactly_what_the_env_file_says(
 ) -> None:
     for name in [name for name in os.environ if name.startswith(ENV_PREFIX)]:
         monkeypatch.delenv(name)
-    app = CONFIG.redis.app.model_copy(
+    app = CONFIG.app.model_copy(
         update={"batch_size": 25, "ingestion_groups": ("x", "lightrag-workers")}
     )
     env_path = tmp_path / "shield.env"
-    env_path.write_text(scripts.env_file(scripts.service_environment(app)))
+    env_path.write_text(host_scripts.env_file(host_scripts.service_environment(app)))
     read_back = Settings(_env_file=str(env_path))  # type: ignore[call-arg]
     assert read_back == app
 
 
 ALL_SCRIPTS = {
-    "orchestrator_preflight": scripts.orchestrator_preflight("h", SERVICE, True, "3.11"),
-    "release_unpack": scripts.release_unpack("/opt/x", "abc123", "/opt/x/incoming/i/r.tar.gz"),
-    "orchestrator_identity": scripts.orchestrator_identity("/opt/x"),
-    "redis_identity": scripts.redis_identity("h", CONFIG.redis),
-    "redis_replica_identity": scripts.redis_replica_identity("/opt/x", "h", CONFIG.redis),
-    "venv_wheelhouse": scripts.venv_install("/opt/x", "fastapi==1\n", "d1", "/opt/x/w.tar", None),
-    "venv_index": scripts.venv_install(
+    "orchestrator_preflight": host_scripts.orchestrator_preflight("h", SERVICE, True, "3.11"),
+    "release_unpack": host_scripts.release_unpack("/opt/x", "abc123", "/opt/x/incoming/i/r.tar.gz"),
+    "orchestrator_identity": host_scripts.orchestrator_identity("/opt/x"),
+    "redis_identity": host_scripts.redis_identity("h", CONFIG.redis),
+    "redis_replica_identity": host_scripts.redis_replica_identity("/opt/x", "h", CONFIG.redis),
+    "venv_wheelhouse": host_scripts.venv_install(
+        "/opt/x", "fastapi==1\n", "d1", "/opt/x/w.tar", None
+    ),
+    "venv_index": host_scripts.venv_install(
         "/opt/x", "fastapi==1\n", "d1", None, "https://pypi.example/simple"
     ),
-    "service_apply": scripts.service_apply(SERVICE, ["release r", "venv v"]),
-    "service_remove": scripts.service_remove(SERVICE),
-    "health_wait": scripts.health_wait("h", SERVICE, ["http://h:8000/health/detailed"]),
-    "instance_start": scripts.instance_start("shield-orchestrator@8000.service", "applied t"),
-    "instance_stop": scripts.instance_stop("shield-orchestrator@8000.service"),
+    "service_apply": host_scripts.service_apply(SERVICE, ["release r", "venv v"]),
+    "service_remove": host_scripts.service_remove(SERVICE),
+    "health_wait": host_scripts.health_wait("h", SERVICE, ["http://h:8000/health/detailed"]),
+    "instance_start": host_scripts.instance_start("shield-orchestrator@8000.service", "applied t"),
+    "instance_stop": host_scripts.instance_stop("shield-orchestrator@8000.service"),
     "replication_primary": sentinel_scripts.replication_apply("h", CONFIG.redis, None),
     "replication_replica": sentinel_scripts.replication_apply(
         "h", CONFIG.redis, ("127.0.10.48", 6379)
@@ -137,9 +140,9 @@ ALL_SCRIPTS = {
         "127.0.10.8", 26379, "shield", ("127.0.10.48", 6379), 2
     ),
     "sentinel_remove": sentinel_scripts.sentinel_remove(26379),
-    "redis_preflight": scripts.redis_preflight("h", CONFIG.redis, True),
-    "redis_groups": scripts.redis_groups("h", CONFIG.redis),
-    "redis_drop": scripts.redis_drop("h", CONFIG.redis),
+    "redis_preflight": host_scripts.redis_preflight("h", CONFIG.redis, True),
+    "redis_groups": host_scripts.redis_groups("h", CONFIG.redis),
+    "redis_drop": host_scripts.redis_drop("h", CONFIG.redis),
 }
 
 
@@ -178,7 +181,7 @@ def test_groups_script_creates_every_group_idempotently(
 ) -> None:  # type: ignore[no-untyped-def]
     redis_client.xadd("shield:events", {"type": "old.event"})
     for _ in range(2):
-        result = _run(scripts.redis_groups("lab", local_redis))
+        result = _run(host_scripts.redis_groups("lab", local_redis))
         assert result.returncode == 0, result.stderr
     listed = json.loads(result.stdout.strip().splitlines()[-1])
     assert {stream: sorted(groups) for stream, groups in listed.items()} == {
@@ -195,7 +198,7 @@ def test_the_worker_group_starts_at_0_so_queued_tasks_are_not_skipped(
     local_redis, redis_client: redis.Redis
 ) -> None:  # type: ignore[no-untyped-def]
     queued = redis_client.xadd("shield:ingestion_queue", {"job_id": "before-the-deploy"})
-    assert _run(scripts.redis_groups("lab", local_redis)).returncode == 0
+    assert _run(host_scripts.redis_groups("lab", local_redis)).returncode == 0
     delivered = redis_client.xreadgroup(
         "lightrag-workers", "w1", {"shield:ingestion_queue": ">"}, count=10
     )
@@ -210,13 +213,13 @@ def test_redis_scripts_fail_with_host_and_piece_named(
     local_redis, redis_client: redis.Redis
 ) -> None:  # type: ignore[no-untyped-def]
     redis_client.set("shield:events", "not a stream")
-    result = _run(scripts.redis_groups("hx-sqldb-server", local_redis))
+    result = _run(host_scripts.redis_groups("hx-sqldb-server", local_redis))
     assert result.returncode == 1
     assert result.stderr.startswith(
         "shield-orchestrator: host hx-sqldb-server: XGROUP CREATE shield:events"
     )
     dead = dataclasses.replace(local_redis, port=1)
-    result = _run(scripts.redis_preflight("hx-sqldb-server", dead, False))
+    result = _run(host_scripts.redis_preflight("hx-sqldb-server", dead, False))
     assert result.returncode == 1
     assert "host hx-sqldb-server: Redis at 127.0.0.1:1 does not answer PING" in result.stderr
 
@@ -226,8 +229,8 @@ def test_password_travels_on_stdin(
 ) -> None:  # type: ignore[no-untyped-def]
     redis_client.config_set("requirepass", "pw-on-stdin")
     try:
-        assert _run(scripts.redis_preflight("h", local_redis, False)).returncode == 1
-        result = _run(scripts.redis_preflight("h", local_redis, False), stdin="pw-on-stdin\n")
+        assert _run(host_scripts.redis_preflight("h", local_redis, False)).returncode == 1
+        result = _run(host_scripts.redis_preflight("h", local_redis, False), stdin="pw-on-stdin\n")
         assert result.returncode == 0 and result.stdout.strip() == "PONG"
     finally:
         authed = redis.Redis(port=redis_server.port, password="pw-on-stdin")
@@ -236,32 +239,34 @@ def test_password_travels_on_stdin(
 
 
 def test_drop_script_deletes_the_streams(local_redis, redis_client: redis.Redis) -> None:  # type: ignore[no-untyped-def]
-    assert _run(scripts.redis_groups("h", local_redis)).returncode == 0
-    assert _run(scripts.redis_drop("h", local_redis)).returncode == 0
+    assert _run(host_scripts.redis_groups("h", local_redis)).returncode == 0
+    assert _run(host_scripts.redis_drop("h", local_redis)).returncode == 0
     assert redis_client.exists("shield:events", "shield:ingestion_queue") == 0
 
 
 def test_orchestrator_identity_is_stable_until_the_install_dir_is_lost(tmp_path: Path) -> None:
     install_dir = tmp_path / "opt"
-    first = parse_identity(_run(scripts.orchestrator_identity(str(install_dir))).stdout)
-    again = parse_identity(_run(scripts.orchestrator_identity(str(install_dir))).stdout)
+    first = parse_identity(_run(host_scripts.orchestrator_identity(str(install_dir))).stdout)
+    again = parse_identity(_run(host_scripts.orchestrator_identity(str(install_dir))).stdout)
     assert first == again
     assert first.machine_id == Path("/etc/machine-id").read_text().strip()
     shutil.rmtree(install_dir)
-    lost = parse_identity(_run(scripts.orchestrator_identity(str(install_dir))).stdout)
+    lost = parse_identity(_run(host_scripts.orchestrator_identity(str(install_dir))).stdout)
     assert lost.machine_id == first.machine_id and lost.token != first.token
 
 
 def test_redis_identity_is_stable_until_redis_loses_its_data(
     local_redis, redis_client: redis.Redis
 ) -> None:  # type: ignore[no-untyped-def]
-    first = parse_identity(_run(scripts.redis_identity("h", local_redis)).stdout)
-    assert first == parse_identity(_run(scripts.redis_identity("h", local_redis)).stdout)
+    first = parse_identity(_run(host_scripts.redis_identity("h", local_redis)).stdout)
+    assert first == parse_identity(_run(host_scripts.redis_identity("h", local_redis)).stdout)
     assert first.token != "unreachable"
     redis_client.flushall()
-    assert parse_identity(_run(scripts.redis_identity("h", local_redis)).stdout) != first
+    assert parse_identity(_run(host_scripts.redis_identity("h", local_redis)).stdout) != first
     dead = dataclasses.replace(local_redis, port=1)
-    assert parse_identity(_run(scripts.redis_identity("h", dead)).stdout).token == "unreachable"
+    assert (
+        parse_identity(_run(host_scripts.redis_identity("h", dead)).stdout).token == "unreachable"
+    )
 
 
 def test_list_settings_of_any_form_round_trip_from_stack_config_to_the_service(
@@ -277,7 +282,7 @@ def test_list_settings_of_any_form_round_trip_from_stack_config_to_the_service(
     }
     config, _ = load(config_source(stack, {"sshPrivateKey": SSH_KEY}))
     env_path = tmp_path / "shield.env"
-    env_path.write_text(scripts.env_file(scripts.service_environment(config.redis.app)))
+    env_path.write_text(host_scripts.env_file(host_scripts.service_environment(config.app)))
     read_back = Settings(_env_file=str(env_path))  # type: ignore[call-arg]
     assert read_back.cors_origins == ("https://ui.example:8443", "http://127.0.0.1:3000")
     assert read_back.sentinel_addresses == [("127.0.10.48", 26379), ("127.0.10.49", 26379)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import shutil
@@ -40,9 +41,7 @@ HA_CONFIG = {
     "redisSentinels": "127.0.10.48:26379,127.0.10.49:26379,127.0.10.8:26379",
 }
 HA_IDENTITIES = Identities(
-    orchestrator="o8",
-    redis="r48",
-    by_host={"127.0.10.9": "o9", "127.0.10.49": "r49"},
+    by_host={"127.0.10.8": "o8", "127.0.10.48": "r48", "127.0.10.9": "o9", "127.0.10.49": "r49"},
     redis_nodes={
         "127.0.10.48": {"role": "master", "master_repl_offset": "1200"},
         "127.0.10.49": {
@@ -84,7 +83,7 @@ def test_the_legacy_keys_give_one_host_with_one_api_process_and_one_worker() -> 
         (8000,),
         1,
     )
-    assert config.topology.mode == "single" and config.redis.app.task_replicas == 0
+    assert config.topology.mode == "single" and config.app.task_replicas == 0
 
 
 def test_apiProcesses_gives_one_port_per_process() -> None:  # noqa: N802 - the key's name
@@ -108,7 +107,7 @@ def test_sentinel_mode_builds_the_topology_and_the_service_settings() -> None:
         ("127.0.10.8", 26379),
     ]
     assert (topology.sentinel_master, topology.sentinel_quorum) == ("shield", 2)
-    assert config.redis.app.task_replicas == 1
+    assert config.app.task_replicas == 1
     assert config.topology.sentinels[2].target.host_key == KEY
 
 
@@ -263,8 +262,6 @@ def test_redis_nodes_show_role_offset_and_lag_and_the_current_primary() -> None:
     }
     assert current_primary(config, HA_IDENTITIES) == "127.0.10.48:6379"
     promoted = Identities(
-        "o8",
-        "r48",
         HA_IDENTITIES.by_host,
         {"127.0.10.48": {"role": "slave"}, "127.0.10.49": {"role": "master"}},
     )
@@ -294,10 +291,76 @@ def test_the_lab_ha_stack_is_the_issues_topology() -> None:
         ("127.0.10.8", 26379),
     ]
     assert all(host.target.host_key == KEY for host in topology.app_hosts)
-    assert config.orchestrator.host == "127.0.10.8" and config.orchestrator.host_key == KEY
+    first = topology.app_hosts[0].target
+    assert first.host == "127.0.10.8" and first.host_key == KEY
     assert config.topology.replicas[0].target.host_key == KEY
 
 
 def test_bad_host_keys_name_the_key() -> None:
     with pytest.raises(StackConfigError, match="shield-orchestrator:hostKeys: h: invalid host"):
         load(config_source({**BASE_CONFIG, "hostKeys": '{"h": "x"}'}, SECRETS))
+
+
+def test_the_single_host_keys_fold_into_the_host_lists(tmp_path: Path, source_root: Path) -> None:
+    legacy = {
+        **BASE_CONFIG,
+        "orchestratorHostKey": KEY,
+        "redisHostKey": KEY,
+        "apiProcesses": "2",
+    }
+    listed = {
+        "orchestrators": json.dumps([{"host": "127.0.10.8", "hostKey": KEY, "apiProcesses": 2}]),
+        "hostKeys": json.dumps({"127.0.10.48": KEY}),
+        "redisHost": "127.0.10.48",
+        "packageSource": "index",
+    }
+    old, _ = load(config_source(legacy, SECRETS))
+    new, _ = load(config_source(listed, SECRETS))
+    strip = {"host_key_setting": "-"}
+    assert [
+        dataclasses.replace(h, target=dataclasses.replace(h.target, **strip))
+        for h in old.topology.app_hosts
+    ] == [
+        dataclasses.replace(h, target=dataclasses.replace(h.target, **strip))
+        for h in new.topology.app_hosts
+    ]
+    assert old.topology.primary.target.host_key == new.topology.primary.target.host_key == KEY
+    before = run_program(legacy, tmp_path / "build", source_root, secrets=SECRETS)
+    after = run_program(listed, tmp_path / "build", source_root, secrets=SECRETS)
+    assert _inputs(before) == _inputs(after)
+
+
+def test_the_single_host_ssh_keys_reach_the_folded_host() -> None:
+    config, _ = load(
+        config_source(
+            {**BASE_CONFIG, "orchestratorSshHost": "10.9.9.9", "orchestratorSshPort": "2222"},
+            SECRETS,
+        )
+    )
+    (host,) = config.topology.app_hosts
+    assert (host.public_host, host.target.host, host.target.port) == (
+        "127.0.10.8",
+        "10.9.9.9",
+        2222,
+    )
+    assert host.target.pin_hint == "orchestratorHostKey"
+    assert config.topology.roles("127.0.10.8") == ("orchestrator",)
+    assert config.topology.roles("127.0.10.48") == ("redis",)
+
+
+def test_orchestratorHost_beside_a_different_list_names_the_key() -> None:  # noqa: N802
+    stack = {**BASE_CONFIG, "orchestrators": json.dumps([{"host": "127.0.10.9"}])}
+    with pytest.raises(StackConfigError, match="shield-orchestrator:orchestratorHost: must be"):
+        load(config_source(stack, SECRETS))
+
+
+@pytest.mark.parametrize("stack_file", ["infra/stacks/lab.yaml", "Pulumi.dev.yaml"])
+def test_the_committed_single_host_stacks_still_load(stack_file: str) -> None:
+    stack = yaml.safe_load((REPO_ROOT / stack_file).read_text())
+    values = {key.split(":", 1)[1]: str(value) for key, value in stack["config"].items()}
+    config, _ = load(config_source(values, SECRETS))
+    (host,) = config.topology.app_hosts
+    assert host.name == "orchestrator" and host.public_host == values["orchestratorHost"]
+    assert (host.api_ports, host.worker_processes) == ((8000,), 1)
+    assert config.topology.primary.host == values["redisHost"]
+    assert list(config.topology.hosts()) == [values["orchestratorHost"], values["redisHost"]]
