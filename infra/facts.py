@@ -30,6 +30,17 @@ class HostUnreachable(pulumi.RunError):
     """A host's identity could not be read; the message names the host and the cause."""
 
 
+class HostConflict(pulumi.RunError):
+    """Something we did not make sits at our names or ports; one line each, naming the path
+    (or port) and the stack key to change."""
+
+    @classmethod
+    def of(cls, host: str, conflicts: tuple[tuple[str, str], ...]) -> HostConflict:
+        return cls(
+            "\n".join(f"shield-orchestrator: host {host}: {message}" for _, message in conflicts)
+        )
+
+
 @dataclass(frozen=True)
 class HostIdentity:
     """What makes one host, as installed, this host."""
@@ -38,6 +49,8 @@ class HostIdentity:
     token: str
     # `info key:value` lines (a Redis node's INFO replication); not part of the identity.
     info: tuple[tuple[str, str], ...] = ()
+    # `conflict <stack key> <message>` lines: what at our names or ports is not ours.
+    conflicts: tuple[tuple[str, str], ...] = ()
 
     @property
     def digest(self) -> str:
@@ -59,6 +72,7 @@ def parse_identity(stdout: str) -> HostIdentity:
     """`machine-id X` and `token Y` lines into a HostIdentity."""
     fields: dict[str, str] = {}
     info: list[tuple[str, str]] = []
+    conflicts: list[tuple[str, str]] = []
     for line in stdout.splitlines():
         key, _, value = line.strip().partition(" ")
         if key in ("machine-id", "token") and value:
@@ -66,9 +80,12 @@ def parse_identity(stdout: str) -> HostIdentity:
         elif key == "info" and ":" in value:
             name, _, item = value.partition(":")
             info.append((name, item))
+        elif key == "conflict" and " " in value:
+            setting, _, message = value.partition(" ")
+            conflicts.append((setting, message))
     if set(fields) != {"machine-id", "token"}:
         raise ValueError(f"unexpected identity output: {stdout.strip()[:200]!r}")
-    return HostIdentity(fields["machine-id"], fields["token"], tuple(info))
+    return HostIdentity(fields["machine-id"], fields["token"], tuple(info), tuple(conflicts))
 
 
 def known_hosts_line(host: str, port: int, host_key: str) -> str:

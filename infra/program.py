@@ -16,23 +16,33 @@ from infra.stack import Identities, deploy, outputs, warn_about_unpinned_hosts
 BUILD_DIR = REPO_ROOT / "build"
 
 
-def identity_script(config: StackConfig, host: str) -> str:
+def identity_script(config: StackConfig, host: str, create: bool) -> str:
     """What a host's identity is read with: its token lives where its deployment lives (the
-    data of the Redis primary, a file on any other host), and a Redis node also reports its
-    INFO replication."""
-    topology, install_dir = config.topology, config.service.install_dir
-    redis = config.redis
+    data of the Redis primary, a file on any other host); a Redis node also reports its INFO
+    replication, and a host of the service what stands at our names and ports. With create
+    False (a preview) the script writes nothing."""
+    topology, service, redis = config.topology, config.service, config.redis
     if host == topology.primary.host:
-        return host_scripts.redis_identity(host, redis)
-    for node in topology.replicas:
-        if node.host == host:
-            replica = dataclasses.replace(redis, host=node.host, port=node.port)
-            return host_scripts.redis_replica_identity(install_dir, host, replica)
-    return host_scripts.orchestrator_identity(install_dir)
+        identity = host_scripts.redis_identity(host, redis, create)
+    elif host in {node.host for node in topology.replicas}:
+        replica = dataclasses.replace(redis, host=host)
+        identity = host_scripts.redis_replica_identity(service.install_dir, host, replica, create)
+    else:
+        identity = host_scripts.orchestrator_identity(service.install_dir, create)
+    checks = [
+        host_scripts.host_checks(host, service, app.bind_address, app.api_ports)
+        for app in topology.app_hosts
+        if app.public_host == host
+    ]
+    return host_scripts.HEADER + "".join(checks) + identity
 
 
 def read_identities(config: StackConfig, source: pulumi.Config) -> Identities:
-    """Each host's identity over SSH, with the plain keys and password, which go nowhere else."""
+    """Each host's identity over SSH, with the plain keys and password, which go nowhere else.
+
+    A preview only reads; an up records a new host's token before any step. A host with
+    something of someone else's at our names stops both, before any change.
+    """
     credentials = facts.SshCredentials(
         private_key=source.require("sshPrivateKey"),
         bastion_private_key=source.get("bastionPrivateKey"),
@@ -40,17 +50,21 @@ def read_identities(config: StackConfig, source: pulumi.Config) -> Identities:
     password = (source.get("redisPassword") or "") + "\n"
     topology = config.topology
     redis_hosts = {topology.primary.host, *(node.host for node in topology.replicas)}
+    create = not pulumi.runtime.is_dry_run()
     found = {
         host: facts.read_identity(
             ", ".join(topology.roles(host)),
             target,
             credentials,
-            identity_script(config, host),
+            identity_script(config, host, create),
             config.bastion,
             password if host in redis_hosts else "",
         )
         for host, target in topology.hosts().items()
     }
+    for host, identity in found.items():
+        if identity.conflicts:
+            raise facts.HostConflict.of(host, identity.conflicts)
     return Identities(
         by_host={host: identity.digest for host, identity in found.items()},
         redis_nodes={host: dict(found[host].info) for host in found if host in redis_hosts},

@@ -128,7 +128,7 @@ class ServiceDeployment(pulumi.ComponentResource):
         ]
         return self._steps.command(
             "units",
-            host_scripts.service_apply(service, revision, bind),
+            host_scripts.service_apply(args.host.target.host, service, revision, bind),
             delete=host_scripts.service_remove(service),
             stdin=_env_text(args.settings, args.secrets),
             after=[self.release, self.venv, *args.ready_after],

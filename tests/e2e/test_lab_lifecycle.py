@@ -137,7 +137,7 @@ def test_units_are_active_enabled_and_hardened(deployment: Deployment) -> None:
         assert deployment.on_orchestrator(f"systemctl is-enabled {unit}").strip() == "enabled"
     env_mode = deployment.on_orchestrator(f"stat -c '%a %U %G' {ENV_FILE}")
     assert env_mode.split() == ["640", "root", "shield"]
-    env_names = deployment.on_orchestrator(f"cut -d= -f1 {ENV_FILE}").split()
+    env_names = deployment.on_orchestrator(f"grep -v '^#' {ENV_FILE} | cut -d= -f1").split()
     fields = {ENV_PREFIX + field.upper() for field in Settings.model_fields}
     assert "SHIELD_API_TOKEN" in env_names
     assert [name for name in env_names if name not in fields] == []

@@ -8,15 +8,19 @@ import json
 import os
 import shlex
 import shutil
+import socket
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import redis
 
 from infra import host_scripts, sentinel_scripts
-from infra.config import ENV_PREFIX, SECRET_FIELDS, env_name, load
+from infra.config import ENV_PREFIX, SECRET_FIELDS, ServiceSettings, env_name, load
 from infra.facts import parse_identity
+from service import names
 from service.config import Settings
 from tests.infra.support import BASE_CONFIG, SSH_KEY, config_source
 from tests.support.redis_server import RedisServer
@@ -39,6 +43,7 @@ def test_invocation_quotes_the_script_once() -> None:
 
 def test_api_unit_text() -> None:
     assert host_scripts.api_unit(SERVICE) == (
+        "# Managed by shield-orchestrator (Pulumi): replaced and removed by its deployment.\n"
         "[Unit]\n"
         "Description=Shield orchestrator API on port %i (Redis Streams queue and event bus)\n"
         "After=network-online.target\n"
@@ -69,7 +74,9 @@ def test_worker_unit_runs_the_worker_module() -> None:
 
 
 def test_env_file_text_is_sorted_and_quoted() -> None:
-    assert host_scripts.env_file({"B": 'say "hi"', "A": "x\\y"}) == 'A="x\\\\y"\nB="say \\"hi\\""\n'
+    assert host_scripts.env_file({"B": 'say "hi"', "A": "x\\y"}) == (
+        host_scripts.MARKER + '\nA="x\\\\y"\nB="say \\"hi\\""\n'
+    )
     with pytest.raises(ValueError, match="SHIELD_X: a setting cannot span lines"):
         host_scripts.env_file({"SHIELD_X": "a\nb"})
 
@@ -91,7 +98,8 @@ def test_every_name_in_the_env_file_is_a_settings_field() -> None:
             env_name("api_token"): "token",
         }
     )
-    names = [line.split("=", 1)[0] for line in text.splitlines()]
+    assert text.startswith(host_scripts.MARKER + "\n")
+    names = [line.split("=", 1)[0] for line in text.splitlines()[1:]]
     fields = {ENV_PREFIX + field.upper() for field in Settings.model_fields}
     assert names and [name for name in names if name not in fields] == []
     assert {env_name(field) for field in SECRET_FIELDS} == {
@@ -118,16 +126,22 @@ def test_the_service_reads_back_exactly_what_the_env_file_says(
 ALL_SCRIPTS = {
     "orchestrator_preflight": host_scripts.orchestrator_preflight("h", SERVICE, True, "3.11"),
     "release_unpack": host_scripts.release_unpack("/opt/x", "abc123", "/opt/x/incoming/i/r.tar.gz"),
-    "orchestrator_identity": host_scripts.orchestrator_identity("/opt/x"),
-    "redis_identity": host_scripts.redis_identity("h", CONFIG.redis),
-    "redis_replica_identity": host_scripts.redis_replica_identity("/opt/x", "h", CONFIG.redis),
+    "orchestrator_identity": host_scripts.orchestrator_identity("/opt/x", create=True),
+    "orchestrator_identity_read_only": host_scripts.orchestrator_identity("/opt/x", create=False),
+    "redis_identity": host_scripts.redis_identity("h", CONFIG.redis, create=True),
+    "redis_identity_read_only": host_scripts.redis_identity("h", CONFIG.redis, create=False),
+    "redis_replica_identity": host_scripts.redis_replica_identity(
+        "/opt/x", "h", CONFIG.redis, create=True
+    ),
+    "host_checks": host_scripts.HEADER
+    + host_scripts.host_checks("h", SERVICE, "127.0.10.8", [8000, 8001]),
     "venv_wheelhouse": host_scripts.venv_install(
         "/opt/x", "fastapi==1\n", "d1", "/opt/x/w.tar", None
     ),
     "venv_index": host_scripts.venv_install(
         "/opt/x", "fastapi==1\n", "d1", None, "https://pypi.example/simple"
     ),
-    "service_apply": host_scripts.service_apply(SERVICE, ["release r", "venv v"]),
+    "service_apply": host_scripts.service_apply("h", SERVICE, ["release r", "venv v"]),
     "service_remove": host_scripts.service_remove(SERVICE),
     "health_wait": host_scripts.health_wait("h", SERVICE, ["http://h:8000/health/detailed"]),
     "instance_start": host_scripts.instance_start("shield-orchestrator@8000.service", "applied t"),
@@ -246,26 +260,38 @@ def test_drop_script_deletes_the_streams(local_redis, redis_client: redis.Redis)
 
 def test_orchestrator_identity_is_stable_until_the_install_dir_is_lost(tmp_path: Path) -> None:
     install_dir = tmp_path / "opt"
-    first = parse_identity(_run(host_scripts.orchestrator_identity(str(install_dir))).stdout)
-    again = parse_identity(_run(host_scripts.orchestrator_identity(str(install_dir))).stdout)
+    first = parse_identity(
+        _run(host_scripts.orchestrator_identity(str(install_dir), create=True)).stdout
+    )
+    again = parse_identity(
+        _run(host_scripts.orchestrator_identity(str(install_dir), create=True)).stdout
+    )
     assert first == again
     assert first.machine_id == Path("/etc/machine-id").read_text().strip()
     shutil.rmtree(install_dir)
-    lost = parse_identity(_run(host_scripts.orchestrator_identity(str(install_dir))).stdout)
+    lost = parse_identity(
+        _run(host_scripts.orchestrator_identity(str(install_dir), create=True)).stdout
+    )
     assert lost.machine_id == first.machine_id and lost.token != first.token
 
 
 def test_redis_identity_is_stable_until_redis_loses_its_data(
     local_redis, redis_client: redis.Redis
 ) -> None:  # type: ignore[no-untyped-def]
-    first = parse_identity(_run(host_scripts.redis_identity("h", local_redis)).stdout)
-    assert first == parse_identity(_run(host_scripts.redis_identity("h", local_redis)).stdout)
+    first = parse_identity(_run(host_scripts.redis_identity("h", local_redis, create=True)).stdout)
+    assert first == parse_identity(
+        _run(host_scripts.redis_identity("h", local_redis, create=True)).stdout
+    )
     assert first.token != "unreachable"
     redis_client.flushall()
-    assert parse_identity(_run(host_scripts.redis_identity("h", local_redis)).stdout) != first
+    assert (
+        parse_identity(_run(host_scripts.redis_identity("h", local_redis, create=True)).stdout)
+        != first
+    )
     dead = dataclasses.replace(local_redis, port=1)
     assert (
-        parse_identity(_run(host_scripts.redis_identity("h", dead)).stdout).token == "unreachable"
+        parse_identity(_run(host_scripts.redis_identity("h", dead, create=True)).stdout).token
+        == "unreachable"
     )
 
 
@@ -287,3 +313,110 @@ def test_list_settings_of_any_form_round_trip_from_stack_config_to_the_service(
     assert read_back.cors_origins == ("https://ui.example:8443", "http://127.0.0.1:3000")
     assert read_back.sentinel_addresses == [("127.0.10.48", 26379), ("127.0.10.49", 26379)]
     assert read_back.task_replicas == 1
+
+
+def _checks(service: ServiceSettings, bind: str = "127.0.0.1", ports: tuple[int, ...] = ()) -> str:
+    return (
+        host_scripts.HEADER
+        + host_scripts.host_checks("h", service, bind, ports)
+        + host_scripts.orchestrator_identity(service.install_dir, create=True)
+    )
+
+
+def _local_service(tmp_path: Path) -> ServiceSettings:
+    return dataclasses.replace(
+        SERVICE,
+        install_dir=str(tmp_path / "opt"),
+        config_dir=str(tmp_path / "etc"),
+        unit_name="shield-test-not-installed",
+    )
+
+
+def test_a_foreign_install_dir_is_reported_and_no_token_is_written(tmp_path: Path) -> None:
+    service = _local_service(tmp_path)
+    (tmp_path / "opt").mkdir()
+    (tmp_path / "opt" / "app.py").write_text("theirs\n")
+    result = _run(_checks(service))
+    assert result.returncode == 0, result.stderr
+    identity = parse_identity(result.stdout)
+    assert identity.conflicts == (
+        (
+            "installDir",
+            f"{tmp_path}/opt exists and was not made by this deployment;"
+            " set installDir to a free name",
+        ),
+    )
+    assert identity.token == "none"
+    assert sorted(path.name for path in (tmp_path / "opt").iterdir()) == ["app.py"]
+
+
+@pytest.mark.parametrize("ours", [host_scripts.MARKER_FILE, ".host-token"])
+def test_our_install_dir_marked_or_from_before_the_markers_is_ours(
+    tmp_path: Path, ours: str
+) -> None:
+    service = _local_service(tmp_path)
+    (tmp_path / "opt").mkdir()
+    (tmp_path / "opt" / ours).write_text("0f0f0f\n")
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "shield.env").write_text('SHIELD_BATCH_SIZE="10"\n')
+    identity = parse_identity(_run(_checks(service)).stdout)
+    assert identity.conflicts == ()
+    assert identity.token != "none"
+
+
+def test_a_new_host_gets_a_marked_install_dir_with_its_token(tmp_path: Path) -> None:
+    service = _local_service(tmp_path)
+    identity = parse_identity(_run(_checks(service)).stdout)
+    assert identity.conflicts == () and identity.token != "none"
+    marker = tmp_path / "opt" / host_scripts.MARKER_FILE
+    assert marker.read_text() == host_scripts.MARKER + "\n"
+
+
+def test_a_port_held_by_another_process_is_named_with_the_process(tmp_path: Path) -> None:
+    service = _local_service(tmp_path)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    holder = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as client:
+                if client.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        found = parse_identity(_run(_checks(service, "127.0.0.1", (port,))).stdout)
+        elsewhere = parse_identity(_run(_checks(service, "127.0.0.2", (port,))).stdout)
+    finally:
+        holder.terminate()
+        holder.wait()
+    name = Path(sys.executable).name
+    assert found.conflicts == (
+        (
+            "servicePort",
+            f"port {port} on h is held by {name} (pid {holder.pid}); stop it or set servicePort",
+        ),
+    )
+    assert found.token == "none"
+    assert elsewhere.conflicts == ()
+
+
+def test_a_preview_identity_read_writes_nothing(
+    tmp_path: Path, local_redis, redis_client: redis.Redis
+) -> None:  # type: ignore[no-untyped-def]
+    install_dir = tmp_path / "opt"
+    found = parse_identity(
+        _run(host_scripts.orchestrator_identity(str(install_dir), create=False)).stdout
+    )
+    assert found.token == "none" and not install_dir.exists()
+    first = parse_identity(_run(host_scripts.redis_identity("h", local_redis, False)).stdout)
+    assert first.token == "none"
+    assert redis_client.exists(names.HOST_TOKEN_KEY) == 0
+    made = parse_identity(_run(host_scripts.redis_identity("h", local_redis, True)).stdout)
+    assert made.token not in ("none", "unreachable")
+    again = parse_identity(_run(host_scripts.redis_identity("h", local_redis, False)).stdout)
+    assert again == made
