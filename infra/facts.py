@@ -88,6 +88,11 @@ def parse_identity(stdout: str) -> HostIdentity:
     return HostIdentity(fields["machine-id"], fields["token"], tuple(info), tuple(conflicts))
 
 
+def parse_info(stdout: str) -> tuple[tuple[str, str], ...]:
+    """`info key:value` lines into (key, value) pairs."""
+    return parse_identity("machine-id -\ntoken -\n" + stdout).info
+
+
 def known_hosts_line(host: str, port: int, host_key: str) -> str:
     """One known_hosts line pinning host_key for host:port."""
     name = host if port == 22 else f"[{host}]:{port}"
@@ -132,15 +137,15 @@ def _options(key: Path, pins: list[str], known_hosts: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def read_identity(
+def run_script(
     role: str,
     target: SshTarget,
     credentials: SshCredentials,
     script: str,
     bastion: Bastion | None = None,
     stdin: str = "",
-) -> HostIdentity:
-    """Run the identity script on target over SSH and parse what it prints."""
+) -> str:
+    """Run a read-only script on target over SSH; its stdout, or HostUnreachable."""
     with tempfile.TemporaryDirectory(prefix="shield-facts-") as directory:
         workdir = Path(directory)
         _write_private(workdir / "key", credentials.private_key)
@@ -156,8 +161,21 @@ def read_identity(
             raise _unreachable(role, target, f"no answer within {SSH_TIMEOUT_S}s") from None
     if result.returncode != 0:
         raise _unreachable(role, target, _cause(target, result.stderr))
+    return result.stdout
+
+
+def read_identity(
+    role: str,
+    target: SshTarget,
+    credentials: SshCredentials,
+    script: str,
+    bastion: Bastion | None = None,
+    stdin: str = "",
+) -> HostIdentity:
+    """Run the identity script on target over SSH and parse what it prints."""
+    stdout = run_script(role, target, credentials, script, bastion, stdin)
     try:
-        return parse_identity(result.stdout)
+        return parse_identity(stdout)
     except ValueError as error:
         raise _unreachable(role, target, str(error)) from None
 

@@ -555,6 +555,31 @@ def health_wait(host: str, service: ServiceSettings, urls: Sequence[str]) -> str
     )
 
 
+def health_read(url: str) -> str:
+    """Print one API process's /health/detailed as one JSON line, or why it did not answer;
+    only reads (for the outputs after every up)."""
+    probe = (
+        "import json, sys, urllib.error, urllib.request\n"
+        "try:\n"
+        "    with urllib.request.urlopen(sys.argv[1], timeout=10) as reply:\n"
+        "        body = json.load(reply)\n"
+        "except urllib.error.HTTPError as error:\n"
+        "    try:\n"
+        "        body = json.load(error)\n"
+        "    except ValueError:\n"
+        "        body = {'status': 'down', 'error': str(error)}\n"
+        "except (OSError, ValueError) as error:\n"
+        "    body = {'status': 'down', 'error': str(error)}\n"
+        "print(json.dumps(body, sort_keys=True))\n"
+    )
+    return HEADER + f"python3 -c {q(probe)} {q(url)}\n"
+
+
+def redis_info(host: str, redis: RedisSettings) -> str:
+    """Print a Redis node's INFO replication as `info key:value` lines; only reads."""
+    return HEADER + redis_cli_prelude(host, redis) + _replication_info()
+
+
 def redis_cli_prelude(host: str, redis: RedisSettings) -> str:
     """Read the password from stdin into REDISCLI_AUTH, so it is on no command line."""
     return (

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pulumi
 
@@ -11,7 +14,7 @@ from infra import config as stack_config
 from infra import facts, host_scripts
 from infra.artifacts import REPO_ROOT
 from infra.config import StackConfig
-from infra.stack import Identities, deploy, outputs, warn_about_unpinned_hosts
+from infra.stack import Identities, Observed, deploy, outputs, warn_about_unpinned_hosts
 
 BUILD_DIR = REPO_ROOT / "build"
 
@@ -71,6 +74,44 @@ def read_identities(config: StackConfig, source: pulumi.Config) -> Identities:
     )
 
 
+# run(host, script, with_redis_password) -> the script's stdout on that host.
+Runner = Callable[[str, str, bool], str]
+
+
+def observe(config: StackConfig, run: Runner) -> Observed:
+    """Read, after this run's steps, the first API process's health and each Redis node's
+    INFO replication."""
+    topology = config.topology
+    api_hosts = topology.api_hosts
+    health: dict[str, Any] = {}
+    if api_hosts:
+        first = api_hosts[0]
+        stdout = run(first.public_host, host_scripts.health_read(first.health_urls[0]), False)
+        health = json.loads(stdout.strip().splitlines()[-1])
+    replication = {}
+    for node in (topology.primary, *topology.replicas):
+        redis = dataclasses.replace(config.redis, host=node.host, port=node.port)
+        stdout = run(node.host, host_scripts.redis_info(node.host, redis), True)
+        replication[node.host] = dict(facts.parse_info(stdout))
+    return Observed(health, replication)
+
+
+def ssh_runner(config: StackConfig, source: pulumi.Config) -> Runner:
+    """A runner over SSH with the stack's key; the Redis password, when asked, goes on stdin."""
+    credentials = facts.SshCredentials(
+        private_key=source.require("sshPrivateKey"),
+        bastion_private_key=source.get("bastionPrivateKey"),
+    )
+    hosts, topology = config.topology.hosts(), config.topology
+
+    def run(host: str, script: str, with_redis_password: bool) -> str:
+        stdin = (source.get("redisPassword") or "") + "\n" if with_redis_password else ""
+        role = ", ".join(topology.roles(host))
+        return facts.run_script(role, hosts[host], credentials, script, config.bastion, stdin)
+
+    return run
+
+
 def main(build_dir: Path = BUILD_DIR) -> None:
     """Read and validate the stack config, read each host's identity, compose, export."""
     source = pulumi.Config()
@@ -78,5 +119,12 @@ def main(build_dir: Path = BUILD_DIR) -> None:
     warn_about_unpinned_hosts(settings)
     identities = read_identities(settings, source)
     deployed = deploy(settings, secrets, identities, build_dir)
-    for name, value in outputs(settings, deployed, identities).items():
+    observed = None
+    if not pulumi.runtime.is_dry_run():
+        # After every up, no-op ones too: read once every step has finished. Outputs are
+        # not resources, so this changes what `preview --expect-no-changes` sees in no way.
+        run = ssh_runner(settings, source)
+        observed = deployed.settled().apply(lambda _: observe(settings, run))
+    exported = outputs(settings, deployed, observed, identities.redis_nodes)
+    for name, value in exported.items():
         pulumi.export(name, value)

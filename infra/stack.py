@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,16 @@ class Deployed:
     services: tuple[ServiceDeployment, ...]
     replication: tuple[RedisReplication, ...] = ()
     sentinels: tuple[RedisSentinel, ...] = ()
+
+    def settled(self) -> pulumi.Output[list[Any]]:
+        """Resolves once every step of this run has finished (each step's stdout)."""
+        steps: list[pulumi.Output[Any]] = [self.streams.groups]
+        for service in self.services:
+            steps += [service.units.stdout, service.health]
+            steps += [instance.stdout for instance in service.instances.values()]
+        steps += [item.setup.stdout for item in self.replication]
+        steps += [item.setup.stdout for item in self.sentinels]
+        return pulumi.Output.all(*steps)
 
     @property
     def health(self) -> pulumi.Output[dict[str, Any]]:
@@ -198,11 +209,13 @@ def api_endpoints(config: StackConfig) -> list[str]:
     return [url for host in config.topology.app_hosts for url in host.base_urls]
 
 
-def redis_nodes(config: StackConfig, identities: Identities) -> dict[str, dict[str, Any]]:
+def redis_nodes(
+    config: StackConfig, replication: Mapping[str, Mapping[str, str]]
+) -> dict[str, dict[str, Any]]:
     """Each Redis node's role and replication offset (a replica's lag behind its primary's
-    offset, in bytes)."""
+    offset, in bytes), from each node's INFO replication fields."""
     nodes: dict[str, dict[str, Any]] = {}
-    for host, info in identities.redis_nodes.items():
+    for host, info in replication.items():
         node: dict[str, Any] = {"role": info.get("role", "unknown")}
         if "master_repl_offset" in info:
             node["offset"] = int(info["master_repl_offset"])
@@ -217,22 +230,41 @@ def redis_nodes(config: StackConfig, identities: Identities) -> dict[str, dict[s
     return nodes
 
 
-def current_primary(config: StackConfig, identities: Identities) -> str | None:
+def current_primary(
+    config: StackConfig, replication: Mapping[str, Mapping[str, str]]
+) -> str | None:
     """The node that says it is the primary (single mode: the Redis host)."""
     if config.topology.mode == "single":
         return config.redis.address
     found = [
         f"{host}:{config.redis.port}"
-        for host, info in identities.redis_nodes.items()
+        for host, info in replication.items()
         if info.get("role") == "master"
     ]
     return found[0] if len(found) == 1 else None
 
 
+@dataclass(frozen=True)
+class Observed:
+    """What the hosts report: the first API process's health, each Redis node's INFO
+    replication fields."""
+
+    health: dict[str, Any]
+    replication: dict[str, dict[str, str]]
+
+
 def outputs(
-    config: StackConfig, deployed: Deployed, identities: Identities | None = None
+    config: StackConfig,
+    deployed: Deployed,
+    observed: pulumi.Output[Observed] | None = None,
+    replication: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """Everything exported from the stack."""
+    """Everything exported from the stack.
+
+    With observed (an up), streamHealth, redisNodes and currentPrimary are what the hosts
+    report once every step of this run has finished; else (a preview) the health step's
+    answer and the replication read with the identities.
+    """
     result: dict[str, Any] = {
         "endpoints": endpoints(config),
         "apiEndpoints": api_endpoints(config),
@@ -240,7 +272,13 @@ def outputs(
         "streamHealth": deployed.health,
         "consumerGroups": deployed.streams.groups,
     }
-    if identities is not None:
-        result["redisNodes"] = redis_nodes(config, identities)
-        result["currentPrimary"] = current_primary(config, identities)
+    if observed is not None:
+        result["streamHealth"] = observed.apply(lambda found: found.health)
+        result["redisNodes"] = observed.apply(lambda found: redis_nodes(config, found.replication))
+        result["currentPrimary"] = observed.apply(
+            lambda found: current_primary(config, found.replication)
+        )
+    elif replication is not None:
+        result["redisNodes"] = redis_nodes(config, replication)
+        result["currentPrimary"] = current_primary(config, replication)
     return result

@@ -19,7 +19,7 @@ import redis
 
 from infra import host_scripts, sentinel_scripts
 from infra.config import ENV_PREFIX, SECRET_FIELDS, ServiceSettings, env_name, load
-from infra.facts import parse_identity
+from infra.facts import parse_identity, parse_info
 from service import names
 from service.config import Settings
 from tests.infra.support import BASE_CONFIG, SSH_KEY, config_source
@@ -133,6 +133,8 @@ ALL_SCRIPTS = {
     "redis_replica_identity": host_scripts.redis_replica_identity(
         "/opt/x", "h", CONFIG.redis, create=True
     ),
+    "health_read": host_scripts.health_read("http://127.0.10.8:8000/health/detailed"),
+    "redis_info": host_scripts.redis_info("h", CONFIG.redis),
     "host_checks": host_scripts.HEADER
     + host_scripts.host_checks("h", SERVICE, "127.0.10.8", [8000, 8001]),
     "venv_wheelhouse": host_scripts.venv_install(
@@ -420,3 +422,10 @@ def test_a_preview_identity_read_writes_nothing(
     assert made.token not in ("none", "unreachable")
     again = parse_identity(_run(host_scripts.redis_identity("h", local_redis, False)).stdout)
     assert again == made
+
+
+def test_the_after_run_reads_report_what_they_find(local_redis) -> None:  # type: ignore[no-untyped-def]
+    down = json.loads(_run(host_scripts.health_read("http://127.0.0.1:1/health/detailed")).stdout)
+    assert down["status"] == "down" and "refused" in down["error"]
+    info = dict(parse_info(_run(host_scripts.redis_info("h", local_redis)).stdout))
+    assert info["role"] == "master" and "master_repl_offset" in info

@@ -13,6 +13,7 @@ import yaml
 
 from infra.config import StackConfigError, load
 from infra.facts import parse_identity
+from infra.program import observe
 from infra.stack import Identities, current_primary, redis_nodes
 from tests.infra.support import (
     BASE_CONFIG,
@@ -250,7 +251,7 @@ def _inputs(run: ProgramRun) -> dict[str, object]:
 
 def test_redis_nodes_show_role_offset_and_lag_and_the_current_primary() -> None:
     config, _ = load(config_source(HA_CONFIG, SECRETS))
-    assert redis_nodes(config, HA_IDENTITIES) == {
+    assert redis_nodes(config, HA_IDENTITIES.redis_nodes) == {
         "127.0.10.48": {"role": "master", "offset": 1200},
         "127.0.10.49": {
             "role": "slave",
@@ -260,12 +261,12 @@ def test_redis_nodes_show_role_offset_and_lag_and_the_current_primary() -> None:
             "lag_bytes": 100,
         },
     }
-    assert current_primary(config, HA_IDENTITIES) == "127.0.10.48:6379"
+    assert current_primary(config, HA_IDENTITIES.redis_nodes) == "127.0.10.48:6379"
     promoted = Identities(
         HA_IDENTITIES.by_host,
         {"127.0.10.48": {"role": "slave"}, "127.0.10.49": {"role": "master"}},
     )
-    assert current_primary(config, promoted) == "127.0.10.49:6379"
+    assert current_primary(config, promoted.redis_nodes) == "127.0.10.49:6379"
 
 
 def test_identity_output_carries_the_replication_info() -> None:
@@ -364,3 +365,21 @@ def test_the_committed_single_host_stacks_still_load(stack_file: str) -> None:
     assert (host.api_ports, host.worker_processes) == ((8000,), 1)
     assert config.topology.primary.host == values["redisHost"]
     assert list(config.topology.hosts()) == [values["orchestratorHost"], values["redisHost"]]
+
+
+def test_observe_reads_health_and_every_redis_node_after_the_run() -> None:
+    config, _ = load(config_source(HA_CONFIG, SECRETS))
+    calls: list[tuple[str, bool]] = []
+
+    def run(host: str, script: str, with_password: bool) -> str:
+        calls.append((host, with_password))
+        if "urllib" in script:
+            assert "http://127.0.10.8:8000/health/detailed" in script
+            return json.dumps({"status": "up", "streams": {"s": {"length": 7}}}) + "\n"
+        role = "master" if host == "127.0.10.49" else "slave"
+        return f"info role:{role}\ninfo master_repl_offset:5\n"
+
+    observed = observe(config, run)
+    assert calls == [("127.0.10.8", False), ("127.0.10.48", True), ("127.0.10.49", True)]
+    assert observed.health["streams"]["s"]["length"] == 7
+    assert current_primary(config, observed.replication) == "127.0.10.49:6379"
