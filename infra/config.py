@@ -6,14 +6,17 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, get_args
 
 import pulumi
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
+from infra.artifacts import REPO_ROOT
 from service.config import ENV_PREFIX, Settings
 from service.groups import GroupSpec, group_plan
+from service.handler_spec import ACCEPTED_FORMS, HandlerKind, parse_handler_spec
 
 PROJECT = "shield-orchestrator"
 _HOSTNAME = re.compile(
@@ -29,6 +32,12 @@ _ABSOLUTE_PATH = re.compile(r"^/[A-Za-z0-9_./-]*$")
 _PYTHON_VERSION = re.compile(r"^3\.\d{1,2}(\.\d{1,2})?$")
 _PLATFORM_TAG = re.compile(r"^[a-z0-9_]+$")
 _HOST_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+$")
+# A wheel's file name, and one requirement line (a name, extras, markers, a version; no pip
+# options, no paths), for handlerPath and handlerRequirements.
+_WHEEL = re.compile(r"^[A-Za-z0-9_.]+-[A-Za-z0-9_.+!]+(-[A-Za-z0-9_.]+){2,3}\.whl$")
+_REQUIREMENT = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?[ A-Za-z0-9._<>=!~,;'\"()*+-]*$"
+)
 PACKAGE_SOURCES = ("wheelhouse", "index")
 # The stack keys that list hosts, each entry with its own optional hostKey.
 _LIST_KEYS = ("orchestrators", "workerHosts", "redisReplicas")
@@ -206,6 +215,33 @@ class PackageSettings:
 
 
 @dataclass(frozen=True)
+class HandlerCode:
+    """The handler the stack ships (handlerPath, handlerRequirements) for a python: handler."""
+
+    # A directory (it goes into the release, on the worker's import path) or a wheel (it
+    # goes into the wheelhouse and the venv); None when only requirements are added.
+    path: Path | None
+    requirements: tuple[str, ...]
+
+    @property
+    def wheel(self) -> Path | None:
+        return self.path if self.path is not None and self.path.suffix == ".whl" else None
+
+    @property
+    def directory(self) -> Path | None:
+        return self.path if self.path is not None and self.path.is_dir() else None
+
+    @property
+    def requirement_lines(self) -> tuple[str, ...]:
+        """What the venv installs besides the service: the wheel's own pin, then the lines."""
+        own: tuple[str, ...] = ()
+        if self.wheel is not None:
+            name, version = self.wheel.name.split("-")[:2]
+            own = (f"{name}=={version}",)
+        return (*own, *self.requirements)
+
+
+@dataclass(frozen=True)
 class StackConfig:
     bastion: Bastion | None
     # The primary's Redis, as the service and the group plan see it.
@@ -217,6 +253,7 @@ class StackConfig:
     install_os_packages: bool
     drop_streams_on_destroy: bool
     topology: Topology
+    handler: HandlerCode = HandlerCode(None, ())
 
 
 @dataclass(frozen=True)
@@ -435,8 +472,8 @@ def app_settings(
     return Settings.model_construct(_fields_set=validated.model_fields_set, **dict(validated))
 
 
-def load(source: ConfigSource) -> tuple[StackConfig, StackSecrets]:
-    """Read and validate every setting of the stack."""
+def load(source: ConfigSource, root: Path = REPO_ROOT) -> tuple[StackConfig, StackSecrets]:
+    """Read and validate every setting of the stack; root is where relative paths start."""
     read = _Reader(source)
     ssh = _SshDefaults(
         user=read.text("sshUser", "root", _UNIX_NAME),
@@ -495,13 +532,64 @@ def load(source: ConfigSource) -> tuple[StackConfig, StackSecrets]:
         install_os_packages=read.boolean("installOsPackages", True),
         drop_streams_on_destroy=read.boolean("dropStreamsOnDestroy", False),
         topology=load_topology(read, ssh, primary, redis, app, service),
+        handler=handler_code(read, app, packages, root),
     )
     secrets = StackSecrets(
         ssh_private_key=read.required_secret("sshPrivateKey"),
         bastion_private_key=read.secret("bastionPrivateKey"),
         service=service_secrets(read),
     )
+    _require_a_handler(read, config)
     return config, secrets
+
+
+def _require_a_handler(read: _Reader, config: StackConfig) -> None:
+    """Workers with no handler would consume tasks nobody processes: refuse, naming the key."""
+    workers = sum(host.worker_processes for host in config.topology.app_hosts)
+    if workers and not config.app.task_handler:
+        raise read.fail(
+            "taskHandler",
+            f"is required when the stack deploys workers: {ACCEPTED_FORMS};"
+            " or set workerHosts to [] to deploy no worker (for external consumers)",
+        )
+
+
+def handler_code(
+    read: _Reader, app: Settings, packages: PackageSettings, root: Path
+) -> HandlerCode:
+    """handlerPath (a directory or a wheel, relative to the project) and handlerRequirements."""
+    raw_path = read.optional("handlerPath")
+    path = None
+    if raw_path is not None:
+        path = (root / raw_path).resolve()
+        if not (path.is_dir() or (path.is_file() and _WHEEL.match(path.name))):
+            raise read.fail("handlerPath", f"{raw_path!r} is neither a directory nor a wheel")
+        kind = parse_handler_spec(app.task_handler).kind if app.task_handler else None
+        if kind is not HandlerKind.PYTHON:
+            raise read.fail("handlerPath", "ships Python code: set taskHandler to python:m:f")
+        if path.suffix == ".whl" and packages.source != "wheelhouse":
+            raise read.fail("handlerPath", "a wheel needs packageSource wheelhouse")
+    lines = _requirement_lines(read)
+    return HandlerCode(path, lines)
+
+
+def _requirement_lines(read: _Reader) -> tuple[str, ...]:
+    raw = read.optional("handlerRequirements")
+    if raw is None:
+        return ()
+    try:
+        value: Any = json.loads(raw)
+    except ValueError:
+        value = raw.splitlines()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(line, str) for line in value):
+        raise read.fail("handlerRequirements", "must be a list of requirement lines")
+    lines = tuple(line.strip() for line in value if line.strip())
+    for line in lines:
+        if not _REQUIREMENT.match(line):
+            raise read.fail("handlerRequirements", f"not a requirement line: {line!r}")
+    return lines
 
 
 def service_secrets(read: _Reader) -> dict[str, pulumi.Output[str]]:

@@ -359,8 +359,14 @@ UMask=0077
 """
 
 
-def unit_file(service: ServiceSettings, description: str, exec_start: str) -> str:
-    """A hardened systemd unit for one of the service's processes, marked as ours."""
+def unit_file(
+    service: ServiceSettings, description: str, exec_start: str, import_dir: str | None = None
+) -> str:
+    """A hardened systemd unit for one of the service's processes, marked as ours;
+    import_dir (in the release) goes on its Python path."""
+    python_path = ""
+    if import_dir is not None:
+        python_path = f"Environment=PYTHONPATH={service.install_dir}/current/{import_dir}\n"
     return (
         f"{MARKER}\n"
         "[Unit]\n"
@@ -374,6 +380,7 @@ def unit_file(service: ServiceSettings, description: str, exec_start: str) -> st
         f"Group={service.user}\n"
         f"EnvironmentFile={service.config_dir}/shield.env\n"
         "Environment=PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1\n"
+        f"{python_path}"
         f"WorkingDirectory={service.install_dir}/current\n"
         f"ExecStart={exec_start}\n"
         "Restart=on-failure\n"
@@ -395,10 +402,11 @@ def api_unit(service: ServiceSettings, bind_address: str | None = None) -> str:
     )
 
 
-def worker_unit(service: ServiceSettings) -> str:
-    """The worker's template unit: instance %i is the worker's number on this host."""
+def worker_unit(service: ServiceSettings, import_dir: str | None = None) -> str:
+    """The worker's template unit: instance %i is the worker's number on this host; it
+    imports handlers from import_dir (handlerPath's directory in the release) too."""
     exec_start = f"{service.install_dir}/venv/bin/python -m service.worker"
-    return unit_file(service, "Shield orchestrator task worker %i", exec_start)
+    return unit_file(service, "Shield orchestrator task worker %i", exec_start, import_dir)
 
 
 def unit_names(service: ServiceSettings) -> tuple[str, str]:
@@ -420,7 +428,11 @@ def _legacy_units(service: ServiceSettings) -> tuple[str, str]:
 
 
 def service_apply(
-    host: str, service: ServiceSettings, revision: Sequence[str], bind_address: str | None = None
+    host: str,
+    service: ServiceSettings,
+    revision: Sequence[str],
+    bind_address: str | None = None,
+    import_dir: str | None = None,
 ) -> str:
     """Write the env file from stdin and both template units, then reload systemd.
 
@@ -449,7 +461,7 @@ def service_apply(
         + 'chmod 0640 "$tmp"\n'
         + f'mv -f "$tmp" {q(env_path)}\n'
         + _write_unit(api, api_unit(service, bind_address))
-        + _write_unit(worker, worker_unit(service))
+        + _write_unit(worker, worker_unit(service, import_dir))
         + "".join(
             f"if [ -e {q(UNIT_DIR + '/' + name)} ] && ours_file {q(UNIT_DIR + '/' + name)}; then\n"
             + f"  systemctl disable --now --quiet {q(name)} 2>/dev/null || true\n"

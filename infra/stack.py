@@ -83,14 +83,25 @@ def warn_about_unpinned_hosts(config: StackConfig) -> None:
 
 
 def build_artifacts(config: StackConfig, build_dir: Path, source_root: Path) -> Artifacts:
-    """The release tarball, the requirements, and (packageSource wheelhouse) their wheels."""
-    requirements = source_root / REQUIREMENTS
+    """The release tarball (with a handler directory), the requirements (with the handler's),
+    and (packageSource wheelhouse) their wheels (with a handler wheel)."""
+    handler = config.handler
+    requirements = (source_root / REQUIREMENTS).read_text()
+    if handler.requirement_lines:
+        requirements = (
+            requirements.rstrip("\n") + "\n" + "\n".join(handler.requirement_lines) + "\n"
+        )
     wheelhouse = None
     if config.packages.source == "wheelhouse":
         wheelhouse = build_wheelhouse(
-            build_dir, requirements, config.packages.python_version, config.packages.platforms
+            build_dir,
+            requirements,
+            config.packages.python_version,
+            config.packages.platforms,
+            [handler.wheel] if handler.wheel is not None else [],
         )
-    return Artifacts(build_release(build_dir, source_root), requirements.read_text(), wheelhouse)
+    release = build_release(build_dir, source_root, handler.directory)
+    return Artifacts(release, requirements, wheelhouse)
 
 
 def deploy(

@@ -120,7 +120,8 @@ class ServiceDeployment(pulumi.ComponentResource):
         is deployed, so a new release, venv or unit text runs this step again."""
         args, service = self._args, self._args.service
         bind = args.host.bind_address or None
-        units = host_scripts.api_unit(service, bind), host_scripts.worker_unit(service)
+        handler_dir = args.artifacts.release.handler_dir
+        units = host_scripts.api_unit(service, bind), host_scripts.worker_unit(service, handler_dir)
         revision = [
             f"release {args.artifacts.release.digest}",
             f"venv {self.requirements_digest}",
@@ -128,7 +129,7 @@ class ServiceDeployment(pulumi.ComponentResource):
         ]
         return self._steps.command(
             "units",
-            host_scripts.service_apply(args.host.target.host, service, revision, bind),
+            host_scripts.service_apply(args.host.target.host, service, revision, bind, handler_dir),
             delete=host_scripts.service_remove(service),
             stdin=_env_text(args.settings, args.secrets),
             after=[self.release, self.venv, *args.ready_after],

@@ -1,6 +1,6 @@
 """The real Pulumi CLI on a copy of this project: Pulumi.yaml, the language host, the program.
 
-The copy holds Pulumi.yaml, infra/ and service/, so a test can change the service's code
+The copy holds Pulumi.yaml, infra/, service/ and examples/ (the lab's handler), so a test can change the service's code
 without touching the repo; `build/` links to the repo's by default, so the wheelhouse is
 downloaded once.
 Every command's output is kept in `transcript`, for the tests that search it for secrets.
@@ -48,7 +48,7 @@ class Engine:
         project = yaml.safe_load((REPO_ROOT / "Pulumi.yaml").read_text())
         project["runtime"]["options"]["virtualenv"] = str(REPO_ROOT / ".venv")
         (root / "Pulumi.yaml").write_text(yaml.safe_dump(project, sort_keys=False))
-        for package in ("infra", "service"):
+        for package in ("infra", "service", "examples"):
             shutil.copytree(
                 REPO_ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__")
             )

@@ -27,6 +27,7 @@ IDENTITIES = Identities(
 )
 
 BASE_CONFIG = {
+    "taskHandler": "log-and-ack",
     "orchestratorHost": "127.0.10.8",
     "redisHost": "127.0.10.48",
     "packageSource": "index",

@@ -310,6 +310,7 @@ def test_the_single_host_keys_fold_into_the_host_lists(tmp_path: Path, source_ro
         "apiProcesses": "2",
     }
     listed = {
+        "taskHandler": "log-and-ack",
         "orchestrators": json.dumps([{"host": "127.0.10.8", "hostKey": KEY, "apiProcesses": 2}]),
         "hostKeys": json.dumps({"127.0.10.48": KEY}),
         "redisHost": "127.0.10.48",
@@ -355,10 +356,15 @@ def test_orchestratorHost_beside_a_different_list_names_the_key() -> None:  # no
         load(config_source(stack, SECRETS))
 
 
+def _committed(stack_file: str) -> dict[str, str]:
+    stack = yaml.safe_load((REPO_ROOT / stack_file).read_text())
+    return {key.split(":", 1)[1]: str(value) for key, value in stack["config"].items()}
+
+
 @pytest.mark.parametrize("stack_file", ["infra/stacks/lab.yaml", "Pulumi.dev.yaml"])
 def test_the_committed_single_host_stacks_still_load(stack_file: str) -> None:
-    stack = yaml.safe_load((REPO_ROOT / stack_file).read_text())
-    values = {key.split(":", 1)[1]: str(value) for key, value in stack["config"].items()}
+    # The dev stack names no handler (the user chooses one): that is its only error.
+    values = {"taskHandler": "log-and-ack", **_committed(stack_file)}
     config, _ = load(config_source(values, SECRETS))
     (host,) = config.topology.app_hosts
     assert host.name == "orchestrator" and host.public_host == values["orchestratorHost"]
@@ -383,3 +389,19 @@ def test_observe_reads_health_and_every_redis_node_after_the_run() -> None:
     assert calls == [("127.0.10.8", False), ("127.0.10.48", True), ("127.0.10.49", True)]
     assert observed.health["streams"]["s"]["length"] == 7
     assert current_primary(config, observed.replication) == "127.0.10.49:6379"
+
+
+def test_the_dev_stack_fails_only_on_its_missing_handler_naming_the_key() -> None:
+    with pytest.raises(StackConfigError) as error:
+        load(config_source(_committed("Pulumi.dev.yaml"), SECRETS))
+    assert str(error.value).startswith("shield-orchestrator:taskHandler: is required when")
+    assert "workerHosts to []" in str(error.value)
+
+
+def test_workerHosts_empty_deploys_no_worker_and_needs_no_handler() -> None:  # noqa: N802
+    stack = {**BASE_CONFIG, "workerHosts": "[]"}
+    del stack["taskHandler"]
+    config, _ = load(config_source(stack, SECRETS))
+    assert [(h.name, h.api_ports, h.worker_processes) for h in config.topology.app_hosts] == [
+        ("orchestrator", (8000,), 0)
+    ]
