@@ -1,8 +1,8 @@
 """The real Pulumi CLI on a copy of this project: Pulumi.yaml, the language host, the program.
 
-The copy holds Pulumi.yaml, infra/, service/ and examples/ (the lab's handler), so a test can change the service's code
-without touching the repo; `build/` links to the repo's by default, so the wheelhouse is
-downloaded once.
+The copy holds Pulumi.yaml, infra/, service/ and examples/ (the lab's handler), so a test can
+change the service's or the handler's code without touching the repo; `build/` links to the
+repo's by default, so the wheelhouse is downloaded once.
 Every command's output is kept in `transcript`, for the tests that search it for secrets.
 """
 
