@@ -540,7 +540,51 @@ def load(source: ConfigSource, root: Path = REPO_ROOT) -> tuple[StackConfig, Sta
         service=service_secrets(read),
     )
     _require_a_handler(read, config)
+    _require_safe_edges(read, config, secrets)
     return config, secrets
+
+
+def _require_safe_edges(read: _Reader, config: StackConfig, secrets: StackSecrets) -> None:
+    """No open API beyond loopback, and no host whose SSH key nobody pinned (unless the stack
+    says allowUnpinnedHostKeys: true, which still warns)."""
+    if "api_token" not in secrets.service:
+        for host in config.topology.api_hosts:
+            if not _is_loopback(host.bind_address):
+                key = (
+                    "serviceBindAddress"
+                    if host.bind_address == config.service.bind_address
+                    else "orchestrators"
+                )
+                raise read.fail(
+                    "apiToken",
+                    f"is required: the API on {host.public_host} listens on {host.bind_address}"
+                    f" (beyond loopback) with no authentication; set it with"
+                    f" `pulumi config set --secret apiToken`, or bind to 127.0.0.1 ({key})",
+                )
+    if read.boolean("allowUnpinnedHostKeys", False):
+        return
+    for address, target in config.topology.hosts().items():
+        if target.host_key is None:
+            raise read.fail(
+                target.host_key_setting,
+                f"host {address} has no pinned SSH host key: set {target.pin_hint} to the line"
+                " from `ssh-keyscan -t ed25519`, or allowUnpinnedHostKeys to true",
+            )
+    if config.bastion is not None and config.bastion.host_key is None:
+        raise read.fail(
+            "bastionHostKey",
+            f"bastion {config.bastion.host} has no pinned SSH host key: set it to the line from"
+            " `ssh-keyscan -t ed25519`, or allowUnpinnedHostKeys to true",
+        )
+
+
+def _is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def _require_a_handler(read: _Reader, config: StackConfig) -> None:

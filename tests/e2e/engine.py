@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -67,7 +68,8 @@ class Engine:
         env.update(
             PATH=f"{bin_dir}:{env['PATH']}",
             PULUMI_BACKEND_URL=f"file://{state}",
-            PULUMI_CONFIG_PASSPHRASE="e2e-lab-passphrase",
+            # A passphrase of this project copy's own, as each lab has (scripts/deploy-lab).
+            PULUMI_CONFIG_PASSPHRASE=secrets.token_hex(16),
             PULUMI_SKIP_UPDATE_CHECK="true",
         )
         engine = cls(root, env, stack=stack)

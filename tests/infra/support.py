@@ -31,6 +31,9 @@ BASE_CONFIG = {
     "orchestratorHost": "127.0.10.8",
     "redisHost": "127.0.10.48",
     "packageSource": "index",
+    # As in the lab: loopback, so no apiToken is required; host keys are left to the tests.
+    "serviceBindAddress": "127.0.10.8",
+    "allowUnpinnedHostKeys": "true",
 }
 
 

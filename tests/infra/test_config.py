@@ -139,3 +139,53 @@ def test_the_worker_group_is_named_by_its_key_not_its_position() -> None:
         if spec.stream == "shield:ingestion_queue"
     }
     assert starts == {"metrics": "$", "workers": "0"}
+
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyForTests"
+PINNED = {key: value for key, value in BASE_CONFIG.items() if key != "allowUnpinnedHostKeys"} | {
+    "orchestratorHostKey": KEY,
+    "redisHostKey": KEY,
+}
+
+
+def test_an_open_api_beyond_loopback_needs_a_token_naming_the_key() -> None:
+    open_api = {**PINNED, "serviceBindAddress": "0.0.0.0"}
+    with pytest.raises(StackConfigError) as error:
+        load(config_source(open_api, SECRETS))
+    assert str(error.value).startswith(
+        "shield-orchestrator:apiToken: is required: the API on 127.0.10.8 listens on 0.0.0.0"
+    )
+    config, _ = load(config_source(open_api, {**SECRETS, "apiToken": "t"}))
+    assert config.topology.app_hosts[0].bind_address == "0.0.0.0"
+    loopback, _ = load(config_source({**PINNED, "serviceBindAddress": "127.0.0.1"}, SECRETS))
+    assert loopback.topology.app_hosts[0].bind_address == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("unpinned", "message"),
+    [
+        ("orchestratorHostKey", "shield-orchestrator:orchestratorHostKey: host 127.0.10.8 has"),
+        ("redisHostKey", "shield-orchestrator:redisHostKey: host 127.0.10.48 has no pinned"),
+    ],
+)
+def test_an_unpinned_host_key_fails_unless_the_stack_allows_it(unpinned: str, message: str) -> None:
+    stack = {key: value for key, value in PINNED.items() if key != unpinned}
+    with pytest.raises(StackConfigError) as error:
+        load(config_source(stack, SECRETS))
+    assert str(error.value).startswith(message)
+    assert "or allowUnpinnedHostKeys to true" in str(error.value)
+    config, _ = load(config_source({**stack, "allowUnpinnedHostKeys": "true"}, SECRETS))
+    assert config.topology.hosts()["127.0.10.8"].host_key in (None, KEY)
+
+
+def test_a_listed_host_without_a_key_names_its_entry() -> None:
+    stack = {
+        **PINNED,
+        "workerHosts": '[{"host": "127.0.10.9"}]',
+    }
+    with pytest.raises(StackConfigError) as error:
+        load(config_source(stack, SECRETS))
+    assert str(error.value).startswith(
+        "shield-orchestrator:workerHosts: host 127.0.10.9 has no pinned SSH host key:"
+        " set hostKey in its workerHosts entry (or hostKeys)"
+    )

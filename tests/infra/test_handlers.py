@@ -9,6 +9,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from infra.artifacts import digest_text
 from infra.config import StackConfigError, load
@@ -170,17 +171,11 @@ def test_the_handler_token_is_a_secret_that_travels_like_the_password(
 
 
 def test_the_lab_stack_names_and_ships_the_demo_handler() -> None:
-    config, _ = load(
-        config_source(
-            {
-                "taskHandler": "python:shield_demo_handler:handle",
-                "handlerPath": "examples/demo_handler",
-                "handlerRequirements": "humanize==4.12.3",
-                "orchestratorHost": "127.0.10.8",
-                "redisHost": "127.0.10.48",
-            },
-            SECRETS,
-        )
-    )
+    stack = yaml.safe_load((REPO_ROOT / "infra" / "stacks" / "lab.yaml").read_text())
+    values = {key.split(":", 1)[1]: str(value) for key, value in stack["config"].items()}
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyForTests"
+    pins = {"orchestratorHostKey": key, "redisHostKey": key}
+    config, _ = load(config_source({**values, **pins}, SECRETS))
+    assert config.app.task_handler == "python:shield_demo_handler:handle"
     assert config.handler.directory == REPO_ROOT / "examples" / "demo_handler"
     assert config.handler.requirement_lines == ("humanize==4.12.3",)

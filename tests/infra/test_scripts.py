@@ -57,7 +57,7 @@ def test_api_unit_text() -> None:
         "Environment=PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1\n"
         "WorkingDirectory=/opt/shield-orchestrator/current\n"
         "ExecStart=/opt/shield-orchestrator/venv/bin/uvicorn service.main:app"
-        " --host 0.0.0.0 --port %i --timeout-graceful-shutdown 10\n"
+        " --host 127.0.10.8 --port %i --timeout-graceful-shutdown 10\n"
         "Restart=on-failure\n"
         "RestartSec=2\n"
         "TimeoutStopSec=30\n" + host_scripts.HARDENING + "\n[Install]\nWantedBy=multi-user.target\n"

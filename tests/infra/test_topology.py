@@ -278,7 +278,7 @@ def test_identity_output_carries_the_replication_info() -> None:
 def test_the_lab_ha_stack_is_the_issues_topology() -> None:
     stack = yaml.safe_load((REPO_ROOT / "infra" / "stacks" / "lab-ha.yaml").read_text())
     values = {key.split(":", 1)[1]: value for key, value in stack["config"].items()}
-    keys = {host: KEY for host in ("127.0.10.8", "127.0.10.9", "127.0.10.49")}
+    keys = {host: KEY for host in ("127.0.10.8", "127.0.10.9", "127.0.10.48", "127.0.10.49")}
     config, _ = load(config_source({**values, "hostKeys": json.dumps(keys)}, SECRETS))
     topology = config.topology
     assert [(h.public_host, h.api_ports, h.worker_processes) for h in topology.app_hosts] == [
@@ -315,6 +315,7 @@ def test_the_single_host_keys_fold_into_the_host_lists(tmp_path: Path, source_ro
         "hostKeys": json.dumps({"127.0.10.48": KEY}),
         "redisHost": "127.0.10.48",
         "packageSource": "index",
+        "serviceBindAddress": "127.0.10.8",
     }
     old, _ = load(config_source(legacy, SECRETS))
     new, _ = load(config_source(listed, SECRETS))
@@ -363,9 +364,14 @@ def _committed(stack_file: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("stack_file", ["infra/stacks/lab.yaml", "Pulumi.dev.yaml"])
 def test_the_committed_single_host_stacks_still_load(stack_file: str) -> None:
-    # The dev stack names no handler (the user chooses one): that is its only error.
-    values = {"taskHandler": "log-and-ack", **_committed(stack_file)}
-    config, _ = load(config_source(values, SECRETS))
+    # What each lab or user adds: the handler (dev names none), host keys and the token.
+    values = {
+        "taskHandler": "log-and-ack",
+        **_committed(stack_file),
+        "orchestratorHostKey": KEY,
+        "redisHostKey": KEY,
+    }
+    config, _ = load(config_source(values, {**SECRETS, "apiToken": "t"}))
     (host,) = config.topology.app_hosts
     assert host.name == "orchestrator" and host.public_host == values["orchestratorHost"]
     assert (host.api_ports, host.worker_processes) == ((8000,), 1)
