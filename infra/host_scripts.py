@@ -81,10 +81,10 @@ def _mark_dir(path: str) -> str:
     )
 
 
-def _ownership_functions(service: ServiceSettings) -> str:
+def ownership_functions(service: ServiceSettings) -> str:
     """Shell functions that say whether a path is ours: marked, or from before the markers
-    (a unit that reads our env file with our Environment= line; a directory with our token,
-    or nothing but an env file)."""
+    (a unit that reads our env file with our Environment= line; an env file of nothing but
+    SHIELD_ settings; a directory with our token, or nothing but an env file)."""
     env_line = f"EnvironmentFile={service.config_dir}/shield.env"
     return (
         f"marker={q(MARKER)}\n"
@@ -93,6 +93,11 @@ def _ownership_functions(service: ServiceSettings) -> str:
         + '  [ "$(head -n 1 "$1" 2>/dev/null)" = "$marker" ] && return 0\n'
         + f'  grep -qxF {q(env_line)} "$1" 2>/dev/null'
         + " && grep -qxF 'Environment=PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1' \"$1\"\n"
+        + "}\n"
+        + "ours_env() {\n"
+        + '  [ ! -e "$1" ] && return 0\n'
+        + '  [ "$(head -n 1 "$1" 2>/dev/null)" = "$marker" ] && return 0\n'
+        + "  ! grep -qvE '^(SHIELD_[A-Z0-9_]+=.*)?$' \"$1\"\n"
         + "}\n"
         + "ours_dir() {\n"
         + "  local entry\n"
@@ -164,7 +169,7 @@ def host_checks(host: str, service: ServiceSettings, bind: str, ports: Sequence[
     return (
         "conflicts=0\n"
         + 'conflict() { conflicts=$((conflicts + 1)); printf \'conflict %s %s\\n\' "$1" "$2"; }\n'
-        + _ownership_functions(service)
+        + ownership_functions(service)
         + checks
         + port_check
     )
@@ -217,7 +222,7 @@ def orchestrator_preflight(
         + f"id -u {q(service.user)} >/dev/null 2>&1 || useradd --system --gid {q(service.user)}"
         + f" --home-dir {q(service.install_dir)} --no-create-home --shell /usr/sbin/nologin"
         + f" {q(service.user)}\n"
-        + _ownership_functions(service)
+        + ownership_functions(service)
         + _refuse_foreign("ours_dir", service.install_dir, "installDir")
         + _refuse_foreign("ours_dir", service.config_dir, "configDir")
         + "install -d -m 0755 -o root -g root"
@@ -450,10 +455,10 @@ def service_apply(
         HEADER
         + "".join(f"# {line}\n" for line in revision)
         + _fail_function(host)
-        + _ownership_functions(service)
+        + ownership_functions(service)
         + _refuse_foreign("ours_file", f"{UNIT_DIR}/{api}", "serviceName")
         + _refuse_foreign("ours_file", f"{UNIT_DIR}/{worker}", "serviceName")
-        + _refuse_foreign("ours_file", env_path, "configDir")
+        + _refuse_foreign("ours_env", env_path, "configDir")
         + "umask 077\n"
         + f"tmp=$(mktemp {q(env_path + '.XXXXXX')})\n"
         + 'cat > "$tmp"\n'
@@ -511,7 +516,7 @@ def service_remove(service: ServiceSettings) -> str:
     units = " ".join(q(f"{UNIT_DIR}/{name}") for name in (api, worker))
     return (
         HEADER
-        + _ownership_functions(service)
+        + ownership_functions(service)
         + f"for unit in {units}; do\n"
         + '  ours_file "$unit" || continue\n'
         + f"  systemctl stop {instances} 2>/dev/null || true\n"

@@ -429,3 +429,45 @@ def test_the_after_run_reads_report_what_they_find(local_redis) -> None:  # type
     assert down["status"] == "down" and "refused" in down["error"]
     info = dict(parse_info(_run(host_scripts.redis_info("h", local_redis)).stdout))
     assert info["role"] == "master" and "master_repl_offset" in info
+
+
+@pytest.mark.parametrize(
+    ("text", "ours"),
+    [
+        (host_scripts.MARKER + '\nSHIELD_BATCH_SIZE="10"\n', True),
+        ('SHIELD_BATCH_SIZE="10"\nSHIELD_BLOCK_MS="5000"\n', True),  # from before the marker
+        ('DATABASE_URL="postgres://x"\n', False),
+    ],
+)
+def test_an_env_file_is_ours_when_marked_or_only_shield_settings(
+    tmp_path: Path, text: str, ours: bool
+) -> None:
+    env = tmp_path / "shield.env"
+    env.write_text(text)
+    check = (
+        host_scripts.HEADER
+        + host_scripts.ownership_functions(_local_service(tmp_path))
+        + f"if ours_env {env}; then echo ours; else echo theirs; fi\n"
+    )
+    assert _run(check).stdout.strip() == ("ours" if ours else "theirs")
+
+
+@pytest.mark.parametrize(
+    ("text", "ours"),
+    [
+        (host_scripts.api_unit(SERVICE), True),
+        (host_scripts.api_unit(SERVICE).split("\n", 1)[1], True),  # from before the marker
+        ("[Unit]\nDescription=Their app\n[Service]\nExecStart=/bin/true\n", False),
+    ],
+)
+def test_a_unit_is_ours_when_marked_or_one_of_ours_from_before(
+    tmp_path: Path, text: str, ours: bool
+) -> None:
+    unit = tmp_path / "x@.service"
+    unit.write_text(text)
+    check = (
+        host_scripts.HEADER
+        + host_scripts.ownership_functions(SERVICE)
+        + f"if ours_file {unit}; then echo ours; else echo theirs; fi\n"
+    )
+    assert _run(check).stdout.strip() == ("ours" if ours else "theirs")
