@@ -608,8 +608,9 @@ def handler_code(
         path = (root / raw_path).resolve()
         if not (path.is_dir() or (path.is_file() and _WHEEL.match(path.name))):
             raise read.fail("handlerPath", f"{raw_path!r} is neither a directory nor a wheel")
+        # Without a taskHandler at all, _require_a_handler names that key instead.
         kind = parse_handler_spec(app.task_handler).kind if app.task_handler else None
-        if kind is not HandlerKind.PYTHON:
+        if kind not in (HandlerKind.PYTHON, None):
             raise read.fail("handlerPath", "ships Python code: set taskHandler to python:m:f")
         if path.suffix == ".whl" and packages.source != "wheelhouse":
             raise read.fail("handlerPath", "a wheel needs packageSource wheelhouse")

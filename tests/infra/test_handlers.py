@@ -179,3 +179,12 @@ def test_the_lab_stack_names_and_ships_the_demo_handler() -> None:
     assert config.app.task_handler == "python:shield_demo_handler:handle"
     assert config.handler.directory == REPO_ROOT / "examples" / "demo_handler"
     assert config.handler.requirement_lines == ("humanize==4.12.3",)
+
+
+def test_a_shipped_handler_without_taskHandler_names_taskHandler(source_root: Path) -> None:  # noqa: N802
+    stack = {
+        key: value for key, value in handler_stack(source_root).items() if key != "taskHandler"
+    }
+    with pytest.raises(StackConfigError) as error:
+        load(config_source(stack, SECRETS))
+    assert str(error.value).startswith("shield-orchestrator:taskHandler: is required when")
