@@ -93,9 +93,11 @@ def clear_deployment(stack: Stack) -> None:
     """No deployment on the hosts and no identity token anywhere: hosts as never seen."""
     stack.on(
         ORCHESTRATOR,
-        "systemctl disable --now 'shield-orch*' 2>/dev/null; "
-        "rm -rf /opt/shield-orchestrator /opt/shield-orch /etc/shield-orchestrator"
-        " /etc/systemd/system/shield-orch*; systemctl daemon-reload",
+        "systemctl stop 'shield-orch*' 2>/dev/null;"
+        " rm -rf /opt/shield-orchestrator /opt/shield-orch /etc/shield-orchestrator"
+        " /etc/shield-orch /etc/systemd/system/shield-orch*"
+        " /etc/systemd/system/multi-user.target.wants/shield-orch*;"
+        " systemctl daemon-reload; systemctl reset-failed",
     )
     stack.redis().delete(names.HOST_TOKEN_KEY)
 
