@@ -13,23 +13,28 @@ import io
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVICE_PACKAGE = "service"
-# The dashboard (service/static) ships its page, style and script beside the code.
-SHIPPED_SUFFIXES = (".py", ".txt", ".html", ".css", ".js")
+# The dashboard (service/static) ships its page, style and script beside the code, and the
+# task queue its Lua scripts (service/tasks/lua).
+SHIPPED_SUFFIXES = (".py", ".txt", ".html", ".css", ".js", ".lua")
 DIGEST_CHARS = 16
+# Where a handler directory (handlerPath) lands in the release; the worker imports from it.
+HANDLER_DIR = "handler"
 
 
 @dataclass(frozen=True)
 class Release:
-    """The service code, packed."""
+    """The service code (and a handler directory, under handler/), packed."""
 
     digest: str
     tarball: Path
+    # The release's directory the worker imports handlers from (handlerPath), if any.
+    handler_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,16 @@ class Wheelhouse:
 
     digest: str
     tarball: Path
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """What each host of the service gets: the code, its requirements, and their wheels."""
+
+    release: Release
+    requirements: str
+    # None when the hosts install from an index (packageSource: index).
+    wheelhouse: Wheelhouse | None
 
 
 def service_files(root: Path = REPO_ROOT) -> list[Path]:
@@ -50,15 +65,6 @@ def service_files(root: Path = REPO_ROOT) -> list[Path]:
     )
 
 
-def digest_files(root: Path, files: Iterable[Path]) -> str:
-    """A digest of names and contents, stable across machines."""
-    hasher = hashlib.sha256()
-    for relative in files:
-        hasher.update(relative.as_posix().encode() + b"\0")
-        hasher.update((root / relative).read_bytes() + b"\0")
-    return hasher.hexdigest()[:DIGEST_CHARS]
-
-
 def digest_text(*parts: str) -> str:
     hasher = hashlib.sha256()
     for part in parts:
@@ -67,12 +73,18 @@ def digest_text(*parts: str) -> str:
 
 
 def deterministic_tar(root: Path, files: Sequence[Path], compress: bool) -> bytes:
-    """A tar of the files with fixed owners, modes and times, in sorted order."""
+    """A tar of the files (relative to root) with fixed owners, modes and times, sorted."""
+    return tar_entries([(path.as_posix(), root / path) for path in sorted(files)], compress)
+
+
+def tar_entries(entries: Sequence[tuple[str, Path]], compress: bool) -> bytes:
+    """A tar of (name in the archive, file) entries in their order, with fixed owners,
+    modes and times."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        for relative in sorted(files):
-            data = (root / relative).read_bytes()
-            info = tarfile.TarInfo(relative.as_posix())
+        for name, source in entries:
+            data = source.read_bytes()
+            info = tarfile.TarInfo(name)
             info.size = len(data)
             info.mode = 0o644
             info.mtime = 0
@@ -94,14 +106,35 @@ def _write_if_changed(path: Path, data: bytes) -> Path:
     return path
 
 
-def build_release(build_dir: Path, root: Path = REPO_ROOT) -> Release:
-    """Pack the service package into build_dir/service-<digest>.tar.gz."""
-    files = service_files(root)
-    digest = digest_files(root, files)
-    tarball = build_dir / f"service-{digest}.tar.gz"
-    return Release(
-        digest, _write_if_changed(tarball, deterministic_tar(root, files, compress=True))
+def handler_files(directory: Path) -> list[Path]:
+    """The files of a handler directory, relative to it, without caches or hidden files."""
+    return sorted(
+        path.relative_to(directory)
+        for path in directory.rglob("*")
+        if path.is_file()
+        and "__pycache__" not in path.parts
+        and not any(part.startswith(".") for part in path.relative_to(directory).parts)
     )
+
+
+def build_release(
+    build_dir: Path, root: Path = REPO_ROOT, handler_dir: Path | None = None
+) -> Release:
+    """Pack the service package (and handler_dir's files under handler/) into
+    build_dir/service-<digest>.tar.gz."""
+    entries = [(path.as_posix(), root / path) for path in service_files(root)]
+    if handler_dir is not None:
+        entries += [
+            (f"{HANDLER_DIR}/{path.as_posix()}", handler_dir / path)
+            for path in handler_files(handler_dir)
+        ]
+    hasher = hashlib.sha256()
+    for name, source in entries:
+        hasher.update(name.encode() + b"\0" + source.read_bytes() + b"\0")
+    digest = hasher.hexdigest()[:DIGEST_CHARS]
+    tarball = build_dir / f"service-{digest}.tar.gz"
+    data = tar_entries(entries, compress=True)
+    return Release(digest, _write_if_changed(tarball, data), HANDLER_DIR if handler_dir else None)
 
 
 def pip_download_command(
@@ -123,16 +156,29 @@ def pip_download_command(
 
 
 def build_wheelhouse(
-    build_dir: Path, requirements: Path, python_version: str, platforms: Sequence[str]
+    build_dir: Path,
+    requirements: str,
+    python_version: str,
+    platforms: Sequence[str],
+    extra_wheels: Sequence[Path] = (),
 ) -> Wheelhouse:
-    """Download the wheels once per (requirements, Python, platforms), then pack them."""
-    digest = digest_text(requirements.read_text(), python_version, *platforms)
+    """Download the wheels once per (requirements, extra wheels, Python, platforms), then
+    pack them with the extra wheels (a handler's own wheel)."""
+    extras = [
+        digest_text(path.name, hashlib.sha256(path.read_bytes()).hexdigest())
+        for path in extra_wheels
+    ]
+    digest = digest_text(requirements, python_version, *platforms, *extras)
     wheels = build_dir / f"wheels-{digest}"
     tarball = build_dir / f"wheelhouse-{digest}.tar"
     if not tarball.exists():
         wheels.mkdir(parents=True, exist_ok=True)
+        requirements_file = build_dir / f"requirements-{digest}.txt"
+        requirements_file.write_text(requirements)
+        for wheel in extra_wheels:
+            (wheels / wheel.name).write_bytes(wheel.read_bytes())
         result = subprocess.run(
-            pip_download_command(requirements, wheels, python_version, platforms),
+            pip_download_command(requirements_file, wheels, python_version, platforms),
             capture_output=True,
             text=True,
         )

@@ -6,13 +6,16 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, get_args
 
 import pulumi
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
+from infra.artifacts import REPO_ROOT
 from service.core.consumer_groups import GroupSpec, group_plan
+from service.core.handler_spec import ACCEPTED_FORMS, HandlerKind, parse_handler_spec
 from service.core.settings import ENV_PREFIX, Settings
 
 PROJECT = "shield-orchestrator"
@@ -29,7 +32,15 @@ _ABSOLUTE_PATH = re.compile(r"^/[A-Za-z0-9_./-]*$")
 _PYTHON_VERSION = re.compile(r"^3\.\d{1,2}(\.\d{1,2})?$")
 _PLATFORM_TAG = re.compile(r"^[a-z0-9_]+$")
 _HOST_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+$")
+# A wheel's file name, and one requirement line (a name, extras, markers, a version; no pip
+# options, no paths), for handlerPath and handlerRequirements.
+_WHEEL = re.compile(r"^[A-Za-z0-9_.]+-[A-Za-z0-9_.+!]+(-[A-Za-z0-9_.]+){2,3}\.whl$")
+_REQUIREMENT = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?[ A-Za-z0-9._<>=!~,;'\"()*+-]*$"
+)
 PACKAGE_SOURCES = ("wheelhouse", "index")
+# The stack keys that list hosts, each entry with its own optional hostKey.
+_LIST_KEYS = ("orchestrators", "workerHosts", "redisReplicas")
 REDIS_MODES = ("single", "sentinel")
 SENTINEL_PORT = 26379
 # Limits that keep a typo from deploying hundreds of processes.
@@ -56,10 +67,19 @@ class SshTarget:
     port: int
     user: str
     host_key: str | None
+    # The stack key that pins host_key, for the messages that ask to change it.
+    host_key_setting: str = "hostKeys"
 
     @property
     def use_sudo(self) -> bool:
         return self.user != "root"
+
+    @property
+    def pin_hint(self) -> str:
+        """Where to pin this host's key, for messages."""
+        if self.host_key_setting in _LIST_KEYS:
+            return f"hostKey in its {self.host_key_setting} entry (or hostKeys)"
+        return self.host_key_setting
 
 
 @dataclass(frozen=True)
@@ -68,61 +88,41 @@ class Bastion:
     port: int
     user: str
     host_key: str | None
+    host_key_setting: str = "bastionHostKey"
 
 
 @dataclass(frozen=True)
 class RedisSettings:
-    """Where Redis is, for redis-cli on its host, and what the service keeps there."""
+    """Where one Redis node is, for redis-cli on its host, and what the service keeps there."""
 
     host: str
     port: int
     db: int
-    # The service's own settings (service.config.Settings), built and validated here.
-    app: Settings
-
-    @property
-    def url(self) -> str:
-        return self.app.redis_url
+    # The service's Redis URL (never with a password).
+    url: str
+    streams: tuple[str, str]
+    # The dead-letter stream and the workers' counters, which belong to the task stream.
+    companion_keys: tuple[str, str]
+    # Every (stream, group, start id), as the service itself would create them.
+    groups: tuple[GroupSpec, ...]
 
     @property
     def address(self) -> str:
         """The Redis address the service uses, never with a password."""
-        return self.app.redis_url
-
-    @property
-    def streams(self) -> tuple[str, str]:
-        return (self.app.stream_ingestion, self.app.stream_events)
-
-    @property
-    def companion_keys(self) -> tuple[str, str]:
-        """The dead-letter stream and the workers' counters, which belong to the task stream."""
-        return (self.app.dead_letter_stream, self.app.worker_counters_key)
-
-    @property
-    def groups(self) -> tuple[GroupSpec, ...]:
-        """Every (stream, group, start id), as the service itself would create them."""
-        return group_plan(self.app)
+        return self.url
 
 
 @dataclass(frozen=True)
 class ServiceSettings:
+    """What every host of the service shares: names, paths, the first port, the user."""
+
     bind_address: str
     port: int
-    public_host: str
     install_dir: str
     config_dir: str
     user: str
     unit_name: str
     health_timeout_s: int
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.public_host}:{self.port}"
-
-    @property
-    def health_url(self) -> str:
-        host = "127.0.0.1" if self.bind_address in ("0.0.0.0", "::") else self.bind_address
-        return f"http://{host}:{self.port}/health/detailed"
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ class AppHost:
 
 @dataclass(frozen=True)
 class RedisNode:
-    """A Redis data node in sentinel mode: the configured primary or a replica."""
+    """A Redis data node: the configured primary (replica_of None) or a replica."""
 
     name: str
     target: SshTarget
@@ -170,11 +170,40 @@ class Topology:
     """Which hosts run what. Single mode has no replicas and no sentinels."""
 
     app_hosts: tuple[AppHost, ...]
+    primary: RedisNode
     mode: str
     replicas: tuple[RedisNode, ...]
     sentinels: tuple[SentinelHost, ...]
     sentinel_master: str
     sentinel_quorum: int
+
+    @property
+    def api_hosts(self) -> tuple[AppHost, ...]:
+        return tuple(host for host in self.app_hosts if host.api_ports)
+
+    def hosts(self) -> dict[str, SshTarget]:
+        """Every host of the stack once, by address, in the order of its first role."""
+        found: dict[str, SshTarget] = {}
+        for address, target in (
+            *((host.public_host, host.target) for host in self.app_hosts),
+            (self.primary.host, self.primary.target),
+            *((node.host, node.target) for node in self.replicas),
+            *((sentinel.host, sentinel.target) for sentinel in self.sentinels),
+        ):
+            found.setdefault(address, target)
+        return found
+
+    def roles(self, address: str) -> tuple[str, ...]:
+        """What a host runs, for messages: orchestrator, worker, redis, redis replica, sentinel."""
+        found = [
+            "orchestrator" if host.api_ports else "worker"
+            for host in self.app_hosts
+            if host.public_host == address
+        ]
+        found += ["redis"] if self.primary.host == address else []
+        found += ["redis replica" for node in self.replicas if node.host == address]
+        found += ["sentinel" for sentinel in self.sentinels if sentinel.host == address]
+        return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -186,16 +215,45 @@ class PackageSettings:
 
 
 @dataclass(frozen=True)
+class HandlerCode:
+    """The handler the stack ships (handlerPath, handlerRequirements) for a python: handler."""
+
+    # A directory (it goes into the release, on the worker's import path) or a wheel (it
+    # goes into the wheelhouse and the venv); None when only requirements are added.
+    path: Path | None
+    requirements: tuple[str, ...]
+
+    @property
+    def wheel(self) -> Path | None:
+        return self.path if self.path is not None and self.path.suffix == ".whl" else None
+
+    @property
+    def directory(self) -> Path | None:
+        return self.path if self.path is not None and self.path.is_dir() else None
+
+    @property
+    def requirement_lines(self) -> tuple[str, ...]:
+        """What the venv installs besides the service: the wheel's own pin, then the lines."""
+        own: tuple[str, ...] = ()
+        if self.wheel is not None:
+            name, version = self.wheel.name.split("-")[:2]
+            own = (f"{name}=={version}",)
+        return (*own, *self.requirements)
+
+
+@dataclass(frozen=True)
 class StackConfig:
-    orchestrator: SshTarget
-    redis_host: SshTarget
     bastion: Bastion | None
+    # The primary's Redis, as the service and the group plan see it.
     redis: RedisSettings
+    # The service's own settings (service.core.settings.Settings), built and validated here.
+    app: Settings
     service: ServiceSettings
     packages: PackageSettings
     install_os_packages: bool
     drop_streams_on_destroy: bool
     topology: Topology
+    handler: HandlerCode = HandlerCode(None, ())
 
 
 @dataclass(frozen=True)
@@ -204,8 +262,13 @@ class StackSecrets:
 
     ssh_private_key: pulumi.Output[str]
     bastion_private_key: pulumi.Output[str] | None
-    redis_password: pulumi.Output[str] | None
-    api_token: pulumi.Output[str] | None
+    # The service's secret settings that the stack sets, by Settings field name
+    # (redis_password, api_token, ...); each goes to the env file, never on a command line.
+    service: dict[str, pulumi.Output[str]]
+
+    @property
+    def redis_password(self) -> pulumi.Output[str] | None:
+        return self.service.get("redis_password")
 
 
 class _Reader:
@@ -409,30 +472,13 @@ def app_settings(
     return Settings.model_construct(_fields_set=validated.model_fields_set, **dict(validated))
 
 
-def load(source: ConfigSource) -> tuple[StackConfig, StackSecrets]:
-    """Read and validate every setting of the stack."""
+def load(source: ConfigSource, root: Path = REPO_ROOT) -> tuple[StackConfig, StackSecrets]:
+    """Read and validate every setting of the stack; root is where relative paths start."""
     read = _Reader(source)
-    ssh_user = read.text("sshUser", "root", _UNIX_NAME)
-    ssh_port = read.integer("sshPort", 22, 1, 65535)
-    host_keys = read.host_keys()
-    listed = read.records("orchestrators")
-    first_listed = listed[0].get("host") if listed else None
-    orchestrator_host = read.host(
-        "orchestratorHost", first_listed if isinstance(first_listed, str) else None
-    )
-    redis_host = read.host("redisHost")
-    orchestrator = SshTarget(
-        host=read.host("orchestratorSshHost", orchestrator_host),
-        port=read.integer("orchestratorSshPort", ssh_port, 1, 65535),
-        user=ssh_user,
-        host_key=read.optional("orchestratorHostKey", _HOST_KEY)
-        or host_keys.get(orchestrator_host),
-    )
-    redis_ssh = SshTarget(
-        host=read.host("redisSshHost", redis_host),
-        port=read.integer("redisSshPort", ssh_port, 1, 65535),
-        user=ssh_user,
-        host_key=read.optional("redisHostKey", _HOST_KEY) or host_keys.get(redis_host),
+    ssh = _SshDefaults(
+        user=read.text("sshUser", "root", _UNIX_NAME),
+        port=read.integer("sshPort", 22, 1, 65535),
+        host_keys=read.host_keys(),
     )
     bastion_host = read.optional("bastionHost")
     bastion = None
@@ -440,9 +486,10 @@ def load(source: ConfigSource) -> tuple[StackConfig, StackSecrets]:
         bastion = Bastion(
             host=read.host("bastionHost"),
             port=read.integer("bastionPort", 22, 1, 65535),
-            user=read.text("bastionUser", ssh_user, _UNIX_NAME),
+            user=read.text("bastionUser", ssh.user, _UNIX_NAME),
             host_key=read.optional("bastionHostKey", _HOST_KEY),
         )
+    primary = _primary_entry(read, ssh)
     redis_port = read.integer("redisPort", 6379, 1, 65535)
     redis_db = read.integer("redisDb", 0, 0, 15)
     mode = read.text("redisMode", "single")
@@ -450,18 +497,12 @@ def load(source: ConfigSource) -> tuple[StackConfig, StackSecrets]:
         raise read.fail("redisMode", f"must be one of {', '.join(REDIS_MODES)}")
     # With replicas, a task is accepted only once one of them has it (the service's WAIT).
     implied: dict[str, object] = {"task_replicas": 1} if mode == "sentinel" else {}
-    redis = RedisSettings(
-        host=redis_host,
-        port=redis_port,
-        db=redis_db,
-        app=app_settings(read, _redis_url(read, redis_host, redis_port, redis_db), implied),
-    )
-    if redis.app.stream_ingestion == redis.app.stream_events:
+    app = app_settings(read, _redis_url(read, primary.host, redis_port, redis_db), implied)
+    if app.stream_ingestion == app.stream_events:
         raise read.fail("streamEvents", "must differ from streamIngestion")
     service = ServiceSettings(
         bind_address=read.host("serviceBindAddress", "0.0.0.0"),
         port=read.integer("servicePort", 8000, 1, 65535),
-        public_host=orchestrator_host,
         install_dir=read.text("installDir", "/opt/shield-orchestrator", _ABSOLUTE_PATH),
         config_dir=read.text("configDir", "/etc/shield-orchestrator", _ABSOLUTE_PATH),
         user=read.text("serviceUser", "shield", _UNIX_NAME),
@@ -481,24 +522,221 @@ def load(source: ConfigSource) -> tuple[StackConfig, StackSecrets]:
             "targetPlatforms", ("manylinux2014_x86_64", "manylinux_2_28_x86_64"), _PLATFORM_TAG
         ),
     )
+    redis = redis_settings(app, primary.host, redis_port, redis_db)
     config = StackConfig(
-        orchestrator=orchestrator,
-        redis_host=redis_ssh,
         bastion=bastion,
         redis=redis,
+        app=app,
         service=service,
         packages=packages,
         install_os_packages=read.boolean("installOsPackages", True),
         drop_streams_on_destroy=read.boolean("dropStreamsOnDestroy", False),
-        topology=load_topology(read, orchestrator, redis_ssh, redis, service, ssh_user, ssh_port),
+        topology=load_topology(read, ssh, primary, redis, app, service),
+        handler=handler_code(read, app, packages, root),
     )
     secrets = StackSecrets(
         ssh_private_key=read.required_secret("sshPrivateKey"),
         bastion_private_key=read.secret("bastionPrivateKey"),
-        redis_password=read.secret("redisPassword"),
-        api_token=read.secret("apiToken"),
+        service=service_secrets(read),
     )
+    _require_a_handler(read, config)
+    _require_safe_edges(read, config, secrets)
     return config, secrets
+
+
+def _require_safe_edges(read: _Reader, config: StackConfig, secrets: StackSecrets) -> None:
+    """No open API beyond loopback, and no host whose SSH key nobody pinned (unless the stack
+    says allowUnpinnedHostKeys: true, which still warns)."""
+    if "api_token" not in secrets.service:
+        for host in config.topology.api_hosts:
+            if not _is_loopback(host.bind_address):
+                key = (
+                    "serviceBindAddress"
+                    if host.bind_address == config.service.bind_address
+                    else "orchestrators"
+                )
+                raise read.fail(
+                    "apiToken",
+                    f"is required: the API on {host.public_host} listens on {host.bind_address}"
+                    f" (beyond loopback) with no authentication; set it with"
+                    f" `pulumi config set --secret apiToken`, or bind to 127.0.0.1 ({key})",
+                )
+    if read.boolean("allowUnpinnedHostKeys", False):
+        return
+    for address, target in config.topology.hosts().items():
+        if target.host_key is None:
+            raise read.fail(
+                target.host_key_setting,
+                f"host {address} has no pinned SSH host key: set {target.pin_hint} to the line"
+                " from `ssh-keyscan -t ed25519`, or allowUnpinnedHostKeys to true",
+            )
+    if config.bastion is not None and config.bastion.host_key is None:
+        raise read.fail(
+            "bastionHostKey",
+            f"bastion {config.bastion.host} has no pinned SSH host key: set it to the line from"
+            " `ssh-keyscan -t ed25519`, or allowUnpinnedHostKeys to true",
+        )
+
+
+def _is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def _require_a_handler(read: _Reader, config: StackConfig) -> None:
+    """Workers with no handler would consume tasks nobody processes: refuse, naming the key."""
+    workers = sum(host.worker_processes for host in config.topology.app_hosts)
+    if workers and not config.app.task_handler:
+        raise read.fail(
+            "taskHandler",
+            f"is required when the stack deploys workers: {ACCEPTED_FORMS};"
+            " or set workerHosts to [] to deploy no worker (for external consumers)",
+        )
+
+
+def handler_code(
+    read: _Reader, app: Settings, packages: PackageSettings, root: Path
+) -> HandlerCode:
+    """handlerPath (a directory or a wheel, relative to the project) and handlerRequirements."""
+    raw_path = read.optional("handlerPath")
+    path = None
+    if raw_path is not None:
+        path = (root / raw_path).resolve()
+        if not (path.is_dir() or (path.is_file() and _WHEEL.match(path.name))):
+            raise read.fail("handlerPath", f"{raw_path!r} is neither a directory nor a wheel")
+        # Without a taskHandler at all, _require_a_handler names that key instead.
+        kind = parse_handler_spec(app.task_handler).kind if app.task_handler else None
+        if kind not in (HandlerKind.PYTHON, None):
+            raise read.fail("handlerPath", "ships Python code: set taskHandler to python:m:f")
+        if path.suffix == ".whl" and packages.source != "wheelhouse":
+            raise read.fail("handlerPath", "a wheel needs packageSource wheelhouse")
+    lines = _requirement_lines(read)
+    return HandlerCode(path, lines)
+
+
+def _requirement_lines(read: _Reader) -> tuple[str, ...]:
+    raw = read.optional("handlerRequirements")
+    if raw is None:
+        return ()
+    try:
+        value: Any = json.loads(raw)
+    except ValueError:
+        value = raw.splitlines()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(line, str) for line in value):
+        raise read.fail("handlerRequirements", "must be a list of requirement lines")
+    lines = tuple(line.strip() for line in value if line.strip())
+    for line in lines:
+        if not _REQUIREMENT.match(line):
+            raise read.fail("handlerRequirements", f"not a requirement line: {line!r}")
+    return lines
+
+
+def service_secrets(read: _Reader) -> dict[str, pulumi.Output[str]]:
+    """Each secret Settings field the stack sets, read as a Pulumi secret (its camelCase key)."""
+    found = {}
+    for field in SECRET_FIELDS:
+        value = read.secret(stack_key(field))
+        if value is not None:
+            found[field] = value
+    return found
+
+
+def redis_settings(app: Settings, host: str, port: int, db: int) -> RedisSettings:
+    """What redis-cli on a node needs, and what the service keeps there, from its Settings."""
+    return RedisSettings(
+        host=host,
+        port=port,
+        db=db,
+        url=app.redis_url,
+        streams=(app.stream_ingestion, app.stream_events),
+        companion_keys=(app.dead_letter_stream, app.worker_counters_key),
+        groups=group_plan(app),
+    )
+
+
+@dataclass(frozen=True)
+class _SshDefaults:
+    user: str
+    port: int
+    host_keys: dict[str, str]
+
+
+@dataclass(frozen=True)
+class _HostEntry:
+    """One host as the stack names it, whichever keys named it."""
+
+    host: str
+    target: SshTarget
+    api_processes: int = 0
+    bind_address: str = ""
+
+
+def _target(
+    ssh: _SshDefaults,
+    host: str,
+    host_key: str | None,
+    setting: str,
+    ssh_host: str | None = None,
+    ssh_port: int | None = None,
+) -> SshTarget:
+    """A host's SSH target; without a key of its own, `hostKeys` may pin it."""
+    if host_key is None and host in ssh.host_keys:
+        host_key, setting = ssh.host_keys[host], "hostKeys"
+    return SshTarget(ssh_host or host, ssh_port or ssh.port, ssh.user, host_key, setting)
+
+
+def _primary_entry(read: _Reader, ssh: _SshDefaults) -> _HostEntry:
+    """The Redis primary: redisHost, over redisSshHost:redisSshPort, pinned by redisHostKey."""
+    host = read.host("redisHost")
+    target = _target(
+        ssh,
+        host,
+        read.optional("redisHostKey", _HOST_KEY),
+        "redisHostKey",
+        read.host("redisSshHost", host),
+        read.integer("redisSshPort", ssh.port, 1, 65535),
+    )
+    return _HostEntry(host, target)
+
+
+def _orchestrator_entries(read: _Reader, ssh: _SshDefaults, bind: str) -> list[_HostEntry]:
+    """The `orchestrators` list; the single-host keys (orchestratorHost, orchestratorHostKey,
+    orchestratorSshHost, orchestratorSshPort, apiProcesses) fold into a list of one."""
+    listed = read.records("orchestrators")
+    single = read.optional("orchestratorHost")
+    host_key = read.optional("orchestratorHostKey", _HOST_KEY)
+    if not listed:
+        host = read.host("orchestratorHost")
+        target = _target(
+            ssh,
+            host,
+            host_key,
+            "orchestratorHostKey",
+            read.host("orchestratorSshHost", host),
+            read.integer("orchestratorSshPort", ssh.port, 1, 65535),
+        )
+        return [_HostEntry(host, target, read.integer("apiProcesses", 1, 1, MAX_PROCESSES), bind)]
+    hosts = [_entry_host(read, "orchestrators", entry) for entry in listed]
+    _unique_hosts(read, "orchestrators", hosts)
+    if single is not None and single != hosts[0]:
+        raise read.fail("orchestratorHost", "must be unset, or the first host of orchestrators")
+    entries = []
+    for index, (host, entry) in enumerate(zip(hosts, listed, strict=True)):
+        entry_bind = entry.get("bindAddress", bind)
+        if not isinstance(entry_bind, str) or not _is_host(entry_bind):
+            raise read.fail("orchestrators", f"{host}: invalid bindAddress {entry_bind!r}")
+        key, setting = _entry_key(read, "orchestrators", entry), "orchestrators"
+        if key is None and index == 0 and host_key is not None:
+            key, setting = host_key, "orchestratorHostKey"
+        count = _entry_count(read, "orchestrators", entry, "apiProcesses", 1)
+        entries.append(_HostEntry(host, _target(ssh, host, key, setting), count, entry_bind))
+    return entries
 
 
 def _entry_host(read: _Reader, key: str, entry: dict[str, Any]) -> str:
@@ -511,7 +749,7 @@ def _entry_host(read: _Reader, key: str, entry: dict[str, Any]) -> str:
 def _entry_key(read: _Reader, key: str, entry: dict[str, Any]) -> str | None:
     value = entry.get("hostKey")
     if value is None:
-        return read.host_keys().get(str(entry.get("host")))
+        return None
     if not isinstance(value, str) or not _HOST_KEY.match(value):
         raise read.fail(key, f"{entry.get('host')}: invalid hostKey")
     return value
@@ -531,125 +769,117 @@ def _unique_hosts(read: _Reader, key: str, hosts: list[str]) -> None:
         raise read.fail(key, "each host may be listed once")
 
 
+class _Targets:
+    """One SSH target per address: the first one named, unless a later one pins its key."""
+
+    def __init__(self) -> None:
+        self.by_host: dict[str, SshTarget] = {}
+
+    def add(self, host: str, target: SshTarget) -> None:
+        known = self.by_host.get(host)
+        if known is None or (known.host_key is None and target.host_key is not None):
+            self.by_host[host] = target
+
+
+def _worker_counts(read: _Reader, ssh: _SshDefaults, targets: _Targets) -> dict[str, int] | None:
+    """`workerHosts` as host -> processes; None when the key is not set."""
+    if read.optional("workerHosts") is None:
+        return None
+    entries = read.records("workerHosts")
+    hosts = [_entry_host(read, "workerHosts", entry) for entry in entries]
+    _unique_hosts(read, "workerHosts", hosts)
+    counts = {}
+    for host, entry in zip(hosts, entries, strict=True):
+        counts[host] = _entry_count(read, "workerHosts", entry, "processes", 0)
+        targets.add(host, _target(ssh, host, _entry_key(read, "workerHosts", entry), "workerHosts"))
+    return counts
+
+
 def load_topology(
     read: _Reader,
-    orchestrator: SshTarget,
-    redis_ssh: SshTarget,
+    ssh: _SshDefaults,
+    primary: _HostEntry,
     redis: RedisSettings,
+    app: Settings,
     service: ServiceSettings,
-    ssh_user: str,
-    ssh_port: int,
 ) -> Topology:
-    """Orchestrator, worker, replica and sentinel hosts, from the list keys or the legacy ones."""
-
-    def target(host: str, host_key: str | None) -> SshTarget:
-        return SshTarget(host=host, port=ssh_port, user=ssh_user, host_key=host_key)
-
-    listed = read.records("orchestrators")
-    # (host, target, api processes, bind address); the legacy keys give one such host.
-    if listed:
-        hosts = [_entry_host(read, "orchestrators", entry) for entry in listed]
-        _unique_hosts(read, "orchestrators", hosts)
-        api_hosts = []
-        for host, entry in zip(hosts, listed, strict=True):
-            bind = entry.get("bindAddress", service.bind_address)
-            if not isinstance(bind, str) or not _is_host(bind):
-                raise read.fail("orchestrators", f"{host}: invalid bindAddress {bind!r}")
-            api_hosts.append(
-                (
-                    host,
-                    target(host, _entry_key(read, "orchestrators", entry)),
-                    _entry_count(read, "orchestrators", entry, "apiProcesses", 1),
-                    bind,
-                )
-            )
-    else:
-        processes = read.integer("apiProcesses", 1, 1, MAX_PROCESSES)
-        api_hosts = [(service.public_host, orchestrator, processes, service.bind_address)]
-    if service.port + max(count for _, _, count, _ in api_hosts) - 1 > 65535:
+    """Orchestrator, worker, Redis, replica and sentinel hosts, one SshTarget per address."""
+    api_hosts = _orchestrator_entries(read, ssh, service.bind_address)
+    if service.port + max(entry.api_processes for entry in api_hosts) - 1 > 65535:
         raise read.fail("servicePort", "leaves no room for every API process's port")
-    known = {host: host_target for host, host_target, _, _ in api_hosts}
-    known.setdefault(redis_ssh.host, redis_ssh)
+    targets = _Targets()
+    for entry in (*api_hosts, primary):
+        targets.add(entry.host, entry.target)
+    workers = _worker_counts(read, ssh, targets)
+    if workers is None:
+        # Without workerHosts, each orchestrator runs one worker.
+        workers = {entry.host: 1 for entry in api_hosts}
+    replicas = _replica_entries(read, ssh, targets) if _mode(read) == "sentinel" else []
 
-    worker_entries = read.records("workerHosts")
-    workers: dict[str, int]
-    if worker_entries:
-        worker_hosts = [_entry_host(read, "workerHosts", entry) for entry in worker_entries]
-        _unique_hosts(read, "workerHosts", worker_hosts)
-        workers = {}
-        for host, entry in zip(worker_hosts, worker_entries, strict=True):
-            workers[host] = _entry_count(read, "workerHosts", entry, "processes", 0)
-            if host not in known:
-                known[host] = target(host, _entry_key(read, "workerHosts", entry))
-    else:
-        workers = {host: 1 for host, _, _, _ in api_hosts}
-
-    app_hosts = []
-    for index, (host, host_target, count, bind) in enumerate(api_hosts):
-        app_hosts.append(
-            AppHost(
-                name="orchestrator" if index == 0 else f"orchestrator-{host}",
-                target=host_target,
-                public_host=host,
-                bind_address=bind,
-                api_ports=tuple(range(service.port, service.port + count)),
-                worker_processes=workers.get(host, 0),
-            )
+    app_hosts = [
+        AppHost(
+            name="orchestrator" if index == 0 else f"orchestrator-{entry.host}",
+            target=targets.by_host[entry.host],
+            public_host=entry.host,
+            bind_address=entry.bind_address,
+            api_ports=tuple(range(service.port, service.port + entry.api_processes)),
+            worker_processes=workers.get(entry.host, 0),
         )
-    api_host_names = {host for host, _, _, _ in api_hosts}
-    for host, count in workers.items():
-        if host not in api_host_names:
-            app_hosts.append(AppHost(f"worker-{host}", known[host], host, "", (), count))
+        for index, entry in enumerate(api_hosts)
+    ]
+    api_names = {entry.host for entry in api_hosts}
+    app_hosts += [
+        AppHost(f"worker-{host}", targets.by_host[host], host, "", (), count)
+        for host, count in workers.items()
+        if host not in api_names
+    ]
+    primary_node = RedisNode("redis", targets.by_host[primary.host], primary.host, redis.port, None)
+    master = app.redis_sentinel_master
+    if _mode(read) == "single":
+        return Topology(tuple(app_hosts), primary_node, "single", (), (), master, 0)
+    nodes = tuple(
+        RedisNode(
+            f"redis-replica-{host}",
+            targets.by_host[host],
+            host,
+            redis.port,
+            (primary.host, redis.port),
+        )
+        for host in replicas
+    )
+    sentinels = _sentinels(read, app, targets)
+    quorum = read.integer("redisSentinelQuorum", len(sentinels) // 2 + 1, 1, len(sentinels))
+    return Topology(tuple(app_hosts), primary_node, "sentinel", nodes, sentinels, master, quorum)
 
-    master = redis.app.redis_sentinel_master
-    mode = read.text("redisMode", "single")
-    if mode == "single":
-        return Topology(tuple(app_hosts), mode, (), (), master, 0)
-    return _sentinel_topology(read, tuple(app_hosts), known, redis, target)
+
+def _mode(read: _Reader) -> str:
+    return read.text("redisMode", "single")
 
 
-def _sentinel_topology(
-    read: _Reader,
-    app_hosts: tuple[AppHost, ...],
-    known: dict[str, SshTarget],
-    redis: RedisSettings,
-    target: Any,
-) -> Topology:
-    replica_entries = read.records("redisReplicas")
-    if not replica_entries:
+def _replica_entries(read: _Reader, ssh: _SshDefaults, targets: _Targets) -> list[str]:
+    entries = read.records("redisReplicas")
+    if not entries:
         raise read.fail("redisReplicas", "sentinel mode needs at least one replica host")
-    replica_hosts = [_entry_host(read, "redisReplicas", entry) for entry in replica_entries]
-    _unique_hosts(read, "redisReplicas", [redis.host, *replica_hosts])
-    replicas = []
-    for host, entry in zip(replica_hosts, replica_entries, strict=True):
-        replica_target = known.get(host) or target(host, _entry_key(read, "redisReplicas", entry))
-        if entry.get("hostKey") and replica_target.host_key is None:
-            replica_target = target(host, _entry_key(read, "redisReplicas", entry))
-        known[host] = replica_target
-        replicas.append(
-            RedisNode(
-                f"redis-replica-{host}", replica_target, host, redis.port, (redis.host, redis.port)
-            )
-        )
-    addresses = redis.app.sentinel_addresses
+    hosts = [_entry_host(read, "redisReplicas", entry) for entry in entries]
+    _unique_hosts(read, "redisReplicas", [read.host("redisHost"), *hosts])
+    for host, entry in zip(hosts, entries, strict=True):
+        key = _entry_key(read, "redisReplicas", entry)
+        targets.add(host, _target(ssh, host, key, "redisReplicas"))
+    return hosts
+
+
+def _sentinels(read: _Reader, app: Settings, targets: _Targets) -> tuple[SentinelHost, ...]:
+    addresses = app.sentinel_addresses
     if len(addresses) < 3:
         raise read.fail("redisSentinels", "sentinel mode needs three sentinels (host:port)")
     _unique_hosts(read, "redisSentinels", [host for host, _ in addresses])
     sentinels = []
     for host, port in addresses:
-        if host not in known:
+        if host not in targets.by_host:
             raise read.fail(
                 "redisSentinels",
                 f"{host} is not a host of this stack: list it in orchestrators, workerHosts,"
                 " redisHost or redisReplicas, where its hostKey is pinned",
             )
-        sentinels.append(SentinelHost(f"sentinel-{host}", known[host], host, port))
-    quorum = read.integer("redisSentinelQuorum", len(sentinels) // 2 + 1, 1, len(sentinels))
-    return Topology(
-        app_hosts,
-        "sentinel",
-        tuple(replicas),
-        tuple(sentinels),
-        redis.app.redis_sentinel_master,
-        quorum,
-    )
+        sentinels.append(SentinelHost(f"sentinel-{host}", targets.by_host[host], host, port))
+    return tuple(sentinels)

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pulumi
 
-from infra import scripts
+from infra import host_scripts
 from infra.artifacts import digest_text
 from infra.config import Bastion, SshTarget
 
@@ -31,6 +30,17 @@ class HostUnreachable(pulumi.RunError):
     """A host's identity could not be read; the message names the host and the cause."""
 
 
+class HostConflict(pulumi.RunError):
+    """Something we did not make sits at our names or ports; one line each, naming the path
+    (or port) and the stack key to change."""
+
+    @classmethod
+    def of(cls, host: str, conflicts: tuple[tuple[str, str], ...]) -> HostConflict:
+        return cls(
+            "\n".join(f"shield-orchestrator: host {host}: {message}" for _, message in conflicts)
+        )
+
+
 @dataclass(frozen=True)
 class HostIdentity:
     """What makes one host, as installed, this host."""
@@ -39,6 +49,8 @@ class HostIdentity:
     token: str
     # `info key:value` lines (a Redis node's INFO replication); not part of the identity.
     info: tuple[tuple[str, str], ...] = ()
+    # `conflict <stack key> <message>` lines: what at our names or ports is not ours.
+    conflicts: tuple[tuple[str, str], ...] = ()
 
     @property
     def digest(self) -> str:
@@ -60,6 +72,7 @@ def parse_identity(stdout: str) -> HostIdentity:
     """`machine-id X` and `token Y` lines into a HostIdentity."""
     fields: dict[str, str] = {}
     info: list[tuple[str, str]] = []
+    conflicts: list[tuple[str, str]] = []
     for line in stdout.splitlines():
         key, _, value = line.strip().partition(" ")
         if key in ("machine-id", "token") and value:
@@ -67,9 +80,17 @@ def parse_identity(stdout: str) -> HostIdentity:
         elif key == "info" and ":" in value:
             name, _, item = value.partition(":")
             info.append((name, item))
+        elif key == "conflict" and " " in value:
+            setting, _, message = value.partition(" ")
+            conflicts.append((setting, message))
     if set(fields) != {"machine-id", "token"}:
         raise ValueError(f"unexpected identity output: {stdout.strip()[:200]!r}")
-    return HostIdentity(fields["machine-id"], fields["token"], tuple(info))
+    return HostIdentity(fields["machine-id"], fields["token"], tuple(info), tuple(conflicts))
+
+
+def parse_info(stdout: str) -> tuple[tuple[str, str], ...]:
+    """`info key:value` lines into (key, value) pairs."""
+    return parse_identity("machine-id -\ntoken -\n" + stdout).info
 
 
 def known_hosts_line(host: str, port: int, host_key: str) -> str:
@@ -96,7 +117,7 @@ def ssh_command(
             *_options(key, bastion_pins, workdir / "bastion_known_hosts"),
             "-p", str(bastion.port), "-W", "%h:%p", f"{bastion.user}@{bastion.host}",
         ]  # fmt: skip
-        options += ["-o", "ProxyCommand=" + " ".join(scripts.q(part) for part in proxy)]
+        options += ["-o", "ProxyCommand=" + " ".join(host_scripts.q(part) for part in proxy)]
     return ["ssh", *options, "-p", str(target.port), f"{target.user}@{target.host}", command]
 
 
@@ -116,6 +137,33 @@ def _options(key: Path, pins: list[str], known_hosts: Path) -> list[str]:
     ]  # fmt: skip
 
 
+def run_script(
+    role: str,
+    target: SshTarget,
+    credentials: SshCredentials,
+    script: str,
+    bastion: Bastion | None = None,
+    stdin: str = "",
+) -> str:
+    """Run a read-only script on target over SSH; its stdout, or HostUnreachable."""
+    with tempfile.TemporaryDirectory(prefix="shield-facts-") as directory:
+        workdir = Path(directory)
+        _write_private(workdir / "key", credentials.private_key)
+        if credentials.bastion_private_key is not None:
+            _write_private(workdir / "bastion_key", credentials.bastion_private_key)
+        invocation = host_scripts.invocation(script, target.use_sudo)
+        command = ssh_command(target, workdir, bastion, invocation)
+        try:
+            result = subprocess.run(
+                command, input=stdin, capture_output=True, text=True, timeout=SSH_TIMEOUT_S
+            )
+        except subprocess.TimeoutExpired:
+            raise _unreachable(role, target, f"no answer within {SSH_TIMEOUT_S}s") from None
+    if result.returncode != 0:
+        raise _unreachable(role, target, _cause(target, result.stderr))
+    return result.stdout
+
+
 def read_identity(
     role: str,
     target: SshTarget,
@@ -125,36 +173,11 @@ def read_identity(
     stdin: str = "",
 ) -> HostIdentity:
     """Run the identity script on target over SSH and parse what it prints."""
-    with tempfile.TemporaryDirectory(prefix="shield-facts-") as directory:
-        workdir = Path(directory)
-        _write_private(workdir / "key", credentials.private_key)
-        if credentials.bastion_private_key is not None:
-            _write_private(workdir / "bastion_key", credentials.bastion_private_key)
-        command = ssh_command(target, workdir, bastion, scripts.invocation(script, target.use_sudo))
-        try:
-            result = subprocess.run(
-                command, input=stdin, capture_output=True, text=True, timeout=SSH_TIMEOUT_S
-            )
-        except subprocess.TimeoutExpired:
-            raise _unreachable(role, target, f"no answer within {SSH_TIMEOUT_S}s") from None
-    if result.returncode != 0:
-        raise _unreachable(role, target, _cause(role, result.stderr))
+    stdout = run_script(role, target, credentials, script, bastion, stdin)
     try:
-        return parse_identity(result.stdout)
+        return parse_identity(stdout)
     except ValueError as error:
         raise _unreachable(role, target, str(error)) from None
-
-
-def read_identities(
-    targets: Mapping[str, tuple[SshTarget, str, str]],
-    credentials: SshCredentials,
-    bastion: Bastion | None,
-) -> dict[str, HostIdentity]:
-    """Each role's identity, from (target, script, stdin) per role."""
-    return {
-        role: read_identity(role, target, credentials, script, bastion, stdin)
-        for role, (target, script, stdin) in targets.items()
-    }
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -162,9 +185,9 @@ def _write_private(path: Path, text: str) -> None:
     path.write_text(text if text.endswith("\n") else text + "\n")
 
 
-def _cause(role: str, stderr: str) -> str:
+def _cause(target: SshTarget, stderr: str) -> str:
     if "Host key verification failed" in stderr or "HOST IDENTIFICATION HAS CHANGED" in stderr:
-        return f"its SSH host key does not match {role}HostKey (was the host rebuilt?)"
+        return f"its SSH host key does not match {target.pin_hint} (was the host rebuilt?)"
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "ssh failed with no message"
 

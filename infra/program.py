@@ -3,68 +3,113 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pulumi
 
 from infra import config as stack_config
-from infra import facts, scripts
+from infra import facts, host_scripts
 from infra.artifacts import REPO_ROOT
-from infra.config import SshTarget, StackConfig
-from infra.stack import Identities, deploy, other_hosts, outputs, warn_about_unpinned_hosts
+from infra.config import StackConfig
+from infra.stack import Identities, Observed, deploy, outputs, warn_about_unpinned_hosts
 
 BUILD_DIR = REPO_ROOT / "build"
+
+
+def identity_script(config: StackConfig, host: str, create: bool) -> str:
+    """What a host's identity is read with: its token lives where its deployment lives (the
+    data of the Redis primary, a file on any other host); a Redis node also reports its INFO
+    replication, and a host of the service what stands at our names and ports. With create
+    False (a preview) the script writes nothing."""
+    topology, service, redis = config.topology, config.service, config.redis
+    if host == topology.primary.host:
+        identity = host_scripts.redis_identity(host, redis, create)
+    elif host in {node.host for node in topology.replicas}:
+        replica = dataclasses.replace(redis, host=host)
+        identity = host_scripts.redis_replica_identity(service.install_dir, host, replica, create)
+    else:
+        identity = host_scripts.orchestrator_identity(service.install_dir, create)
+    checks = [
+        host_scripts.host_checks(host, service, app.bind_address, app.api_ports)
+        for app in topology.app_hosts
+        if app.public_host == host
+    ]
+    return host_scripts.HEADER + "".join(checks) + identity
 
 
 def read_identities(config: StackConfig, source: pulumi.Config) -> Identities:
     """Each host's identity over SSH, with the plain keys and password, which go nowhere else.
 
-    Redis nodes also report their INFO replication, which the outputs show.
+    A preview only reads; an up records a new host's token before any step. A host with
+    something of someone else's at our names stops both, before any change.
     """
     credentials = facts.SshCredentials(
         private_key=source.require("sshPrivateKey"),
         bastion_private_key=source.get("bastionPrivateKey"),
     )
-    password = source.get("redisPassword") or ""
-    redis_nodes = {config.redis_host.host: (config.redis_host, config.redis)}
-    for node in config.topology.replicas:
-        redis_nodes[node.host] = (
-            node.target,
-            dataclasses.replace(config.redis, host=node.host, port=node.port),
+    password = (source.get("redisPassword") or "") + "\n"
+    topology = config.topology
+    redis_hosts = {topology.primary.host, *(node.host for node in topology.replicas)}
+    create = not pulumi.runtime.is_dry_run()
+    found = {
+        host: facts.read_identity(
+            ", ".join(topology.roles(host)),
+            target,
+            credentials,
+            identity_script(config, host, create),
+            config.bastion,
+            password if host in redis_hosts else "",
         )
-    targets: dict[str, tuple[SshTarget, str, str]] = {}
-    install_dir = config.service.install_dir
-    for host, (target, redis) in redis_nodes.items():
-        script = (
-            scripts.redis_identity(host, redis)
-            if host == config.redis_host.host
-            else scripts.redis_replica_identity(install_dir, host, redis)
-        )
-        targets[host] = (target, script, password + "\n")
-    for target in [config.orchestrator, *other_hosts(config)]:
-        if target.host not in targets:
-            targets[target.host] = (target, scripts.orchestrator_identity(install_dir), "")
-    found = facts.read_identities(
-        {_role(config, host): value for host, value in targets.items()},
-        credentials,
-        config.bastion,
-    )
-    by_host = {targets_host: found[_role(config, targets_host)] for targets_host in targets}
+        for host, target in topology.hosts().items()
+    }
+    for host, identity in found.items():
+        if identity.conflicts:
+            raise facts.HostConflict.of(host, identity.conflicts)
     return Identities(
-        orchestrator=by_host[config.orchestrator.host].digest,
-        redis=by_host[config.redis_host.host].digest,
-        by_host={host: identity.digest for host, identity in by_host.items()},
-        redis_nodes={host: dict(by_host[host].info) for host in redis_nodes},
+        by_host={host: identity.digest for host, identity in found.items()},
+        redis_nodes={host: dict(found[host].info) for host in found if host in redis_hosts},
     )
 
 
-def _role(config: StackConfig, host: str) -> str:
-    """The name errors use for a host: its role for the two legacy hosts, else its address."""
-    if host == config.redis_host.host:
-        return "redis"
-    if host == config.orchestrator.host:
-        return "orchestrator"
-    return host
+# run(host, script, with_redis_password) -> the script's stdout on that host.
+Runner = Callable[[str, str, bool], str]
+
+
+def observe(config: StackConfig, run: Runner) -> Observed:
+    """Read, after this run's steps, the first API process's health and each Redis node's
+    INFO replication."""
+    topology = config.topology
+    api_hosts = topology.api_hosts
+    health: dict[str, Any] = {}
+    if api_hosts:
+        first = api_hosts[0]
+        stdout = run(first.public_host, host_scripts.health_read(first.health_urls[0]), False)
+        health = json.loads(stdout.strip().splitlines()[-1])
+    replication = {}
+    for node in (topology.primary, *topology.replicas):
+        redis = dataclasses.replace(config.redis, host=node.host, port=node.port)
+        stdout = run(node.host, host_scripts.redis_info(node.host, redis), True)
+        replication[node.host] = dict(facts.parse_info(stdout))
+    return Observed(health, replication)
+
+
+def ssh_runner(config: StackConfig, source: pulumi.Config) -> Runner:
+    """A runner over SSH with the stack's key; the Redis password, when asked, goes on stdin."""
+    credentials = facts.SshCredentials(
+        private_key=source.require("sshPrivateKey"),
+        bastion_private_key=source.get("bastionPrivateKey"),
+    )
+    hosts, topology = config.topology.hosts(), config.topology
+
+    def run(host: str, script: str, with_redis_password: bool) -> str:
+        stdin = (source.get("redisPassword") or "") + "\n" if with_redis_password else ""
+        role = ", ".join(topology.roles(host))
+        return facts.run_script(role, hosts[host], credentials, script, config.bastion, stdin)
+
+    return run
 
 
 def main(build_dir: Path = BUILD_DIR) -> None:
@@ -74,5 +119,12 @@ def main(build_dir: Path = BUILD_DIR) -> None:
     warn_about_unpinned_hosts(settings)
     identities = read_identities(settings, source)
     deployed = deploy(settings, secrets, identities, build_dir)
-    for name, value in outputs(settings, deployed, identities).items():
+    observed = None
+    if not pulumi.runtime.is_dry_run():
+        # After every up, no-op ones too: read once every step has finished. Outputs are
+        # not resources, so this changes what `preview --expect-no-changes` sees in no way.
+        run = ssh_runner(settings, source)
+        observed = deployed.settled().apply(lambda _: observe(settings, run))
+    exported = outputs(settings, deployed, observed, identities.redis_nodes)
+    for name, value in exported.items():
         pulumi.export(name, value)

@@ -10,7 +10,7 @@ master, so a redeploy never points the sentinels back at a primary that was fail
 from __future__ import annotations
 
 from infra.config import RedisSettings
-from infra.scripts import HEADER, _fail_function, q, redis_cli_prelude
+from infra.host_scripts import HEADER, MARKER, UNIT_DIR, _fail_function, q, redis_cli_prelude
 
 SENTINEL_DIR = "/var/lib/shield-sentinel"
 # How long a primary may be silent before the sentinels call it down, and give up a failover.
@@ -73,8 +73,9 @@ def sentinel_config_path(port: int) -> str:
 
 
 def sentinel_unit(port: int) -> str:
-    """A systemd unit that runs redis-server in sentinel mode as the redis user."""
+    """A systemd unit that runs redis-server in sentinel mode as the redis user, marked ours."""
     return (
+        f"{MARKER}\n"
         "[Unit]\n"
         f"Description=Redis Sentinel for shield-orchestrator (port {port})\n"
         "After=network-online.target\n"
@@ -116,6 +117,7 @@ def sentinel_apply(host: str, port: int, master: str, primary: tuple[str, int], 
         + "IFS= read -r password || true\n"
         + '[ -n "$password" ] || fail "sentinel mode needs redisPassword"\n'
         + '[ -x /usr/bin/redis-server ] || fail "redis-server is missing (install redis-server)"\n'
+        + _refuse_foreign_unit(unit)
         + f"install -d -m 0750 -o redis -g redis {q(SENTINEL_DIR)}\n"
         + f"if ! grep -q {q('^sentinel monitor ' + master + ' ')} {q(conf)} 2>/dev/null; then\n"
         + "  umask 077\n"
@@ -145,12 +147,33 @@ def sentinel_apply(host: str, port: int, master: str, primary: tuple[str, int], 
 
 
 def sentinel_remove(port: int) -> str:
-    """Stop and remove one sentinel, its unit and its state."""
+    """Stop and remove one sentinel, its unit and its state, if the unit is ours."""
     unit = sentinel_unit_name(port)
+    path = f"{UNIT_DIR}/{unit}"
     return (
         HEADER
-        + f"systemctl disable --now --quiet {q(unit)} 2>/dev/null || true\n"
-        + f"rm -f {q('/etc/systemd/system/' + unit)} {q(sentinel_config_path(port))}\n"
-        + "systemctl daemon-reload\n"
+        + f"if [ -e {q(path)} ] && {_is_ours(path)}; then\n"
+        + f"  systemctl disable --now --quiet {q(unit)} 2>/dev/null || true\n"
+        + f"  rm -f {q(path)} {q(sentinel_config_path(port))}\n"
+        + "  systemctl daemon-reload\n"
+        + "fi\n"
         + 'echo "removed"\n'
     )
+
+
+def _is_ours(path: str) -> str:
+    """A shell test: the unit carries the marker, or is one of ours from before it."""
+    return (
+        f'{{ [ "$(head -n 1 {q(path)})" = {q(MARKER)} ]'
+        f" || grep -q 'Redis Sentinel for shield-orchestrator' {q(path)}; }}"
+    )
+
+
+def _refuse_foreign_unit(unit: str) -> str:
+    """Stop before anything changes when a unit at our sentinel's name is not ours."""
+    path = f"{UNIT_DIR}/{unit}"
+    problem = (
+        f"{path} exists and was not made by this deployment;"
+        " remove it or list another port in redisSentinels"
+    )
+    return f"if [ -e {q(path)} ] && ! {_is_ours(path)}; then\n  fail {q(problem)}\nfi\n"

@@ -1,8 +1,9 @@
-"""Composing the stack: artifacts, both components, and the outputs users read."""
+"""Composing the stack: artifacts, the components of every host, and the outputs users read."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pulumi
 from pulumi_command import remote
 
-from infra.artifacts import REPO_ROOT, build_release, build_wheelhouse
+from infra.artifacts import REPO_ROOT, Artifacts, build_release, build_wheelhouse
 from infra.components.redis_ha import (
     RedisReplication,
     RedisReplicationArgs,
@@ -20,7 +21,7 @@ from infra.components.redis_ha import (
 from infra.components.redis_streams import RedisStreams, RedisStreamsArgs
 from infra.components.service_deployment import ServiceDeployment, ServiceDeploymentArgs
 from infra.config import SshTarget, StackConfig, StackConfigError, StackSecrets
-from infra.connection import ssh_connection, warn_if_unpinned
+from infra.connection import ssh_connection
 
 REQUIREMENTS = Path("service") / "requirements.txt"
 
@@ -28,47 +29,79 @@ REQUIREMENTS = Path("service") / "requirements.txt"
 @dataclass(frozen=True)
 class Deployed:
     streams: RedisStreams
-    # The first orchestrator host's deployment, then every other host's.
-    service: ServiceDeployment
-    services: tuple[ServiceDeployment, ...] = ()
+    # One per app host, in the order of the stack's lists (API hosts first).
+    services: tuple[ServiceDeployment, ...]
     replication: tuple[RedisReplication, ...] = ()
     sentinels: tuple[RedisSentinel, ...] = ()
+
+    def settled(self) -> pulumi.Output[list[Any]]:
+        """Resolves once every step of this run has finished (each step's stdout)."""
+        steps: list[pulumi.Output[Any]] = [self.streams.groups]
+        for service in self.services:
+            steps += [service.units.stdout, service.health]
+            steps += [instance.stdout for instance in service.instances.values()]
+        steps += [item.setup.stdout for item in self.replication]
+        steps += [item.setup.stdout for item in self.sentinels]
+        return pulumi.Output.all(*steps)
+
+    @property
+    def health(self) -> pulumi.Output[dict[str, Any]]:
+        """The first API process's /health/detailed, as the update left it."""
+        for service in self.services:
+            if service.serves_api:
+                return service.health
+        return pulumi.Output.from_input({})
 
 
 @dataclass(frozen=True)
 class Identities:
-    """Each host's identity digest (infra.facts), read before any step runs."""
+    """Each host's identity digest (infra.facts) by address, read before any step runs."""
 
-    orchestrator: str
-    redis: str
-    # Every other host's digest by address; a host that is also the orchestrator or the
-    # Redis host has one identity.
-    by_host: dict[str, str] = field(default_factory=dict)
+    by_host: dict[str, str]
     # Each Redis node's INFO replication fields, as read with its identity.
     redis_nodes: dict[str, dict[str, str]] = field(default_factory=dict)
 
-    def of(self, config: StackConfig, host: str) -> str:
-        if host == config.orchestrator.host:
-            return self.orchestrator
-        if host == config.redis_host.host:
-            return self.redis
+    def of(self, host: str) -> str:
         return self.by_host[host]
 
 
 def warn_about_unpinned_hosts(config: StackConfig) -> None:
     """Preview says so for each host whose SSH key is not pinned."""
-    warn_if_unpinned("orchestrator", config.orchestrator)
-    warn_if_unpinned("redis", config.redis_host)
-    seen = {config.orchestrator.host, config.redis_host.host}
-    for target in other_hosts(config):
-        if target.host not in seen and target.host_key is None:
+    topology = config.topology
+    for address, target in topology.hosts().items():
+        if target.host_key is None:
             pulumi.log.warn(
-                f"host {target.host}: its SSH host key is not pinned, so any key is accepted;"
-                " set hostKey in its entry to the line from ssh-keyscan"
+                f"host {address} ({', '.join(topology.roles(address))}): its SSH host key is"
+                f" not pinned, so any key is accepted; set {target.pin_hint} to the line from"
+                " ssh-keyscan"
             )
-        seen.add(target.host)
-    if config.bastion is not None:
-        warn_if_unpinned("bastion", config.bastion)
+    if config.bastion is not None and config.bastion.host_key is None:
+        pulumi.log.warn(
+            f"bastion host {config.bastion.host}: its SSH host key is not pinned, so any key"
+            " is accepted; set bastionHostKey to the line from ssh-keyscan"
+        )
+
+
+def build_artifacts(config: StackConfig, build_dir: Path, source_root: Path) -> Artifacts:
+    """The release tarball (with a handler directory), the requirements (with the handler's),
+    and (packageSource wheelhouse) their wheels (with a handler wheel)."""
+    handler = config.handler
+    requirements = (source_root / REQUIREMENTS).read_text()
+    if handler.requirement_lines:
+        requirements = (
+            requirements.rstrip("\n") + "\n" + "\n".join(handler.requirement_lines) + "\n"
+        )
+    wheelhouse = None
+    if config.packages.source == "wheelhouse":
+        wheelhouse = build_wheelhouse(
+            build_dir,
+            requirements,
+            config.packages.python_version,
+            config.packages.platforms,
+            [handler.wheel] if handler.wheel is not None else [],
+        )
+    release = build_release(build_dir, source_root, handler.directory)
+    return Artifacts(release, requirements, wheelhouse)
 
 
 def deploy(
@@ -78,126 +111,101 @@ def deploy(
     build_dir: Path,
     source_root: Path = REPO_ROOT,
 ) -> Deployed:
-    """Create the resources of both hosts, in order: groups before the service starts."""
-    requirements = source_root / REQUIREMENTS
-    release = build_release(build_dir, source_root)
-    wheelhouse = None
-    if config.packages.source == "wheelhouse":
-        wheelhouse = build_wheelhouse(
-            build_dir, requirements, config.packages.python_version, config.packages.platforms
-        )
+    """Create every host's resources, in order: Redis and its groups before the service."""
+    artifacts = build_artifacts(config, build_dir, source_root)
 
     def connect(target: SshTarget) -> remote.ConnectionArgs:
         return ssh_connection(
             target, secrets.ssh_private_key, config.bastion, secrets.bastion_private_key
         )
 
-    topology = config.topology
+    topology, primary = config.topology, config.topology.primary
     replication: list[RedisReplication] = []
     sentinels: list[RedisSentinel] = []
     if topology.mode == "sentinel":
-        password = secrets.redis_password
-        if password is None:
-            raise StackConfigError("shield-orchestrator:redisPassword: sentinel mode needs it")
-        primary = RedisReplication(
-            "redis-primary",
-            RedisReplicationArgs(
-                target=config.redis_host,
-                connection=connect(config.redis_host),
-                redis=config.redis,
-                replica_of=None,
-                password=password,
-                identity=identities.redis,
-                ready_after=[],
-            ),
-        )
-        replication.append(primary)
-        for node in topology.replicas:
-            replication.append(
-                RedisReplication(
-                    node.name,
-                    RedisReplicationArgs(
-                        target=node.target,
-                        connection=connect(node.target),
-                        redis=dataclasses.replace(config.redis, host=node.host, port=node.port),
-                        replica_of=node.replica_of,
-                        password=password,
-                        identity=identities.of(config, node.host),
-                        ready_after=[primary.setup],
-                    ),
-                )
-            )
-        for sentinel in topology.sentinels:
-            sentinels.append(
-                RedisSentinel(
-                    sentinel.name,
-                    RedisSentinelArgs(
-                        target=sentinel.target,
-                        connection=connect(sentinel.target),
-                        host=sentinel.host,
-                        port=sentinel.port,
-                        master=topology.sentinel_master,
-                        primary=(config.redis.host, config.redis.port),
-                        quorum=topology.sentinel_quorum,
-                        password=password,
-                        identity=identities.of(config, sentinel.host),
-                        ready_after=[item.setup for item in replication],
-                    ),
-                )
-            )
-
+        replication, sentinels = _sentinel_mode(config, secrets, identities, connect)
     streams = RedisStreams(
-        "redis",
+        primary.name,
         RedisStreamsArgs(
-            target=config.redis_host,
-            connection=connect(config.redis_host),
+            node=primary,
+            connection=connect(primary.target),
             redis=config.redis,
             password=secrets.redis_password,
             install_os_packages=config.install_os_packages,
             drop_on_destroy=config.drop_streams_on_destroy,
-            identity=identities.redis,
+            identity=identities.of(primary.host),
         ),
     )
     ready: list[pulumi.Resource] = [streams.group_setup, *(item.setup for item in sentinels)]
-    services = []
-    for host in topology.app_hosts:
-        services.append(
-            ServiceDeployment(
-                host.name,
-                ServiceDeploymentArgs(
-                    target=host.target,
-                    host=host,
-                    connection=connect(host.target),
-                    service=config.service,
-                    redis=config.redis,
-                    packages=config.packages,
-                    requirements=requirements.read_text(),
-                    release=release,
-                    wheelhouse=wheelhouse,
-                    redis_password=secrets.redis_password,
-                    api_token=secrets.api_token,
-                    install_os_packages=config.install_os_packages,
-                    ready_after=ready,
-                    identity=identities.of(config, host.target.host),
+    services = tuple(
+        ServiceDeployment(
+            host.name,
+            ServiceDeploymentArgs(
+                host=host,
+                connection=connect(host.target),
+                service=config.service,
+                settings=config.app,
+                secrets=secrets.service,
+                packages=config.packages,
+                artifacts=artifacts,
+                install_os_packages=config.install_os_packages,
+                ready_after=ready,
+                identity=identities.of(host.public_host),
+            ),
+        )
+        for host in topology.app_hosts
+    )
+    return Deployed(streams, services, tuple(replication), tuple(sentinels))
+
+
+def _sentinel_mode(
+    config: StackConfig, secrets: StackSecrets, identities: Identities, connect: Any
+) -> tuple[list[RedisReplication], list[RedisSentinel]]:
+    """Replication on every data node (the primary first), then a sentinel on each host."""
+    topology = config.topology
+    password = secrets.redis_password
+    if password is None:
+        raise StackConfigError("shield-orchestrator:redisPassword: sentinel mode needs it")
+    replication: list[RedisReplication] = []
+    for node in (topology.primary, *topology.replicas):
+        replication.append(
+            RedisReplication(
+                "redis-primary" if node.replica_of is None else node.name,
+                RedisReplicationArgs(
+                    target=node.target,
+                    connection=connect(node.target),
+                    redis=dataclasses.replace(config.redis, host=node.host, port=node.port),
+                    replica_of=node.replica_of,
+                    password=password,
+                    identity=identities.of(node.host),
+                    ready_after=[item.setup for item in replication[:1]],
                 ),
             )
         )
-    return Deployed(streams, services[0], tuple(services), tuple(replication), tuple(sentinels))
-
-
-def other_hosts(config: StackConfig) -> list[SshTarget]:
-    """Every host of the topology (some may be the orchestrator or the Redis host)."""
-    topology = config.topology
-    return [
-        *(host.target for host in topology.app_hosts),
-        *(node.target for node in topology.replicas),
-        *(sentinel.target for sentinel in topology.sentinels),
+    sentinels = [
+        RedisSentinel(
+            sentinel.name,
+            RedisSentinelArgs(
+                target=sentinel.target,
+                connection=connect(sentinel.target),
+                host=sentinel.host,
+                port=sentinel.port,
+                master=topology.sentinel_master,
+                primary=(topology.primary.host, topology.primary.port),
+                quorum=topology.sentinel_quorum,
+                password=password,
+                identity=identities.of(sentinel.host),
+                ready_after=[item.setup for item in replication],
+            ),
+        )
+        for sentinel in topology.sentinels
     ]
+    return replication, sentinels
 
 
 def endpoints(config: StackConfig) -> dict[str, str]:
-    """The URLs users and UIs connect to."""
-    base = config.service.base_url
+    """The URLs users and UIs connect to, on the first API process."""
+    base = api_endpoints(config)[0] if api_endpoints(config) else ""
     return {
         "sse_url": f"{base}/events/stream",
         "ws_url": base.replace("http://", "ws://", 1) + "/events/ws",
@@ -212,11 +220,13 @@ def api_endpoints(config: StackConfig) -> list[str]:
     return [url for host in config.topology.app_hosts for url in host.base_urls]
 
 
-def redis_nodes(config: StackConfig, identities: Identities) -> dict[str, dict[str, Any]]:
+def redis_nodes(
+    config: StackConfig, replication: Mapping[str, Mapping[str, str]]
+) -> dict[str, dict[str, Any]]:
     """Each Redis node's role and replication offset (a replica's lag behind its primary's
-    offset, in bytes), as read over SSH when this run started."""
+    offset, in bytes), from each node's INFO replication fields."""
     nodes: dict[str, dict[str, Any]] = {}
-    for host, info in identities.redis_nodes.items():
+    for host, info in replication.items():
         node: dict[str, Any] = {"role": info.get("role", "unknown")}
         if "master_repl_offset" in info:
             node["offset"] = int(info["master_repl_offset"])
@@ -231,30 +241,55 @@ def redis_nodes(config: StackConfig, identities: Identities) -> dict[str, dict[s
     return nodes
 
 
-def current_primary(config: StackConfig, identities: Identities) -> str | None:
+def current_primary(
+    config: StackConfig, replication: Mapping[str, Mapping[str, str]]
+) -> str | None:
     """The node that says it is the primary (single mode: the Redis host)."""
-    found = [
-        f"{host}:{config.redis.port}"
-        for host, info in identities.redis_nodes.items()
-        if info.get("role") == "master"
-    ]
     if config.topology.mode == "single":
         return config.redis.address
+    found = [
+        f"{host}:{config.redis.port}"
+        for host, info in replication.items()
+        if info.get("role") == "master"
+    ]
     return found[0] if len(found) == 1 else None
 
 
+@dataclass(frozen=True)
+class Observed:
+    """What the hosts report: the first API process's health, each Redis node's INFO
+    replication fields."""
+
+    health: dict[str, Any]
+    replication: dict[str, dict[str, str]]
+
+
 def outputs(
-    config: StackConfig, deployed: Deployed, identities: Identities | None = None
+    config: StackConfig,
+    deployed: Deployed,
+    observed: pulumi.Output[Observed] | None = None,
+    replication: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """Everything exported from the stack."""
+    """Everything exported from the stack.
+
+    With observed (an up), streamHealth, redisNodes and currentPrimary are what the hosts
+    report once every step of this run has finished; else (a preview) the health step's
+    answer and the replication read with the identities.
+    """
     result: dict[str, Any] = {
         "endpoints": endpoints(config),
         "apiEndpoints": api_endpoints(config),
         "redisAddress": config.redis.address,
-        "streamHealth": deployed.service.health,
+        "streamHealth": deployed.health,
         "consumerGroups": deployed.streams.groups,
     }
-    if identities is not None:
-        result["redisNodes"] = redis_nodes(config, identities)
-        result["currentPrimary"] = current_primary(config, identities)
+    if observed is not None:
+        result["streamHealth"] = observed.apply(lambda found: found.health)
+        result["redisNodes"] = observed.apply(lambda found: redis_nodes(config, found.replication))
+        result["currentPrimary"] = observed.apply(
+            lambda found: current_primary(config, found.replication)
+        )
+    elif replication is not None:
+        result["redisNodes"] = redis_nodes(config, replication)
+        result["currentPrimary"] = current_primary(config, replication)
     return result

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import pulumi
 from pulumi_command import remote
 
-from infra import scripts, sentinel_scripts
+from infra import sentinel_scripts
+from infra.components.steps import HostSteps, secret_stdin
 from infra.config import RedisSettings, SshTarget
 
 
@@ -30,14 +31,12 @@ class RedisReplication(pulumi.ComponentResource):
         self, name: str, args: RedisReplicationArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("shield:infra:RedisReplication", name, None, opts)
-        script = sentinel_scripts.replication_apply(args.target.host, args.redis, args.replica_of)
-        self.setup = remote.Command(
-            f"{name}-replication",
-            connection=args.connection,
-            create=scripts.invocation(scripts.on_host(args.identity, script), args.target.use_sudo),
-            stdin=_password_stdin(args.password),
-            add_previous_output_in_env=False,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=args.ready_after),
+        steps = HostSteps(name, self, args.connection, args.identity, args.target.use_sudo)
+        self.setup = steps.command(
+            "replication",
+            sentinel_scripts.replication_apply(args.target.host, args.redis, args.replica_of),
+            stdin=secret_stdin(args.password),
+            after=args.ready_after,
         )
         self.register_outputs({})
 
@@ -63,30 +62,14 @@ class RedisSentinel(pulumi.ComponentResource):
         self, name: str, args: RedisSentinelArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("shield:infra:RedisSentinel", name, None, opts)
-
-        def run(script: str) -> str:
-            return scripts.invocation(scripts.on_host(args.identity, script), args.target.use_sudo)
-
-        self.setup = remote.Command(
-            f"{name}-setup",
-            connection=args.connection,
-            create=run(
-                sentinel_scripts.sentinel_apply(
-                    args.host, args.port, args.master, args.primary, args.quorum
-                )
+        steps = HostSteps(name, self, args.connection, args.identity, args.target.use_sudo)
+        self.setup = steps.command(
+            "setup",
+            sentinel_scripts.sentinel_apply(
+                args.host, args.port, args.master, args.primary, args.quorum
             ),
-            delete=run(sentinel_scripts.sentinel_remove(args.port)),
-            stdin=_password_stdin(args.password),
-            add_previous_output_in_env=False,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=args.ready_after),
+            delete=sentinel_scripts.sentinel_remove(args.port),
+            stdin=secret_stdin(args.password),
+            after=args.ready_after,
         )
         self.register_outputs({})
-
-
-def _stdin_line(value: str) -> str:
-    return value + "\n"
-
-
-def _password_stdin(password: pulumi.Output[str]) -> pulumi.Output[str]:
-    line: pulumi.Output[str] = password.apply(_stdin_line)
-    return pulumi.Output.secret(line)

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 import pulumi
 from pulumi_command import remote
 
-from infra import scripts
-from infra.config import RedisSettings, SshTarget
+from infra import host_scripts
+from infra.components.steps import HostSteps, secret_stdin
+from infra.config import RedisNode, RedisSettings
 
 
 @dataclass(frozen=True)
 class RedisStreamsArgs:
-    target: SshTarget
+    node: RedisNode
     connection: remote.ConnectionArgs
     redis: RedisSettings
     password: pulumi.Output[str] | None
@@ -33,44 +34,25 @@ class RedisStreams(pulumi.ComponentResource):
         self, name: str, args: RedisStreamsArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("shield:infra:RedisStreams", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-
-        def run(script: str) -> str:
-            return scripts.invocation(scripts.on_host(args.identity, script), args.target.use_sudo)
-
+        steps = HostSteps(name, self, args.connection, args.identity, args.node.target.use_sudo)
+        host = args.node.target.host
         # Redis reads the password from stdin, so it is on no command line; empty means none.
-        password_stdin: pulumi.Output[str] | None = None
-        if args.password is not None:
-            password_stdin = pulumi.Output.secret(args.password.apply(_stdin_line))
-        self.preflight = remote.Command(
-            f"{name}-preflight",
-            connection=args.connection,
-            create=run(
-                scripts.redis_preflight(args.target.host, args.redis, args.install_os_packages)
-            ),
-            stdin=password_stdin,
-            add_previous_output_in_env=False,
-            opts=child,
+        password = secret_stdin(args.password)
+        self.preflight = steps.command(
+            "preflight",
+            host_scripts.redis_preflight(host, args.redis, args.install_os_packages),
+            stdin=password,
         )
         # Without a delete line, destroy keeps the data and never dials the host.
-        delete = (
-            run(scripts.redis_drop(args.target.host, args.redis)) if args.drop_on_destroy else None
-        )
-        self.group_setup = remote.Command(
-            f"{name}-groups",
-            connection=args.connection,
-            create=run(scripts.redis_groups(args.target.host, args.redis)),
-            delete=delete,
-            stdin=password_stdin,
-            add_previous_output_in_env=False,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.preflight]),
+        self.group_setup = steps.command(
+            "groups",
+            host_scripts.redis_groups(host, args.redis),
+            delete=host_scripts.redis_drop(host, args.redis) if args.drop_on_destroy else None,
+            stdin=password,
+            after=[self.preflight],
         )
         self.groups = self.group_setup.stdout.apply(_parse_groups)
         self.register_outputs({"groups": self.groups})
-
-
-def _stdin_line(value: str) -> str:
-    return value + "\n"
 
 
 def _parse_groups(stdout: str | None) -> dict[str, list[str]]:

@@ -1,8 +1,8 @@
 """The real Pulumi CLI on a copy of this project: Pulumi.yaml, the language host, the program.
 
-The copy holds Pulumi.yaml, infra/ and service/, so a test can change the service's code
-without touching the repo; `build/` links to the repo's by default, so the wheelhouse is
-downloaded once.
+The copy holds Pulumi.yaml, infra/, service/ and examples/ (the lab's handler), so a test can
+change the service's or the handler's code without touching the repo; `build/` links to the
+repo's by default, so the wheelhouse is downloaded once.
 Every command's output is kept in `transcript`, for the tests that search it for secrets.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ class Engine:
         project = yaml.safe_load((REPO_ROOT / "Pulumi.yaml").read_text())
         project["runtime"]["options"]["virtualenv"] = str(REPO_ROOT / ".venv")
         (root / "Pulumi.yaml").write_text(yaml.safe_dump(project, sort_keys=False))
-        for package in ("infra", "service"):
+        for package in ("infra", "service", "examples"):
             shutil.copytree(
                 REPO_ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__")
             )
@@ -67,7 +68,8 @@ class Engine:
         env.update(
             PATH=f"{bin_dir}:{env['PATH']}",
             PULUMI_BACKEND_URL=f"file://{state}",
-            PULUMI_CONFIG_PASSPHRASE="e2e-lab-passphrase",
+            # A passphrase of this project copy's own, as each lab has (scripts/deploy-lab).
+            PULUMI_CONFIG_PASSPHRASE=secrets.token_hex(16),
             PULUMI_SKIP_UPDATE_CHECK="true",
         )
         engine = cls(root, env, stack=stack)

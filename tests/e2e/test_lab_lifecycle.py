@@ -29,6 +29,7 @@ from tests.support.lab import ORCHESTRATOR, REDIS_HOST, Lab, wait_until
 pytestmark = pytest.mark.e2e
 
 API_TOKEN = "e2e-api-token-5c0ffee1d2"
+HANDLER_TOKEN = "e2e-handler-token-77ab19"
 BASE_URL = f"http://{ORCHESTRATOR}:8000"
 # One instance of each template unit: the API on its port, worker number 1.
 UNITS = ("shield-orchestrator@8000.service", "shield-orchestrator-worker@1.service")
@@ -94,6 +95,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     deployed = Deployment(engine, Lab.current())
     deployed.configure(deployed.lab)
     engine.set_secret("apiToken", API_TOKEN)
+    engine.set_secret("handlerToken", HANDLER_TOKEN)
     yield deployed
     # Leave the hosts as a destroy would, even when a test failed half-way.
     engine.run("destroy", "--yes", "--stack", "lab", check=False)
@@ -137,9 +139,9 @@ def test_units_are_active_enabled_and_hardened(deployment: Deployment) -> None:
         assert deployment.on_orchestrator(f"systemctl is-enabled {unit}").strip() == "enabled"
     env_mode = deployment.on_orchestrator(f"stat -c '%a %U %G' {ENV_FILE}")
     assert env_mode.split() == ["640", "root", "shield"]
-    env_names = deployment.on_orchestrator(f"cut -d= -f1 {ENV_FILE}").split()
+    env_names = deployment.on_orchestrator(f"grep -v '^#' {ENV_FILE} | cut -d= -f1").split()
     fields = {ENV_PREFIX + field.upper() for field in Settings.model_fields}
-    assert "SHIELD_API_TOKEN" in env_names
+    assert "SHIELD_API_TOKEN" in env_names and "SHIELD_HANDLER_TOKEN" in env_names
     assert [name for name in env_names if name not in fields] == []
     assert deployment.on_orchestrator("ps -o user= -C uvicorn").split()[0] == "shield"
     exposure = deployment.on_orchestrator(
@@ -312,6 +314,7 @@ def test_no_secret_in_state_engine_output_or_journals(deployment: Deployment) ->
         "ssh private key": key_body[20:60],
         "redis password": deployment.lab.redis_password,
         "api token": API_TOKEN,
+        "handler token": HANDLER_TOKEN,
     }
     engine = deployment.engine
     haystacks = {

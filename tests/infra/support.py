@@ -22,12 +22,18 @@ API_TOKEN = "api-token-9d2e4"
 HEALTH = {"status": "up", "latency_ms": 0.2, "streams": {}}
 GROUPS = {"shield:ingestion_queue": ["lightrag-workers", "metrics-collector"]}
 
-IDENTITIES = Identities(orchestrator="orchestrator0identity", redis="redis0identity")
+IDENTITIES = Identities(
+    by_host={"127.0.10.8": "orchestrator0identity", "127.0.10.48": "redis0identity"}
+)
 
 BASE_CONFIG = {
+    "taskHandler": "log-and-ack",
     "orchestratorHost": "127.0.10.8",
     "redisHost": "127.0.10.48",
     "packageSource": "index",
+    # As in the lab: loopback, so no apiToken is required; host keys are left to the tests.
+    "serviceBindAddress": "127.0.10.8",
+    "allowUnpinnedHostKeys": "true",
 }
 
 
@@ -140,8 +146,8 @@ def run_program(
 
 
 def _children(deployed: Deployed) -> list[pulumi.Resource]:
-    found: list[pulumi.Resource] = [deployed.streams, deployed.service]
-    for component in (deployed.streams, deployed.service):
+    found: list[pulumi.Resource] = [deployed.streams, *deployed.services]
+    for component in (deployed.streams, *deployed.services):
         found += [
             value for value in vars(component).values() if isinstance(value, pulumi.CustomResource)
         ]

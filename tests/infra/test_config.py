@@ -25,14 +25,15 @@ def test_defaults_follow_the_original_role() -> None:
         ("shield:events", "dashboard-frontend", "$"),
         ("shield:events", "metrics-collector", "$"),
     ]
-    app = config.redis.app
+    app = config.app
     assert (app.stream_maxlen, app.batch_size, app.block_ms, app.retry_attempts) == (
         10000,
         10,
         5000,
         3,
     )
-    assert config.orchestrator.user == "root" and not config.orchestrator.use_sudo
+    target = config.topology.app_hosts[0].target
+    assert target.user == "root" and not target.use_sudo
     assert config.install_os_packages is True
     assert config.drop_streams_on_destroy is False
     assert config.packages.source == "wheelhouse"
@@ -50,8 +51,8 @@ def test_groups_accept_json_or_commas() -> None:
             SECRETS,
         )
     )
-    assert config.redis.app.event_groups == ("a", "b")
-    assert config.redis.app.ingestion_groups == ("w", "m")
+    assert config.app.event_groups == ("a", "b")
+    assert config.app.ingestion_groups == ("w", "m")
 
 
 @pytest.mark.parametrize(
@@ -109,9 +110,9 @@ def test_missing_ssh_key_names_the_secret_key() -> None:
 
 def test_the_service_settings_are_built_and_validated_by_the_service_model() -> None:
     config, _ = load(config_source({**BASE_CONFIG, "batchSize": "25", "ssePingS": "2.5"}, SECRETS))
-    assert isinstance(config.redis.app, Settings)
-    assert (config.redis.app.batch_size, config.redis.app.sse_ping_s) == (25, 2.5)
-    assert config.redis.app.redis_password is None and config.redis.app.api_token is None
+    assert isinstance(config.app, Settings)
+    assert (config.app.batch_size, config.app.sse_ping_s) == (25, 2.5)
+    assert config.app.redis_password is None and config.app.api_token is None
 
 
 def test_this_machines_environment_does_not_leak_into_the_deployed_settings(
@@ -121,8 +122,8 @@ def test_this_machines_environment_does_not_leak_into_the_deployed_settings(
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".env").write_text("SHIELD_BLOCK_MS=7\n")
     config, _ = load(config_source(BASE_CONFIG, SECRETS))
-    assert (config.redis.app.batch_size, config.redis.app.block_ms) == (10, 5000)
-    assert type(config.redis.app) is Settings
+    assert (config.app.batch_size, config.app.block_ms) == (10, 5000)
+    assert type(config.app) is Settings
 
 
 def test_the_worker_group_is_named_by_its_key_not_its_position() -> None:
@@ -138,3 +139,53 @@ def test_the_worker_group_is_named_by_its_key_not_its_position() -> None:
         if spec.stream == "shield:ingestion_queue"
     }
     assert starts == {"metrics": "$", "workers": "0"}
+
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyForTests"
+PINNED = {key: value for key, value in BASE_CONFIG.items() if key != "allowUnpinnedHostKeys"} | {
+    "orchestratorHostKey": KEY,
+    "redisHostKey": KEY,
+}
+
+
+def test_an_open_api_beyond_loopback_needs_a_token_naming_the_key() -> None:
+    open_api = {**PINNED, "serviceBindAddress": "0.0.0.0"}
+    with pytest.raises(StackConfigError) as error:
+        load(config_source(open_api, SECRETS))
+    assert str(error.value).startswith(
+        "shield-orchestrator:apiToken: is required: the API on 127.0.10.8 listens on 0.0.0.0"
+    )
+    config, _ = load(config_source(open_api, {**SECRETS, "apiToken": "t"}))
+    assert config.topology.app_hosts[0].bind_address == "0.0.0.0"
+    loopback, _ = load(config_source({**PINNED, "serviceBindAddress": "127.0.0.1"}, SECRETS))
+    assert loopback.topology.app_hosts[0].bind_address == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("unpinned", "message"),
+    [
+        ("orchestratorHostKey", "shield-orchestrator:orchestratorHostKey: host 127.0.10.8 has"),
+        ("redisHostKey", "shield-orchestrator:redisHostKey: host 127.0.10.48 has no pinned"),
+    ],
+)
+def test_an_unpinned_host_key_fails_unless_the_stack_allows_it(unpinned: str, message: str) -> None:
+    stack = {key: value for key, value in PINNED.items() if key != unpinned}
+    with pytest.raises(StackConfigError) as error:
+        load(config_source(stack, SECRETS))
+    assert str(error.value).startswith(message)
+    assert "or allowUnpinnedHostKeys to true" in str(error.value)
+    config, _ = load(config_source({**stack, "allowUnpinnedHostKeys": "true"}, SECRETS))
+    assert config.topology.hosts()["127.0.10.8"].host_key in (None, KEY)
+
+
+def test_a_listed_host_without_a_key_names_its_entry() -> None:
+    stack = {
+        **PINNED,
+        "workerHosts": '[{"host": "127.0.10.9"}]',
+    }
+    with pytest.raises(StackConfigError) as error:
+        load(config_source(stack, SECRETS))
+    assert str(error.value).startswith(
+        "shield-orchestrator:workerHosts: host 127.0.10.9 has no pinned SSH host key:"
+        " set hostKey in its workerHosts entry (or hostKeys)"
+    )

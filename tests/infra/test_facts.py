@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from infra.config import SshTarget
+from infra.config import SshTarget, load
 from infra.facts import (
+    HostConflict,
     HostIdentity,
     HostUnreachable,
     SshCredentials,
@@ -16,7 +17,8 @@ from infra.facts import (
     read_identity,
     ssh_command,
 )
-from tests.infra.support import SSH_KEY
+from infra.program import identity_script
+from tests.infra.support import BASE_CONFIG, SSH_KEY, config_source
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyForTests"
 
@@ -53,3 +55,29 @@ def test_an_unreachable_host_is_named_with_its_role() -> None:
     message = str(failure.value)
     assert message.startswith("shield-orchestrator: host 127.0.0.1 (redis): cannot read its")
     assert "Connection refused" in message
+
+
+def test_conflict_lines_are_parsed_and_named_one_per_line() -> None:
+    identity = parse_identity(
+        "machine-id m\ntoken none\n"
+        "conflict serviceName /etc/systemd/system/x@.service exists; set serviceName\n"
+        "conflict servicePort port 8000 on h is held by python3 (pid 7); set servicePort\n"
+    )
+    assert identity.digest == parse_identity("machine-id m\ntoken none\n").digest
+    assert str(HostConflict.of("127.0.10.8", identity.conflicts)).splitlines() == [
+        "shield-orchestrator: host 127.0.10.8: /etc/systemd/system/x@.service exists;"
+        " set serviceName",
+        "shield-orchestrator: host 127.0.10.8: port 8000 on h is held by python3 (pid 7);"
+        " set servicePort",
+    ]
+
+
+def test_a_preview_reads_identities_without_writing() -> None:
+    config, _ = load(config_source(BASE_CONFIG, {"sshPrivateKey": SSH_KEY}))
+    for host in ("127.0.10.8", "127.0.10.48"):
+        preview = identity_script(config, host, create=False)
+        up = identity_script(config, host, create=True)
+        assert "install -d" not in preview and " SET " not in preview
+        assert "install -d" in up or " SET " in up
+    assert "conflict serviceName" in identity_script(config, "127.0.10.8", create=False)
+    assert "conflict serviceName" not in identity_script(config, "127.0.10.48", create=False)

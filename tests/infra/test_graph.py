@@ -164,7 +164,7 @@ def test_wheelhouse_mode_copies_the_wheels_and_installs_without_an_index(
     run = run_program({**BASE_CONFIG, "packageSource": "wheelhouse"}, build_dir, source_root)
     copy = run.registered["orchestrator-wheelhouse-copy"]
     assert copy.inputs["remotePath"] == (
-        f"/opt/shield-orchestrator/incoming/{IDENTITIES.orchestrator}/wheelhouse-{digest}.tar"
+        f"/opt/shield-orchestrator/incoming/{IDENTITIES.of('127.0.10.8')}/wheelhouse-{digest}.tar"
     )
     assert run.depends_on("orchestrator-venv", "orchestrator-wheelhouse-copy")
     assert '--no-index --find-links "$wheels"' in script(run, "orchestrator-venv")
@@ -221,7 +221,10 @@ def test_preview_warns_about_each_unpinned_host_key(
         record.getMessage() for record in caplog.records if "not pinned" in record.getMessage()
     ]
     assert len(warnings) == 1
-    assert warnings[0].startswith("redis host 127.0.10.48: its SSH host key is not pinned")
+    assert warnings[0] == (
+        "host 127.0.10.48 (redis): its SSH host key is not pinned, so any key is accepted;"
+        " set redisHostKey to the line from ssh-keyscan"
+    )
 
 
 def test_no_step_asks_the_host_to_accept_environment_variables(run: ProgramRun) -> None:
@@ -234,7 +237,7 @@ def test_a_rebuilt_host_changes_every_step_on_it_and_nothing_elsewhere(
     tmp_path: Path, source_root: Path
 ) -> None:
     before = _inputs(run_program(BASE_CONFIG, tmp_path / "build", source_root))
-    rebuilt = Identities(orchestrator="a-new-machine", redis=IDENTITIES.redis)
+    rebuilt = Identities(by_host={**IDENTITIES.by_host, "127.0.10.8": "a-new-machine"})
     after = _inputs(run_program(BASE_CONFIG, tmp_path / "build", source_root, identities=rebuilt))
     changed = {name for name in before if before[name] != after[name]}
     assert changed == set(ORCHESTRATOR_CHILDREN)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import shutil
@@ -12,6 +13,7 @@ import yaml
 
 from infra.config import StackConfigError, load
 from infra.facts import parse_identity
+from infra.program import observe
 from infra.stack import Identities, current_primary, redis_nodes
 from tests.infra.support import (
     BASE_CONFIG,
@@ -40,9 +42,7 @@ HA_CONFIG = {
     "redisSentinels": "127.0.10.48:26379,127.0.10.49:26379,127.0.10.8:26379",
 }
 HA_IDENTITIES = Identities(
-    orchestrator="o8",
-    redis="r48",
-    by_host={"127.0.10.9": "o9", "127.0.10.49": "r49"},
+    by_host={"127.0.10.8": "o8", "127.0.10.48": "r48", "127.0.10.9": "o9", "127.0.10.49": "r49"},
     redis_nodes={
         "127.0.10.48": {"role": "master", "master_repl_offset": "1200"},
         "127.0.10.49": {
@@ -84,7 +84,7 @@ def test_the_legacy_keys_give_one_host_with_one_api_process_and_one_worker() -> 
         (8000,),
         1,
     )
-    assert config.topology.mode == "single" and config.redis.app.task_replicas == 0
+    assert config.topology.mode == "single" and config.app.task_replicas == 0
 
 
 def test_apiProcesses_gives_one_port_per_process() -> None:  # noqa: N802 - the key's name
@@ -108,7 +108,7 @@ def test_sentinel_mode_builds_the_topology_and_the_service_settings() -> None:
         ("127.0.10.8", 26379),
     ]
     assert (topology.sentinel_master, topology.sentinel_quorum) == ("shield", 2)
-    assert config.redis.app.task_replicas == 1
+    assert config.app.task_replicas == 1
     assert config.topology.sentinels[2].target.host_key == KEY
 
 
@@ -251,7 +251,7 @@ def _inputs(run: ProgramRun) -> dict[str, object]:
 
 def test_redis_nodes_show_role_offset_and_lag_and_the_current_primary() -> None:
     config, _ = load(config_source(HA_CONFIG, SECRETS))
-    assert redis_nodes(config, HA_IDENTITIES) == {
+    assert redis_nodes(config, HA_IDENTITIES.redis_nodes) == {
         "127.0.10.48": {"role": "master", "offset": 1200},
         "127.0.10.49": {
             "role": "slave",
@@ -261,14 +261,12 @@ def test_redis_nodes_show_role_offset_and_lag_and_the_current_primary() -> None:
             "lag_bytes": 100,
         },
     }
-    assert current_primary(config, HA_IDENTITIES) == "127.0.10.48:6379"
+    assert current_primary(config, HA_IDENTITIES.redis_nodes) == "127.0.10.48:6379"
     promoted = Identities(
-        "o8",
-        "r48",
         HA_IDENTITIES.by_host,
         {"127.0.10.48": {"role": "slave"}, "127.0.10.49": {"role": "master"}},
     )
-    assert current_primary(config, promoted) == "127.0.10.49:6379"
+    assert current_primary(config, promoted.redis_nodes) == "127.0.10.49:6379"
 
 
 def test_identity_output_carries_the_replication_info() -> None:
@@ -280,7 +278,7 @@ def test_identity_output_carries_the_replication_info() -> None:
 def test_the_lab_ha_stack_is_the_issues_topology() -> None:
     stack = yaml.safe_load((REPO_ROOT / "infra" / "stacks" / "lab-ha.yaml").read_text())
     values = {key.split(":", 1)[1]: value for key, value in stack["config"].items()}
-    keys = {host: KEY for host in ("127.0.10.8", "127.0.10.9", "127.0.10.49")}
+    keys = {host: KEY for host in ("127.0.10.8", "127.0.10.9", "127.0.10.48", "127.0.10.49")}
     config, _ = load(config_source({**values, "hostKeys": json.dumps(keys)}, SECRETS))
     topology = config.topology
     assert [(h.public_host, h.api_ports, h.worker_processes) for h in topology.app_hosts] == [
@@ -294,10 +292,122 @@ def test_the_lab_ha_stack_is_the_issues_topology() -> None:
         ("127.0.10.8", 26379),
     ]
     assert all(host.target.host_key == KEY for host in topology.app_hosts)
-    assert config.orchestrator.host == "127.0.10.8" and config.orchestrator.host_key == KEY
+    first = topology.app_hosts[0].target
+    assert first.host == "127.0.10.8" and first.host_key == KEY
     assert config.topology.replicas[0].target.host_key == KEY
 
 
 def test_bad_host_keys_name_the_key() -> None:
     with pytest.raises(StackConfigError, match="shield-orchestrator:hostKeys: h: invalid host"):
         load(config_source({**BASE_CONFIG, "hostKeys": '{"h": "x"}'}, SECRETS))
+
+
+def test_the_single_host_keys_fold_into_the_host_lists(tmp_path: Path, source_root: Path) -> None:
+    legacy = {
+        **BASE_CONFIG,
+        "orchestratorHostKey": KEY,
+        "redisHostKey": KEY,
+        "apiProcesses": "2",
+    }
+    listed = {
+        "taskHandler": "log-and-ack",
+        "orchestrators": json.dumps([{"host": "127.0.10.8", "hostKey": KEY, "apiProcesses": 2}]),
+        "hostKeys": json.dumps({"127.0.10.48": KEY}),
+        "redisHost": "127.0.10.48",
+        "packageSource": "index",
+        "serviceBindAddress": "127.0.10.8",
+    }
+    old, _ = load(config_source(legacy, SECRETS))
+    new, _ = load(config_source(listed, SECRETS))
+    strip = {"host_key_setting": "-"}
+    assert [
+        dataclasses.replace(h, target=dataclasses.replace(h.target, **strip))
+        for h in old.topology.app_hosts
+    ] == [
+        dataclasses.replace(h, target=dataclasses.replace(h.target, **strip))
+        for h in new.topology.app_hosts
+    ]
+    assert old.topology.primary.target.host_key == new.topology.primary.target.host_key == KEY
+    before = run_program(legacy, tmp_path / "build", source_root, secrets=SECRETS)
+    after = run_program(listed, tmp_path / "build", source_root, secrets=SECRETS)
+    assert _inputs(before) == _inputs(after)
+
+
+def test_the_single_host_ssh_keys_reach_the_folded_host() -> None:
+    config, _ = load(
+        config_source(
+            {**BASE_CONFIG, "orchestratorSshHost": "10.9.9.9", "orchestratorSshPort": "2222"},
+            SECRETS,
+        )
+    )
+    (host,) = config.topology.app_hosts
+    assert (host.public_host, host.target.host, host.target.port) == (
+        "127.0.10.8",
+        "10.9.9.9",
+        2222,
+    )
+    assert host.target.pin_hint == "orchestratorHostKey"
+    assert config.topology.roles("127.0.10.8") == ("orchestrator",)
+    assert config.topology.roles("127.0.10.48") == ("redis",)
+
+
+def test_orchestratorHost_beside_a_different_list_names_the_key() -> None:  # noqa: N802
+    stack = {**BASE_CONFIG, "orchestrators": json.dumps([{"host": "127.0.10.9"}])}
+    with pytest.raises(StackConfigError, match="shield-orchestrator:orchestratorHost: must be"):
+        load(config_source(stack, SECRETS))
+
+
+def _committed(stack_file: str) -> dict[str, str]:
+    stack = yaml.safe_load((REPO_ROOT / stack_file).read_text())
+    return {key.split(":", 1)[1]: str(value) for key, value in stack["config"].items()}
+
+
+@pytest.mark.parametrize("stack_file", ["infra/stacks/lab.yaml", "Pulumi.dev.yaml"])
+def test_the_committed_single_host_stacks_still_load(stack_file: str) -> None:
+    # What each lab or user adds: the handler (dev names none), host keys and the token.
+    values = {
+        "taskHandler": "log-and-ack",
+        **_committed(stack_file),
+        "orchestratorHostKey": KEY,
+        "redisHostKey": KEY,
+    }
+    config, _ = load(config_source(values, {**SECRETS, "apiToken": "t"}))
+    (host,) = config.topology.app_hosts
+    assert host.name == "orchestrator" and host.public_host == values["orchestratorHost"]
+    assert (host.api_ports, host.worker_processes) == ((8000,), 1)
+    assert config.topology.primary.host == values["redisHost"]
+    assert list(config.topology.hosts()) == [values["orchestratorHost"], values["redisHost"]]
+
+
+def test_observe_reads_health_and_every_redis_node_after_the_run() -> None:
+    config, _ = load(config_source(HA_CONFIG, SECRETS))
+    calls: list[tuple[str, bool]] = []
+
+    def run(host: str, script: str, with_password: bool) -> str:
+        calls.append((host, with_password))
+        if "urllib" in script:
+            assert "http://127.0.10.8:8000/health/detailed" in script
+            return json.dumps({"status": "up", "streams": {"s": {"length": 7}}}) + "\n"
+        role = "master" if host == "127.0.10.49" else "slave"
+        return f"info role:{role}\ninfo master_repl_offset:5\n"
+
+    observed = observe(config, run)
+    assert calls == [("127.0.10.8", False), ("127.0.10.48", True), ("127.0.10.49", True)]
+    assert observed.health["streams"]["s"]["length"] == 7
+    assert current_primary(config, observed.replication) == "127.0.10.49:6379"
+
+
+def test_the_dev_stack_fails_only_on_its_missing_handler_naming_the_key() -> None:
+    with pytest.raises(StackConfigError) as error:
+        load(config_source(_committed("Pulumi.dev.yaml"), SECRETS))
+    assert str(error.value).startswith("shield-orchestrator:taskHandler: is required when")
+    assert "workerHosts to []" in str(error.value)
+
+
+def test_workerHosts_empty_deploys_no_worker_and_needs_no_handler() -> None:  # noqa: N802
+    stack = {**BASE_CONFIG, "workerHosts": "[]"}
+    del stack["taskHandler"]
+    config, _ = load(config_source(stack, SECRETS))
+    assert [(h.name, h.api_ports, h.worker_processes) for h in config.topology.app_hosts] == [
+        ("orchestrator", (8000,), 0)
+    ]

@@ -3,6 +3,13 @@
 Every script starts with ``set -euo pipefail``, quotes each value with shlex.quote, and says
 which host and which piece is at fault when it stops. Secrets never appear here: the scripts
 read them from standard input, which pulumi-command keeps encrypted in the state.
+
+Never touch what we did not make: every unit and env file the deployment writes starts with
+MARKER, and every directory it makes holds MARKER_FILE. A step replaces or removes only what
+carries the marker (or, for deployments from before the markers, what only we ever wrote:
+a `.host-token` in the install directory, a unit that reads our env file with our
+Environment= line). The identity read (`host_checks`) reports anything else at our names
+before any step runs, so preview and up stop without changing anything.
 """
 
 from __future__ import annotations
@@ -16,6 +23,9 @@ from service.core import names
 from service.core.settings import Settings
 
 HEADER = "set -euo pipefail\n"
+MARKER = "# Managed by shield-orchestrator (Pulumi): replaced and removed by its deployment."
+MARKER_FILE = ".managed-by-shield-orchestrator"
+UNIT_DIR = "/etc/systemd/system"
 
 
 def q(value: object) -> str:
@@ -34,19 +44,140 @@ def on_host(identity: str, script: str) -> str:
     return f"# host {identity}\n" + script
 
 
-def orchestrator_identity(install_dir: str) -> str:
-    """Print the machine id and the install token, creating the token on first read."""
+def orchestrator_identity(install_dir: str, create: bool) -> str:
+    """Print the machine id and the install token; with create (an up, never a preview),
+    make the token (and the marked install directory) when there is none."""
     token = f"{install_dir}/.host-token"
+    make = ""
+    if create:
+        make = (
+            f'if [ ! -s {q(token)} ] && [ "${{conflicts:-0}}" = 0 ]; then\n'
+            + f"  install -d -m 0755 {q(install_dir)}\n"
+            + f"  {_mark_dir(install_dir)}\n"
+            + f"  head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n' > {q(token + '.tmp')}\n"
+            + f"  mv -f {q(token + '.tmp')} {q(token)}\n"
+            + "fi\n"
+        )
     return (
         HEADER
         + 'echo "machine-id $(cat /etc/machine-id)"\n'
-        + f"if [ ! -s {q(token)} ]; then\n"
-        + f"  install -d -m 0755 {q(install_dir)}\n"
-        + f"  head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n' > {q(token + '.tmp')}\n"
-        + f"  mv -f {q(token + '.tmp')} {q(token)}\n"
-        + "fi\n"
-        + f'echo "token $(cat {q(token)})"\n'
+        + make
+        + f'if [ -s {q(token)} ]; then echo "token $(cat {q(token)})"\n'
+        + "else echo 'token none'; fi\n"
     )
+
+
+def _refuse_foreign(check: str, path: str, key: str) -> str:
+    """Stop unless path is ours (or absent), naming the stack key that moves us elsewhere."""
+    return (
+        f"{check} {q(path)} || fail"
+        f" {q(f'{path} exists and was not made by this deployment; set {key} to a free name')}\n"
+    )
+
+
+def _mark_dir(path: str) -> str:
+    return (
+        f"[ -e {q(path + '/' + MARKER_FILE)} ] || echo {q(MARKER)} > {q(path + '/' + MARKER_FILE)}"
+    )
+
+
+def ownership_functions(service: ServiceSettings) -> str:
+    """Shell functions that say whether a path is ours: marked, or from before the markers
+    (a unit that reads our env file with our Environment= line; an env file of nothing but
+    SHIELD_ settings; a directory with our token, or nothing but an env file)."""
+    env_line = f"EnvironmentFile={service.config_dir}/shield.env"
+    return (
+        f"marker={q(MARKER)}\n"
+        + "ours_file() {\n"
+        + '  [ ! -e "$1" ] && return 0\n'
+        + '  [ "$(head -n 1 "$1" 2>/dev/null)" = "$marker" ] && return 0\n'
+        + f'  grep -qxF {q(env_line)} "$1" 2>/dev/null'
+        + " && grep -qxF 'Environment=PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1' \"$1\"\n"
+        + "}\n"
+        + "ours_env() {\n"
+        + '  [ ! -e "$1" ] && return 0\n'
+        + '  [ "$(head -n 1 "$1" 2>/dev/null)" = "$marker" ] && return 0\n'
+        + "  ! grep -qvE '^(SHIELD_[A-Z0-9_]+=.*)?$' \"$1\"\n"
+        + "}\n"
+        + "ours_dir() {\n"
+        + "  local entry\n"
+        + '  [ ! -e "$1" ] && return 0\n'
+        + f'  {{ [ -f "$1/{MARKER_FILE}" ] || [ -f "$1/.host-token" ]; }} && return 0\n'
+        + '  for entry in "$1"/* "$1"/.[!.]*; do\n'
+        + '    [ -e "$entry" ] || continue\n'
+        + '    [ "${entry##*/}" = shield.env ] || return 1\n'
+        + "  done\n"
+        + "}\n"
+    )
+
+
+def host_checks(host: str, service: ServiceSettings, bind: str, ports: Sequence[int]) -> str:
+    """Report (as `conflict <stack key> <message>` lines) each unit or directory at our names
+    that we did not make, and each API port that a process other than ours listens on.
+
+    Part of the identity read, before any step: it writes nothing. `conflicts` counts them,
+    so the identity script that follows makes no token on a host we may not use.
+    """
+    api, worker = unit_names(service)
+    named = [
+        ("serviceName", "ours_file", f"{UNIT_DIR}/{api}"),
+        ("serviceName", "ours_file", f"{UNIT_DIR}/{worker}"),
+        ("installDir", "ours_dir", service.install_dir),
+        ("configDir", "ours_dir", service.config_dir),
+    ]
+    checks = "".join(
+        f"{check} {q(path)} || conflict {key}"
+        f" {q(f'{path} exists and was not made by this deployment; set {key} to a free name')}\n"
+        for key, check, path in named
+    )
+    port_check = ""
+    if ports:
+        # The lab's hosts share one network namespace: only listeners on our address (or on
+        # every address) are in the way.
+        ours = f"/{_pattern(service.unit_name)}@$port\\.service"
+        port_check = (
+            f"bind={q(bind)}\n"
+            + "listener() {\n"
+            + '  local port="$1" line address pid name unit\n'
+            + "  while IFS= read -r line; do\n"
+            + "    address=$(awk '{print $4}' <<<\"$line\")\n"
+            + '    address="${address%:*}"\n'
+            + '    case "$address" in\n'
+            + '      "$bind" | 0.0.0.0 | "*" | "[::]" | "[::ffff:$bind]") ;;\n'
+            + '      *) [ "$bind" = 0.0.0.0 ] || [ "$bind" = :: ] || continue ;;\n'
+            + "    esac\n"
+            + "    pid=$(sed -n 's/.*pid=\\([0-9]*\\).*/\\1/p' <<<\"$line\")\n"
+            + f'    if [ -n "$pid" ] && grep -q "{ours}" "/proc/$pid/cgroup" 2>/dev/null; then\n'
+            + "      continue\n"
+            + "    fi\n"
+            + '    name=$(sed -n \'s/.*(("\\([^"]*\\)".*/\\1/p\' <<<"$line")\n'
+            + "    unit=$(sed -n 's|.*/\\([^/]*\\.service\\)$|\\1|p'"
+            + ' "/proc/${pid:-0}/cgroup" 2>/dev/null | head -n 1) || unit=""\n'
+            + "    printf '%s (pid %s%s)\\n'"
+            + ' "${name:-a process}" "${pid:-unknown}" "${unit:+, $unit}"\n'
+            + "    return 0\n"
+            + '  done < <(ss -Hltnp "sport = :$port" 2>/dev/null || true)\n'
+            + "}\n"
+            + "if command -v ss >/dev/null 2>&1; then\n"
+            + f"  for port in {' '.join(str(port) for port in ports)}; do\n"
+            + '    holder=$(listener "$port")\n'
+            + '    [ -z "$holder" ] || conflict servicePort'
+            + f' "port $port on {host} is held by $holder; stop it or set servicePort"\n'
+            + "  done\n"
+            + "fi\n"
+        )
+    return (
+        "conflicts=0\n"
+        + 'conflict() { conflicts=$((conflicts + 1)); printf \'conflict %s %s\\n\' "$1" "$2"; }\n'
+        + ownership_functions(service)
+        + checks
+        + port_check
+    )
+
+
+def _pattern(text: str) -> str:
+    """A unit name as a grep pattern: its dots escaped (unit names hold no other special)."""
+    return text.replace(".", "\\.")
 
 
 def _fail_function(host: str) -> str:
@@ -91,10 +222,17 @@ def orchestrator_preflight(
         + f"id -u {q(service.user)} >/dev/null 2>&1 || useradd --system --gid {q(service.user)}"
         + f" --home-dir {q(service.install_dir)} --no-create-home --shell /usr/sbin/nologin"
         + f" {q(service.user)}\n"
+        + ownership_functions(service)
+        + _refuse_foreign("ours_dir", service.install_dir, "installDir")
+        + _refuse_foreign("ours_dir", service.config_dir, "configDir")
         + "install -d -m 0755 -o root -g root"
         + f" {q(service.install_dir)} {q(service.install_dir + '/releases')}"
         + f" {q(service.install_dir + '/incoming')}\n"
         + f"install -d -m 0750 -o root -g {q(service.user)} {q(service.config_dir)}\n"
+        + _mark_dir(service.install_dir)
+        + "\n"
+        + _mark_dir(service.config_dir)
+        + "\n"
         + 'echo "ready"\n'
     )
 
@@ -171,8 +309,8 @@ def _systemd_quote(value: str) -> str:
 
 
 def env_file(settings: Mapping[str, str]) -> str:
-    """An EnvironmentFile: KEY="value" lines, sorted so the text is stable."""
-    lines = []
+    """An EnvironmentFile: the marker, then KEY="value" lines, sorted so the text is stable."""
+    lines = [MARKER]
     for key in sorted(settings):
         value = settings[key]
         if "\n" in value or "\r" in value:
@@ -226,9 +364,16 @@ UMask=0077
 """
 
 
-def unit_file(service: ServiceSettings, description: str, exec_start: str) -> str:
-    """A hardened systemd unit for one of the service's processes."""
+def unit_file(
+    service: ServiceSettings, description: str, exec_start: str, import_dir: str | None = None
+) -> str:
+    """A hardened systemd unit for one of the service's processes, marked as ours;
+    import_dir (in the release) goes on its Python path."""
+    python_path = ""
+    if import_dir is not None:
+        python_path = f"Environment=PYTHONPATH={service.install_dir}/current/{import_dir}\n"
     return (
+        f"{MARKER}\n"
         "[Unit]\n"
         f"Description={description}\n"
         "After=network-online.target\n"
@@ -240,6 +385,7 @@ def unit_file(service: ServiceSettings, description: str, exec_start: str) -> st
         f"Group={service.user}\n"
         f"EnvironmentFile={service.config_dir}/shield.env\n"
         "Environment=PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1\n"
+        f"{python_path}"
         f"WorkingDirectory={service.install_dir}/current\n"
         f"ExecStart={exec_start}\n"
         "Restart=on-failure\n"
@@ -261,10 +407,11 @@ def api_unit(service: ServiceSettings, bind_address: str | None = None) -> str:
     )
 
 
-def worker_unit(service: ServiceSettings) -> str:
-    """The worker's template unit: instance %i is the worker's number on this host."""
+def worker_unit(service: ServiceSettings, import_dir: str | None = None) -> str:
+    """The worker's template unit: instance %i is the worker's number on this host; it
+    imports handlers from import_dir (handlerPath's directory in the release) too."""
     exec_start = f"{service.install_dir}/venv/bin/python -m service.worker"
-    return unit_file(service, "Shield orchestrator task worker %i", exec_start)
+    return unit_file(service, "Shield orchestrator task worker %i", exec_start, import_dir)
 
 
 def unit_names(service: ServiceSettings) -> tuple[str, str]:
@@ -286,7 +433,11 @@ def _legacy_units(service: ServiceSettings) -> tuple[str, str]:
 
 
 def service_apply(
-    service: ServiceSettings, revision: Sequence[str], bind_address: str | None = None
+    host: str,
+    service: ServiceSettings,
+    revision: Sequence[str],
+    bind_address: str | None = None,
+    import_dir: str | None = None,
 ) -> str:
     """Write the env file from stdin and both template units, then reload systemd.
 
@@ -294,15 +445,20 @@ def service_apply(
     so adding or removing a process touches only that process. The revision lines (digests of
     code, venv and units) only mark what is deployed: when one changes, the script changes,
     Pulumi runs it again, and every instance step, which carries this step's output, restarts
-    its process. Plain units from before the templates are stopped and removed.
+    its process. Plain units from before the templates are stopped and removed if ours;
+    a unit, env file or directory that is not ours stops the step before it changes anything.
     """
     api, worker = unit_names(service)
     legacy = _legacy_units(service)
-    legacy_paths = " ".join(q("/etc/systemd/system/" + name) for name in legacy)
     env_path = f"{service.config_dir}/shield.env"
     return (
         HEADER
         + "".join(f"# {line}\n" for line in revision)
+        + _fail_function(host)
+        + ownership_functions(service)
+        + _refuse_foreign("ours_file", f"{UNIT_DIR}/{api}", "serviceName")
+        + _refuse_foreign("ours_file", f"{UNIT_DIR}/{worker}", "serviceName")
+        + _refuse_foreign("ours_env", env_path, "configDir")
         + "umask 077\n"
         + f"tmp=$(mktemp {q(env_path + '.XXXXXX')})\n"
         + 'cat > "$tmp"\n'
@@ -310,11 +466,14 @@ def service_apply(
         + 'chmod 0640 "$tmp"\n'
         + f'mv -f "$tmp" {q(env_path)}\n'
         + _write_unit(api, api_unit(service, bind_address))
-        + _write_unit(worker, worker_unit(service))
-        + f"if [ -e {q('/etc/systemd/system/' + legacy[0])} ]; then\n"
-        + f"  systemctl disable --now --quiet {q(legacy[0])} {q(legacy[1])} 2>/dev/null || true\n"
-        + f"  rm -f {legacy_paths}\n"
-        + "fi\n"
+        + _write_unit(worker, worker_unit(service, import_dir))
+        + "".join(
+            f"if [ -e {q(UNIT_DIR + '/' + name)} ] && ours_file {q(UNIT_DIR + '/' + name)}; then\n"
+            + f"  systemctl disable --now --quiet {q(name)} 2>/dev/null || true\n"
+            + f"  rm -f {q(UNIT_DIR + '/' + name)}\n"
+            + "fi\n"
+            for name in legacy
+        )
         + "systemctl daemon-reload\n"
         + 'echo "applied $(date -u +%Y-%m-%dT%H:%M:%SZ)"\n'
     )
@@ -348,20 +507,28 @@ def _write_unit(name: str, text: str) -> str:
 
 
 def service_remove(service: ServiceSettings) -> str:
-    """Stop and remove the service, its units, code and env file; the user stays."""
+    """Stop and remove the service, its units, code and env file, each only if ours; the
+    user stays."""
     api, worker = unit_names(service)
     instances = " ".join(
         q(pattern) for pattern in (f"{service.unit_name}@*", f"{service.unit_name}-worker@*")
     )
+    units = " ".join(q(f"{UNIT_DIR}/{name}") for name in (api, worker))
     return (
         HEADER
-        + f"systemctl stop {instances} 2>/dev/null || true\n"
-        + f"rm -f {q('/etc/systemd/system/' + api)} {q('/etc/systemd/system/' + worker)}\n"
-        + "rm -f /etc/systemd/system/multi-user.target.wants/"
+        + ownership_functions(service)
+        + f"for unit in {units}; do\n"
+        + '  ours_file "$unit" || continue\n'
+        + f"  systemctl stop {instances} 2>/dev/null || true\n"
+        + '  rm -f "$unit" "$unit.tmp"\n'
+        + "  rm -f /etc/systemd/system/multi-user.target.wants/"
         + f"{q(service.unit_name)}@*.service /etc/systemd/system/multi-user.target.wants/"
         + f"{q(service.unit_name + '-worker')}@*.service\n"
+        + "done\n"
         + "systemctl daemon-reload\n"
-        + f"rm -rf {q(service.install_dir)} {q(service.config_dir)}\n"
+        + f"for dir in {q(service.install_dir)} {q(service.config_dir)}; do\n"
+        + '  if [ -e "$dir" ] && ours_dir "$dir"; then rm -rf "$dir"; fi\n'
+        + "done\n"
         + 'echo "removed"\n'
     )
 
@@ -405,6 +572,31 @@ def health_wait(host: str, service: ServiceSettings, urls: Sequence[str]) -> str
     )
 
 
+def health_read(url: str) -> str:
+    """Print one API process's /health/detailed as one JSON line, or why it did not answer;
+    only reads (for the outputs after every up)."""
+    probe = (
+        "import json, sys, urllib.error, urllib.request\n"
+        "try:\n"
+        "    with urllib.request.urlopen(sys.argv[1], timeout=10) as reply:\n"
+        "        body = json.load(reply)\n"
+        "except urllib.error.HTTPError as error:\n"
+        "    try:\n"
+        "        body = json.load(error)\n"
+        "    except ValueError:\n"
+        "        body = {'status': 'down', 'error': str(error)}\n"
+        "except (OSError, ValueError) as error:\n"
+        "    body = {'status': 'down', 'error': str(error)}\n"
+        "print(json.dumps(body, sort_keys=True))\n"
+    )
+    return HEADER + f"python3 -c {q(probe)} {q(url)}\n"
+
+
+def redis_info(host: str, redis: RedisSettings) -> str:
+    """Print a Redis node's INFO replication as `info key:value` lines; only reads."""
+    return HEADER + redis_cli_prelude(host, redis) + _replication_info()
+
+
 def redis_cli_prelude(host: str, redis: RedisSettings) -> str:
     """Read the password from stdin into REDISCLI_AUTH, so it is on no command line."""
     return (
@@ -416,8 +608,9 @@ def redis_cli_prelude(host: str, redis: RedisSettings) -> str:
     )
 
 
-def redis_identity(host: str, redis: RedisSettings) -> str:
-    """Print the machine id and a token kept in Redis, set on first read.
+def redis_identity(host: str, redis: RedisSettings, create: bool) -> str:
+    """Print the machine id and a token kept in Redis; with create (an up, never a preview),
+    set it when there is none.
 
     Redis's data is what the steps on this host build, so the token lives there: a Redis that
     lost its data gets a new token. Where Redis cannot be asked yet, the token says so, and
@@ -430,11 +623,16 @@ def redis_identity(host: str, redis: RedisSettings) -> str:
         + 'echo "machine-id $(cat /etc/machine-id)"\n'
         + "token=unreachable\n"
         + "if command -v redis-cli >/dev/null 2>&1; then\n"
-        + "  fresh=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n')\n"
-        + f'  rcli SET {key} "$fresh" NX >/dev/null 2>&1 || true\n'
+        + (
+            "  fresh=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n')\n"
+            + f'  rcli SET {key} "$fresh" NX >/dev/null 2>&1 || true\n'
+            if create
+            else ""
+        )
         + f"  token=$(rcli --raw GET {key} 2>/dev/null) || token=unreachable\n"
+        + '  if [ -z "$token" ] && rcli PING >/dev/null 2>&1; then token=none; fi\n'
         + "fi\n"
-        + 'case "$token" in ""|*[!0-9a-f]*) token=unreachable ;; esac\n'
+        + 'case "$token" in none) ;; ""|*[!0-9a-f]*) token=unreachable ;; esac\n'
         + 'echo "token $token"\n'
         + _replication_info()
     )
@@ -451,11 +649,15 @@ def _replication_info() -> str:
     )
 
 
-def redis_replica_identity(install_dir: str, host: str, redis: RedisSettings) -> str:
+def redis_replica_identity(install_dir: str, host: str, redis: RedisSettings, create: bool) -> str:
     """A replica's identity: the machine id and a token in a file, as on the orchestrator,
     since its Redis data is the primary's (a token kept there would be the primary's); then
     its INFO replication."""
-    return orchestrator_identity(install_dir) + redis_cli_prelude(host, redis) + _replication_info()
+    return (
+        orchestrator_identity(install_dir, create)
+        + redis_cli_prelude(host, redis)
+        + _replication_info()
+    )
 
 
 def redis_preflight(host: str, redis: RedisSettings, install_os_packages: bool) -> str:
