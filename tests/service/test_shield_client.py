@@ -1,0 +1,166 @@
+"""shield_client, the original design's Python API, interleaved with the service's own worker
+and API on a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from service.core.settings import Settings
+from shield_client import RedisStreamsClient, Worker
+from tests.service.conftest import make_settings
+from tests.service.handlers import FAIL_MARK, HANDLED_KEY
+from tests.support.live_server import http, serve, wait_for
+from tests.support.processes import REPO_ROOT, service_env, start_worker
+from tests.support.redis_server import RedisServer
+
+QUEUE, GROUP = "shield:ingestion_queue", "lightrag-workers"
+
+
+@pytest.fixture
+def workers() -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def client_settings(redis_server: RedisServer, redis_client: redis.Redis) -> Settings:
+    return make_settings(redis_server, retry_backoff_ms=50)
+
+
+def service_worker(redis_server: RedisServer, handler: str = "record") -> subprocess.Popen[str]:
+    env = service_env(
+        redis_server.url,
+        block_ms=200,
+        claim_idle_ms=400,
+        task_handler=f"tests.service.handlers:{handler}",
+    )
+    return start_worker(env, consumer="service-worker")
+
+
+async def test_a_task_added_by_the_client_is_run_by_the_service_worker(
+    client_settings: Settings, redis_server: RedisServer, redis_client: redis.Redis, workers: list
+) -> None:
+    async with RedisStreamsClient("client", client_settings) as client:
+        entry_id = await client.add_task("job-1", "c1", "text", metadata={"lang": "en"})
+        assert await client.get_queue_depth() == 1
+    assert redis_client.xrange(QUEUE)[0][0] == entry_id
+    workers.append(service_worker(redis_server))
+    wait_for(lambda: redis_client.lrange(HANDLED_KEY, 0, -1) == ["c1"])
+
+
+async def test_a_held_task_is_not_reclaimed_while_the_client_holds_it_and_its_ack_counts(
+    client_settings: Settings, redis_server: RedisServer, redis_client: redis.Redis, workers: list
+) -> None:
+    with serve(client_settings) as base_url, http(base_url) as api:
+        assert (
+            api.post("/tasks", json={"job_id": "j", "chunk_id": "held", "content": "x"}).status_code
+            == 201
+        )
+    async with RedisStreamsClient("client", client_settings) as client:
+        [task] = await client.read_tasks(count=1)
+        assert task["chunk_id"] == "held" and task["metadata"] == {}
+        # A service worker reclaims what is idle for 400 ms; the client's lease keeps it.
+        workers.append(service_worker(redis_server))
+        await asyncio.sleep(1.5)
+        assert redis_client.llen(HANDLED_KEY) == 0
+        [pending] = redis_client.xpending_range(QUEUE, GROUP, "-", "+", 10)
+        assert pending["consumer"] == "client"
+        assert await client.ack_task(task["message_id"])
+        assert not await client.ack_task(task["message_id"])
+    assert redis_client.xpending(QUEUE, GROUP)["pending"] == 0
+    assert redis_client.hget("shield:ingestion_queue:counters", "acked") == "1"
+
+
+async def test_a_task_the_client_let_go_of_is_reclaimed_by_the_service_worker(
+    client_settings: Settings, redis_server: RedisServer, redis_client: redis.Redis, workers: list
+) -> None:
+    async with RedisStreamsClient("client", client_settings) as client:
+        await client.add_task("j", "dropped", "x")
+        [task] = await client.read_tasks(count=1)
+    # Closed without an ack: no more renewals, so another worker takes it.
+    workers.append(service_worker(redis_server))
+    wait_for(lambda: redis_client.lrange(HANDLED_KEY, 0, -1) == ["dropped"], timeout_s=15)
+    async with RedisStreamsClient("client", client_settings) as again:
+        assert not await again.ack_task(task["message_id"])
+
+
+async def test_events_are_emitted_read_replayed_and_acked_in_a_group(
+    client_settings: Settings, redis_client: redis.Redis
+) -> None:
+    async with RedisStreamsClient("observer", client_settings) as client:
+        ids = [await client.emit_event("test.event", {"n": n}, job_id="j") for n in range(3)]
+        read = await client.read_events("metrics-collector", count=10, block_ms=100)
+        assert [entry_id for entry_id, _ in read] == ids
+        assert [event["data"] for _, event in read] == [{"n": 0}, {"n": 1}, {"n": 2}]
+        assert read[0][1]["type"] == "test.event" and read[0][1]["job_id"] == "j"
+        # Unacked, they are this consumer's history: a replay from 0 gives them again.
+        replayed = await client.read_events("metrics-collector", last_id="0")
+        assert [entry_id for entry_id, _ in replayed] == ids
+        assert await client.ack_event(ids[0], "metrics-collector") == 1
+        replayed = await client.read_events("metrics-collector", last_id="0")
+        assert [entry_id for entry_id, _ in replayed] == ids[1:]
+
+
+async def test_the_health_check_reads_what_the_service_reports(client_settings: Settings) -> None:
+    async with RedisStreamsClient("observer", client_settings) as client:
+        health = await client.check_redis_health()
+    assert health["status"] == "up"
+    assert set(health["streams"]) == {QUEUE, "shield:events"}
+
+
+async def test_an_external_worker_shares_the_group_with_the_service_worker(
+    client_settings: Settings, redis_server: RedisServer, redis_client: redis.Redis, workers: list
+) -> None:
+    handled_here: list[str] = []
+
+    async def handle(task: Mapping[str, Any]) -> None:
+        await asyncio.sleep(0.01)
+        if FAIL_MARK in task["content"]:
+            raise RuntimeError("cannot take this one")
+        handled_here.append(task["chunk_id"])
+
+    async with RedisStreamsClient("producer", client_settings) as client:
+        for index in range(40):
+            await client.add_task("j", f"c{index}", "x")
+        # Both workers fail it, whichever gets it: three attempts, then the dead letters.
+        await client.add_task("j", "bad", FAIL_MARK)
+    external = Worker(handle, consumer="external", settings=client_settings)
+    running = asyncio.create_task(external.run())
+    workers.append(service_worker(redis_server, "fail_marked"))
+    try:
+        deadline = time.monotonic() + 20
+        while len(handled_here) + redis_client.llen(HANDLED_KEY) < 40 or not redis_client.xlen(
+            "shield:ingestion_queue:dlq"
+        ):
+            assert time.monotonic() < deadline, (handled_here, redis_client.llen(HANDLED_KEY))
+            await asyncio.sleep(0.1)
+    finally:
+        external.stop()
+        await asyncio.wait_for(running, 15)
+    everything = handled_here + [chunk for chunk in redis_client.lrange(HANDLED_KEY, 0, -1)]
+    assert sorted(everything) == sorted(f"c{index}" for index in range(40))
+    [(_, letter)] = redis_client.xrange("shield:ingestion_queue:dlq")
+    assert letter["chunk_id"] == "bad" and letter["dlq_attempts"] == "3"
+
+
+def test_the_package_ships_the_lua_scripts_and_the_dashboard() -> None:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    data = project["tool"]["setuptools"]["package-data"]
+    lua = sorted(Path(REPO_ROOT / "service/tasks").glob(data["service.tasks"][0]))
+    assert [path.name for path in lua] == sorted(
+        path.name for path in (REPO_ROOT / "service/tasks/lua").glob("*.lua")
+    ) and lua
+    assert "shield_client*" in project["tool"]["setuptools"]["packages"]["find"]["include"]
