@@ -33,6 +33,10 @@ def _entry(entry: Any) -> dict[str, Any] | None:
     }
 
 
+def _entry_id(entry: Any) -> str | None:
+    return printable(str(entry[0])) if entry else None
+
+
 def _int_or_none(value: Any) -> int | None:
     return None if value is None or value == "" else int(value)
 
@@ -92,8 +96,11 @@ def fold_stream(stream: StreamInfo) -> dict[str, Any]:
         "length": int(info.get("length", 0)),
         # Redis's running count of XADDs, untouched by trimming: rates are differences of it.
         "entries_added": int(info.get("entries-added") or 0),
-        "first_entry": _entry(info.get("first-entry")),
-        "last_entry": _entry(info.get("last-entry")),
+        # The original design's ids, and the entries themselves under names of their own.
+        "first_entry": _entry_id(info.get("first-entry")),
+        "last_entry": _entry_id(info.get("last-entry")),
+        "first_entry_detail": _entry(info.get("first-entry")),
+        "last_entry_detail": _entry(info.get("last-entry")),
         "last_generated_id": info.get("last-generated-id"),
         "consumer_groups": [group["name"] for group in groups],
         "groups": groups,
@@ -126,7 +133,7 @@ def fold_health(
         stream = by_name.get(name)
         if stream is None or stream.info is None:
             missing.append(f"stream {name}")
-            report[name] = {"length": 0, "consumers": 0, "groups": []}
+            report[name] = {"length": 0, "consumers": 0, "connected_consumers": 0, "groups": []}
             continue
         group_names = [str(group["name"]) for group in stream.groups]
         missing.extend(
@@ -134,7 +141,10 @@ def fold_health(
         )
         report[name] = {
             "length": int(stream.info.get("length", 0)),
-            "consumers": sum(int(group.get("consumers", 0)) for group in stream.groups),
+            # The original design's count of consumer groups; the consumers connected to them
+            # under a name of its own.
+            "consumers": len(stream.groups),
+            "connected_consumers": sum(int(group.get("consumers", 0)) for group in stream.groups),
             "groups": [printable(group) for group in group_names],
         }
     document: dict[str, Any] = {

@@ -132,7 +132,8 @@ def test_stats_list_both_streams_and_their_groups(client: httpx.Client) -> None:
     assert stats["timestamp"].endswith("+00:00")
     events = stats["streams"]["shield:events"]
     assert events["length"] == 1
-    assert events["first_entry"]["fields"]["type"] == "test.event"
+    assert events["first_entry_detail"]["fields"]["type"] == "test.event"
+    assert events["first_entry"] == events["first_entry_detail"]["id"]
     assert sorted(events["consumer_groups"]) == sorted(GROUPS["shield:events"])
     group = events["groups"][0]
     assert set(group) == {

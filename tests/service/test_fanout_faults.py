@@ -83,8 +83,8 @@ async def test_stats_and_health_serve_entries_and_groups_that_are_not_utf8(
         stats = await client.get("/events/stats")
         assert stats.status_code == 200, stats.text
         events = stats.json()["streams"][EVENTS]
-        assert events["first_entry"]["fields"] == {"\\xff\\xfe": "\\xc3", "type": "a.b"}
-        assert events["last_entry"]["fields"]["data"] == "\\xff"
+        assert events["first_entry_detail"]["fields"] == {"\\xff\\xfe": "\\xc3", "type": "a.b"}
+        assert events["last_entry_detail"]["fields"]["data"] == "\\xff"
         assert "obs\\xff" in events["consumer_groups"]
         health = await client.get("/health/detailed")
         assert health.status_code == 200, health.text

@@ -29,8 +29,10 @@ def test_stats_fold_each_stream_and_group() -> None:
     assert stats["streams"]["s"] == {
         "exists": True,
         "length": 2,
-        "first_entry": {"id": "1-0", "fields": {"type": "a.b"}},
-        "last_entry": {"id": "2-0", "fields": {"type": "c.d"}},
+        "first_entry": "1-0",
+        "last_entry": "2-0",
+        "first_entry_detail": {"id": "1-0", "fields": {"type": "a.b"}},
+        "last_entry_detail": {"id": "2-0", "fields": {"type": "c.d"}},
         "last_generated_id": "2-0",
         "consumer_groups": ["g1", "g2"],
         "entries_added": 0,
@@ -67,7 +69,9 @@ def test_health_is_up_when_every_group_is_there() -> None:
         "status": "up",
         "latency_ms": 0.123,
         "fanout": "running",
-        "streams": {"s": {"length": 2, "consumers": 2, "groups": ["g1", "g2"]}},
+        "streams": {
+            "s": {"length": 2, "consumers": 2, "connected_consumers": 2, "groups": ["g1", "g2"]}
+        },
     }
 
 
@@ -131,5 +135,16 @@ def test_bytes_that_are_not_utf8_are_shown_escaped() -> None:
     text = json.dumps(document, ensure_ascii=False)
     text.encode("utf-8")
     stream = document["stats"]["streams"]["s"]
-    assert stream["first_entry"]["fields"] == {"\\xff\\xfe": "\\xff\\xfe"}
+    assert stream["first_entry_detail"]["fields"] == {"\\xff\\xfe": "\\xff\\xfe"}
     assert stream["groups"][0]["name"] == "\\xff\\xfe"
+
+
+def test_health_counts_groups_as_consumers_as_the_original_did_and_connections_apart() -> None:
+    groups = [
+        {"name": "g1", "consumers": 3, "pending": 0},
+        {"name": "g2", "consumers": 4, "pending": 0},
+        {"name": "g3", "consumers": 0, "pending": 0},
+    ]
+    health = fold_health([StreamInfo("s", INFO, groups)], {"s": ["g1"]}, 0.1)
+    assert health["streams"]["s"]["consumers"] == 3
+    assert health["streams"]["s"]["connected_consumers"] == 7
