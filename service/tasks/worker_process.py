@@ -37,7 +37,7 @@ from service.events.bus import EventPublisher
 from service.events.wire import Event
 from service.tasks.handlers.loading import Handler, build_handler
 from service.tasks.leases import LeaseKeeper
-from service.tasks.ledger import DeliveryLedger
+from service.tasks.ledger import DeliveryLedger, DeliveryState
 from service.tasks.processor import TaskProcessor, batch_event_fields
 from service.tasks.rate_limit import HandlerRateLimit
 from service.tasks.task_format import Task
@@ -52,6 +52,7 @@ MAX_RECLAIM_INTERVAL_S = 5.0
 LEASE_RENEWALS_PER_IDLE_TIME = 3
 # Other workers' retries come due unannounced: look for them at least this often.
 PROMOTE_POLL_S = 1.0
+UNSETTLED = (DeliveryState.RECEIVED, DeliveryState.RUNNING, DeliveryState.MOVING)
 
 
 def default_consumer_name() -> str:
@@ -221,10 +222,15 @@ class Worker:
         ahead of the batch's acks; a failure, a retry or progress waits for it to land."""
         self._ledger.receive(delivery.entry_id for delivery in deliveries)
         runnable: list[tuple[Delivery, Task]] = []
-        for delivery in deliveries:
-            task = await self._processor.screen(delivery)
-            if task is not None:
-                runnable.append((delivery, task))
+        try:
+            for delivery in deliveries:
+                task = await self._processor.screen(delivery)
+                if task is not None:
+                    runnable.append((delivery, task))
+        except RedisError:
+            # Cut short: what was not dead-lettered is left for reclaim, not held for an hour.
+            self._ledger.release(delivery.entry_id for delivery in deliveries)
+            raise
         if not runnable:
             return
         announced = asyncio.Event()
@@ -245,10 +251,15 @@ class Worker:
         if self._stop_requested:
             self._ledger.release([delivery.entry_id])
             return
-        task = await self._processor.screen(delivery)
-        if task is None:
-            return
-        await self._queue.ack(self._consumer, None, batch_event_fields("ingestion.started", [task]))
+        try:
+            task = await self._processor.screen(delivery)
+            if task is None:
+                return
+            started = batch_event_fields("ingestion.started", [task])
+            await self._queue.ack(self._consumer, None, started)
+        except RedisError:
+            self._ledger.release([delivery.entry_id])
+            raise
         announced = asyncio.Event()
         announced.set()
         await self._run(delivery, task, announced)
@@ -267,7 +278,11 @@ class Worker:
             await self._processor.run(delivery, task, announced)
         except RedisError as error:
             log.warning("task %s left for reclaim after a Redis error: %s", task.message_id, error)
-            self._ledger.release([delivery.entry_id])
+        finally:
+            # Whatever did not end finished or moved (a Redis error, a bug) is let go, for
+            # another worker to reclaim, rather than renewed for lease_max_ms.
+            if self._ledger.state_of(delivery.entry_id) in UNSETTLED:
+                self._ledger.release([delivery.entry_id])
 
     def _runner_done(self, runner: asyncio.Task[None]) -> None:
         self._runners.discard(runner)

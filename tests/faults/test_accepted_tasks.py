@@ -141,7 +141,8 @@ def test_busy_workers_keep_their_tasks(
 def test_workers_recreate_their_group_after_redis_loses_its_data(
     redis_server: RedisServer, redis_client: redis.Redis, workers: list[subprocess.Popen[str]]
 ) -> None:
-    env = service_env(redis_server.url, block_ms=200, task_handler=RECORD)
+    # One at a time, so the order handled is the order posted.
+    env = service_env(redis_server.url, block_ms=200, task_handler=RECORD, worker_concurrency=1)
     workers.append(start_worker(env))
     with serve(make_settings(redis_server)) as base_url, http(base_url) as client:
         assert client.post("/tasks", json=task_body(0)).status_code == 201
