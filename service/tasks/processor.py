@@ -163,14 +163,6 @@ class TaskProcessor:
     async def _defer_busy(
         self, delivery: Delivery, task: Task, busy: RetryLater, announced: asyncio.Event
     ) -> None:
-        now_ms = self._now_ms()
-        age_ms = _age_ms(task.timestamp, now_ms)
-        if age_ms is not None and age_ms > self._settings.lease_max_ms:
-            reason = f"busy for longer than lease_max_ms ({self._settings.lease_max_ms}): "
-            await self._dead_letter(
-                delivery, reason + busy.reason, task.retry_count + 1, task, announced
-            )
-            return
         if busy.delay_s is not None:
             delay_ms = int(busy.delay_s * 1000)
         else:
@@ -180,6 +172,15 @@ class TaskProcessor:
                 self._settings.retry_backoff_max_ms,
                 self._draw,
             )
+        # Busy retries are capped only by lease_max_ms since the task was queued: one that
+        # would come back past it is dead-lettered now rather than after the wait.
+        age_ms = _age_ms(task.timestamp, self._now_ms())
+        if age_ms is not None and age_ms + delay_ms > self._settings.lease_max_ms:
+            reason = f"busy for longer than lease_max_ms ({self._settings.lease_max_ms}): "
+            await self._dead_letter(
+                delivery, reason + busy.reason, task.retry_count + 1, task, announced
+            )
+            return
         log.info("task %s deferred %d ms: %s", task.message_id, delay_ms, busy.reason)
         await self._defer(
             delivery, task, delay_ms, "deferred", busy.reason, task.retry_count, announced, True

@@ -454,6 +454,8 @@ async def serve(settings: Settings, handler: Handler, consumer: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # httpx logs every request's full URL at INFO, credentials and query included.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         settings = load_settings()
         executor = ThreadPoolExecutor(settings.worker_concurrency, thread_name_prefix="handler")

@@ -63,7 +63,7 @@ def build_handler(settings: Settings, executor: Executor) -> Handler:
     if spec.kind is HandlerKind.LOG_AND_ACK:
         return LogAndAck()
     if spec.kind is HandlerKind.HTTP:
-        return HttpHandler(spec.target, _http_client(settings), token)
+        return HttpHandler(spec.target, _http_client(settings), token, settings.handler_timeout_s)
     if spec.kind is HandlerKind.LIGHTRAG:
         return LightRagHandler(
             spec.target, _http_client(settings), token, settings.handler_timeout_s
