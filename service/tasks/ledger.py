@@ -83,37 +83,23 @@ class DeliveryLedger:
     def start(self, entry_id: str) -> bool:
         """received → running; False (and the delivery is dropped) when it was lost."""
         with self._lock:
-            entry = self._entries.get(entry_id)
-            if entry is None or entry.state is DeliveryState.LOST:
-                self._entries.pop(entry_id, None)
-                return False
-            self._expect(entry_id, entry, DeliveryState.RECEIVED)
-            entry.state = DeliveryState.RUNNING
-            return True
+            return self._advance(entry_id, DeliveryState.RUNNING, DeliveryState.RECEIVED)
 
     def finish(self, entry_id: str, task: Task) -> bool:
         """running → finished, to be acked; False when it was lost while it ran."""
         with self._lock:
-            entry = self._entries.get(entry_id)
-            if entry is None or entry.state is DeliveryState.LOST:
-                self._entries.pop(entry_id, None)
+            if not self._advance(entry_id, DeliveryState.FINISHED, DeliveryState.RUNNING):
                 return False
-            self._expect(entry_id, entry, DeliveryState.RUNNING)
-            entry.state = DeliveryState.FINISHED
-            entry.task = task
+            self._entries[entry_id].task = task
             return True
 
     def moving(self, entry_id: str) -> bool:
         """received or running → moving (a retry, deferral or dead letter is being written);
         False when it was lost."""
         with self._lock:
-            entry = self._entries.get(entry_id)
-            if entry is None or entry.state is DeliveryState.LOST:
-                self._entries.pop(entry_id, None)
-                return False
-            self._expect(entry_id, entry, DeliveryState.RECEIVED, DeliveryState.RUNNING)
-            entry.state = DeliveryState.MOVING
-            return True
+            return self._advance(
+                entry_id, DeliveryState.MOVING, DeliveryState.RECEIVED, DeliveryState.RUNNING
+            )
 
     def moved(self, entry_id: str) -> None:
         """moving → gone: the move landed, or the queue found the task another's."""
@@ -207,6 +193,16 @@ class DeliveryLedger:
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
+
+    def _advance(self, entry_id: str, to: DeliveryState, *allowed: DeliveryState) -> bool:
+        """Move a held delivery on (the lock held); a lost or unknown one is dropped: False."""
+        entry = self._entries.get(entry_id)
+        if entry is None or entry.state is DeliveryState.LOST:
+            self._entries.pop(entry_id, None)
+            return False
+        self._expect(entry_id, entry, *allowed)
+        entry.state = to
+        return True
 
     @staticmethod
     def _expect(entry_id: str, entry: _Entry, *states: DeliveryState) -> None:
