@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,6 +30,8 @@ from service.core.instruments import ServiceMetrics
 from service.core.redis_client import create_redis
 from service.core.settings import ConfigError, Settings, load_settings
 from service.events.bus import EventHub, EventPublisher
+from service.events.collector import MetricsCollector
+from service.events.frontend_groups import FrontEndCursors
 from service.tasks.task_queue import TaskQueue
 
 log = logging.getLogger(__name__)
@@ -55,6 +59,8 @@ def build_state(settings: Settings) -> AppState:
         on_reader_failure=metrics_.fanout_reader_failures.inc,
     )
     metrics_.fanout_reader_up.set_function(lambda: float(hub.reader_running))
+    # The metrics-collector's blocking read gets connections of its own, as the hub's does.
+    collector_redis = create_redis(settings, max_connections=2)
     return AppState(
         settings=settings,
         redis=redis,
@@ -63,6 +69,11 @@ def build_state(settings: Settings) -> AppState:
         publisher=EventPublisher(redis, settings.stream_events, settings.stream_maxlen),
         queue=TaskQueue(redis, settings),
         metrics=metrics_,
+        collector=MetricsCollector(
+            collector_redis, settings, f"{socket.gethostname()}-{os.getpid()}"
+        ),
+        collector_redis=collector_redis,
+        front_end_groups=FrontEndCursors(redis, settings.stream_events, hub.sent_cursors),
     )
 
 
@@ -80,9 +91,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # The service must come up without Redis and recover when it returns.
             log.warning("could not create consumer groups at start: %s", error)
         await state.hub.start()
+        await state.collector.start()
+        await state.front_end_groups.start()
         try:
             yield
         finally:
+            await state.front_end_groups.stop()
+            await state.collector.stop()
+            await state.collector_redis.aclose()
             await state.hub.stop()
             await state.hub_reader.aclose()
             await state.redis.aclose()

@@ -25,6 +25,7 @@ from service.agui.run_view import RunProgress, encode_events, interrupted, job_e
 from service.api.app_state import AppState, State
 from service.api.sse_response import event_stream_response
 from service.api.stream_shutdown import closed_on_shutdown
+from service.core import names
 from service.events.bus import SubscriptionClosed
 from service.events.filters import EventFilter
 from service.events.stream_ids import ONLY_NEW
@@ -103,7 +104,7 @@ async def _run_frames(
             return
         job_only = EventFilter(job_id=progress.run_id)
         async with (
-            state.hub.subscribe(cursor, job_only) as subscription,
+            state.hub.subscribe(cursor, job_only, names.AGUI_FRONTEND_GROUP) as subscription,
             closed_on_shutdown(shutdown, subscription),
         ):
             try:

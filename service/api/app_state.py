@@ -11,6 +11,8 @@ from redis.asyncio import Redis
 from service.core.instruments import ServiceMetrics
 from service.core.settings import Settings
 from service.events.bus import EventHub, EventPublisher
+from service.events.collector import MetricsCollector
+from service.events.frontend_groups import FrontEndCursors
 from service.tasks.task_queue import TaskQueue
 
 
@@ -23,6 +25,9 @@ class AppState:
     publisher: EventPublisher
     queue: TaskQueue
     metrics: ServiceMetrics
+    collector: MetricsCollector
+    collector_redis: Redis
+    front_end_groups: FrontEndCursors
 
 
 def get_state(request: Request) -> AppState:

@@ -23,7 +23,9 @@ from service.core.json_safety import JsonSafeModel
 from service.core.stream_probe import read_stream_infos
 from service.core.stream_stats import fold_stats
 from service.events.bus import Subscription, SubscriptionClosed
+from service.events.collector import read_collected
 from service.events.filters import EventFilter
+from service.events.frontend_groups import UnknownApplication, application
 from service.events.stream_ids import InvalidStreamId, StartPoint, normalize_resume_point
 from service.events.wire import (
     EVENT_TYPE_PATTERN,
@@ -53,6 +55,10 @@ ResumeQuery = Annotated[
 ]
 TypesQuery = Annotated[str | None, Query(description="comma-separated types; a.* matches a prefix")]
 JobQuery = Annotated[str | None, Query(description="only events of this job")]
+AppQuery = Annotated[
+    str | None,
+    Query(description="the front-end application this client is (its events group follows it)"),
+]
 UnnamedQuery = Annotated[
     bool,
     Query(description="frames without an event line, type inside data, for one onmessage"),
@@ -96,7 +102,9 @@ async def stream_stats(state: State) -> dict[str, Any]:
     )
     dead_letters = await state.queue.dead_letter_count()
     waiting = await state.queue.waiting_count()
-    return fold_stats(infos, dead_letters, waiting, utc_now_iso())
+    stats = fold_stats(infos, dead_letters, waiting, utc_now_iso())
+    stats["collected"] = await read_collected(state.redis)
+    return stats
 
 
 async def _sse_frames(
@@ -105,6 +113,7 @@ async def _sse_frames(
     event_filter: EventFilter,
     unnamed: bool,
     shutdown: anyio.Event,
+    front_end: str | None = None,
 ) -> AsyncIterator[bytes]:
     delivered = state.metrics.events_delivered.labels("sse")
     clients = state.metrics.connected_clients.labels("sse")
@@ -117,7 +126,7 @@ async def _sse_frames(
         announced = start.cursor
         idle_s = state.settings.sse_ping_s
         async with (
-            state.hub.subscribe(start.cursor, event_filter) as subscription,
+            state.hub.subscribe(start.cursor, event_filter, front_end) as subscription,
             closed_on_shutdown(shutdown, subscription),
         ):
             try:
@@ -162,6 +171,7 @@ async def stream_events(
     types: TypesQuery = None,
     job_id: JobQuery = None,
     unnamed: UnnamedQuery = False,
+    app: AppQuery = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventSourceResponse:
     """Server-sent events: every event after the resume point that passes the filters.
@@ -173,6 +183,7 @@ async def stream_events(
     """
     resume_point = normalize_resume_point(last_event_id if last_event_id is not None else last_id)
     event_filter = EventFilter.parse(types, job_id)
+    front_end = application(app, state.settings)
     try:
         start = await state.hub.resolve_start(resume_point)
     except RedisError as error:
@@ -181,7 +192,7 @@ async def stream_events(
         unavailable = _unavailable_frames(resume_point, error)
         return event_stream_response(lambda _: unavailable)
     return event_stream_response(
-        lambda shutdown: _sse_frames(state, start, event_filter, unnamed, shutdown),
+        lambda shutdown: _sse_frames(state, start, event_filter, unnamed, shutdown, front_end),
         ping_s=state.settings.sse_ping_s,
     )
 
@@ -231,13 +242,15 @@ async def websocket_events(
     types: TypesQuery = None,
     job_id: JobQuery = None,
     batch: BatchQuery = False,
+    app: AppQuery = None,
 ) -> None:
     """The same stream as /events/stream, one JSON object per message (an array with batch)."""
     if await refuse_foreign_origin(websocket, state.settings.cors_origins):
         return
     try:
+        front_end = application(app, state.settings)
         start, event_filter = await _open_subscription(state, last_id, types, job_id)
-    except InvalidStreamId as error:
+    except (InvalidStreamId, UnknownApplication) as error:
         await deny_websocket(
             websocket.scope,
             websocket.receive,
@@ -253,7 +266,7 @@ async def websocket_events(
     clients = state.metrics.connected_clients.labels("ws")
     clients.inc()
     try:
-        async with state.hub.subscribe(start.cursor, event_filter) as subscription:
+        async with state.hub.subscribe(start.cursor, event_filter, front_end) as subscription:
             sender = asyncio.create_task(
                 _ws_send_events(websocket, state, subscription, start, batch)
             )

@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from service.agui.run_plan import IngestRefused
 from service.agui.run_store import RunBusy, RunConflict
 from service.core.json_safety import printable
+from service.events.frontend_groups import UnknownApplication
 from service.events.stream_ids import InvalidStreamId
 from service.tasks.task_queue import NotReplicated, QueueFull
 
@@ -36,6 +37,7 @@ DOMAIN_ANSWERS: dict[type[Exception], tuple[int, int | None]] = {
     RunConflict: (409, None),
     IngestRefused: (422, None),
     InvalidStreamId: (400, None),
+    UnknownApplication: (400, None),
 }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from prometheus_client import (
     CollectorRegistry,
@@ -19,14 +19,19 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from service.core.json_safety import printable
 
 log = logging.getLogger(__name__)
 
-WORKER_COUNTER_NAMES = ("acked", "retried", "dead_lettered")
+# Upper bounds in seconds, as Prometheus buckets; a task of an LLM pipeline takes seconds.
+LATENCY_BUCKETS_S: tuple[float, ...] = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
+JOB_BUCKETS_S: tuple[float, ...] = (1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200, 21600)
+WORKER_COUNTER_NAMES = ("acked", "retried", "deferred", "dead_lettered")
+# At most this many event types are exported: anyone can write a new type.
+MAX_EXPORTED_EVENT_TYPES = 200
 
 
 class WorkerTotals(Collector):
@@ -66,6 +71,50 @@ class WorkerTotals(Collector):
         yield family
 
 
+class CollectedMetrics(Collector):
+    """What the metrics-collector group's reader keeps in Redis (service.events.collector):
+    task latency from enqueue to done, job durations, and events by type, for all processes."""
+
+    def __init__(self) -> None:
+        self._latency: Mapping[str, str] = {}
+        self._jobs: Mapping[str, str] = {}
+        self._types: Mapping[str, str] = {}
+
+    def update(
+        self, latency: Mapping[str, str], jobs: Mapping[str, str], types: Mapping[str, str]
+    ) -> None:
+        self._latency, self._jobs, self._types = latency, jobs, types
+
+    def collect(self) -> Iterable[Metric]:
+        for name, documentation, counts, bounds in (
+            (
+                "shield_task_latency_seconds",
+                "Time from a task's enqueue to its completion, seen by the metrics-collector",
+                self._latency,
+                LATENCY_BUCKETS_S,
+            ),
+            (
+                "shield_job_duration_seconds",
+                "Time from a job's first task queued to its last settled",
+                self._jobs,
+                JOB_BUCKETS_S,
+            ),
+        ):
+            buckets, total, _ = cumulative_buckets(counts, bounds)
+            yield HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=total)
+        family = CounterMetricFamily(
+            "shield_collected_events",
+            "Events on the events stream by type, seen by the metrics-collector",
+            labels=["type"],
+        )
+        for event_type, raw in sorted(self._types.items())[:MAX_EXPORTED_EVENT_TYPES]:
+            try:
+                family.add_metric([printable(event_type)], max(0.0, float(raw)))
+            except ValueError:
+                continue
+        yield family
+
+
 class ServiceMetrics:
     """Counters and gauges served on /metrics."""
 
@@ -100,6 +149,8 @@ class ServiceMetrics:
         )
         self.worker_totals = WorkerTotals()
         self.registry.register(self.worker_totals)
+        self.collected = CollectedMetrics()
+        self.registry.register(self.collected)
         self.redis_latency = Histogram(
             "shield_redis_latency_seconds",
             "Round-trip time of Redis commands issued by the API",
@@ -135,3 +186,23 @@ def _running_task_count() -> float:
         return float(len(asyncio.all_tasks()))
     except RuntimeError:
         return 0.0
+
+
+def cumulative_buckets(
+    counts: Mapping[str, str], bounds: Sequence[float]
+) -> tuple[list[tuple[str, float]], float, float]:
+    """A histogram hash into Prometheus's cumulative buckets, its sum and its count."""
+    running = 0.0
+    buckets: list[tuple[str, float]] = []
+    for bound in (*(repr(float(b)) for b in bounds), "+Inf"):
+        running += _number(counts.get(bound))
+        buckets.append((bound, running))
+    return buckets, _number(counts.get("sum")), _number(counts.get("count"))
+
+
+def _number(raw: str | None) -> float:
+    try:
+        value = float(raw or 0)
+    except ValueError:
+        return 0.0
+    return value if value == value and value >= 0 else 0.0

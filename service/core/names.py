@@ -8,11 +8,13 @@ DEAD_LETTER_SUFFIX = ":dlq"
 
 WORKER_GROUP = "lightrag-workers"
 METRICS_GROUP = "metrics-collector"
+AGUI_FRONTEND_GROUP = "ag-ui-frontend"
+DASHBOARD_FRONTEND_GROUP = "dashboard-frontend"
 INGESTION_GROUPS: tuple[str, ...] = (WORKER_GROUP, METRICS_GROUP)
 EVENT_GROUPS: tuple[str, ...] = (
-    "ag-ui-frontend",
+    AGUI_FRONTEND_GROUP,
     "power-ui-frontend",
-    "dashboard-frontend",
+    DASHBOARD_FRONTEND_GROUP,
     METRICS_GROUP,
 )
 
@@ -58,6 +60,18 @@ def delayed_tasks_key(ingestion_stream: str) -> str:
 def handler_rate_key(ingestion_stream: str) -> str:
     """Name of the hash holding the handler rate limit's token bucket."""
     return ingestion_stream + HANDLER_RATE_SUFFIX
+
+
+# What the metrics-collector group's reader keeps, shared by every API process: histograms
+# as hashes of bucket upper bounds (plus "sum" and "count"), counts by event type, and the
+# jobs still open (tasks seen queued and settled, and when the first was queued).
+COLLECTED_PREFIX = "shield:collected:"
+TASK_LATENCY_KEY = COLLECTED_PREFIX + "task-latency-seconds"
+JOB_DURATION_KEY = COLLECTED_PREFIX + "job-duration-seconds"
+EVENT_TYPES_KEY = COLLECTED_PREFIX + "events-by-type"
+OPEN_JOBS_QUEUED_KEY = COLLECTED_PREFIX + "open-jobs:queued"
+OPEN_JOBS_SETTLED_KEY = COLLECTED_PREFIX + "open-jobs:settled"
+OPEN_JOBS_FIRST_MS_KEY = COLLECTED_PREFIX + "open-jobs:first-ms"
 
 
 # Set by the deployment (infra) on first contact; a Redis that lost its data gets a new one.

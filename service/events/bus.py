@@ -164,9 +164,17 @@ class Subscription:
     """One live client's view of the stream: replay, then a bounded buffer fed by the hub."""
 
     def __init__(
-        self, hub: EventHub, cursor: str, event_filter: EventFilter, limit: int, limit_bytes: int
+        self,
+        hub: EventHub,
+        cursor: str,
+        event_filter: EventFilter,
+        limit: int,
+        limit_bytes: int,
+        app: str | None = None,
     ) -> None:
         self._hub = hub
+        # The front-end application this client said it is, whose group follows its cursor.
+        self.app = app
         self._filter = event_filter
         self._limit = limit
         self._limit_bytes = limit_bytes
@@ -342,16 +350,20 @@ class EventHub:
 
     @asynccontextmanager
     async def subscribe(
-        self, cursor: str, event_filter: EventFilter
+        self, cursor: str, event_filter: EventFilter, app: str | None = None
     ) -> AsyncIterator[Subscription]:
         """A subscription for one client connection, after a cursor from resolve_start."""
         subscription = Subscription(
-            self, cursor, event_filter, self._buffer_limit, self._buffer_limit_bytes
+            self, cursor, event_filter, self._buffer_limit, self._buffer_limit_bytes, app
         )
         try:
             yield subscription
         finally:
             self._subscriptions.discard(subscription)
+
+    def sent_cursors(self) -> list[tuple[str | None, str]]:
+        """Each live subscription's application and how far it has been sent."""
+        return [(subscription.app, subscription.cursor) for subscription in self._subscriptions]
 
     def join(self, subscription: Subscription) -> None:
         """Start handing live batches to a subscription that has caught up."""

@@ -137,6 +137,7 @@
     );
     byId("dead-letter-total").textContent = `${stats.dead_letters} in all`;
     byId("waiting-retries").textContent = `${stats.waiting_retries} waiting for a retry`;
+    if (stats.collected) renderCollected(stats.collected);
     recordSample(streams);
   }
 
@@ -167,6 +168,36 @@
     const oldest = samples.find((sample) => sample.at >= newest.at - RATE_NOW_MS);
     const base = oldest === newest ? samples[samples.length - 2] : oldest;
     return base ? rateBetween(base, newest, name) : null;
+  }
+
+  // What the metrics-collector group's reader measured, for every API process together.
+  function renderCollected(collected) {
+    const seconds = (value) => (value === null || value === undefined ? "-" : `${value} s`);
+    fillTable(
+      "collected",
+      [
+        ["task enqueue to done", collected.task_latency],
+        ["job first queued to last settled", collected.job_duration],
+      ].map(([label, summary]) => {
+        const tr = row([
+          cell(label),
+          cell(summary.count, "number"),
+          cell(seconds(summary.mean_s), "number"),
+          cell(seconds(summary.p50_at_most_s), "number"),
+          cell(seconds(summary.p99_at_most_s), "number"),
+        ]);
+        tr.dataset.measure = label;
+        return tr;
+      }),
+    );
+    fillTable(
+      "events-by-type",
+      Object.entries(collected.events_by_type).map(([type, count]) => {
+        const tr = row([cell(type), cell(count, "number")]);
+        tr.dataset.type = type;
+        return tr;
+      }),
+    );
   }
 
   function renderRates(names) {
@@ -362,7 +393,8 @@
   }
 
   async function readTail(generation, signal) {
-    const params = new URLSearchParams();
+    // The dashboard's clients move the dashboard-frontend group (see /events/stats).
+    const params = new URLSearchParams({ app: "dashboard-frontend" });
     if (tail.types) params.set("types", tail.types);
     const headers = withAuth({ Accept: "text/event-stream" });
     // Resume after the last event seen; the first connection starts at new events.
