@@ -2,7 +2,8 @@
 
 Routes raise the domain's own errors and never build these answers themselves. A refusal a
 client should retry (a full backlog, a replica that did not confirm, a run being set up, Redis
-away) is a 503 with ``Retry-After``; bad input is a 400 or 422; a conflict is a 409.
+away) is a 503 with ``Retry-After``; bad input is a 400 or 422; a conflict is a 409; a token
+that does not cover the job or event type asked for is a 403.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from redis.exceptions import RedisError
 
 from service.agui.run_plan import IngestRefused
 from service.agui.run_store import RunBusy, RunConflict
+from service.core.grants import AccessDenied
 from service.core.json_safety import printable
+from service.core.tokens import MintingUnavailable
+from service.events.filters import TooManyPatterns
 from service.events.stream_ids import InvalidStreamId
 from service.tasks.task_queue import NotReplicated, QueueFull
 
@@ -36,6 +40,9 @@ DOMAIN_ANSWERS: dict[type[Exception], tuple[int, int | None]] = {
     RunConflict: (409, None),
     IngestRefused: (422, None),
     InvalidStreamId: (400, None),
+    TooManyPatterns: (400, None),
+    AccessDenied: (403, None),
+    MintingUnavailable: (501, None),
 }
 
 
