@@ -119,13 +119,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         health_routes.router,
         metrics_routes.router,
         dashboard_routes.router,
-        token_routes.router,
     )
     for router in routers:
         app.include_router(router)
-    install_error_handlers(app)
     authority = token_authority(settings)
     app.state.token_authority = authority
+    if authority is not None and authority.can_mint:
+        # Only where there is a secret to sign with: otherwise there is no such route.
+        app.include_router(token_routes.router)
+    install_error_handlers(app)
     # Outermost last: CORS, then auth (401/403), then the body size (413), then JSON only (415).
     app.add_middleware(JsonBodyOnly)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_event_bytes)

@@ -20,7 +20,7 @@ from service.agui.run_plan import IngestRefused
 from service.agui.run_store import RunBusy, RunConflict
 from service.core.grants import AccessDenied
 from service.core.json_safety import printable
-from service.core.tokens import MintingUnavailable
+from service.core.tokens import MintRefused
 from service.events.filters import TooManyPatterns
 from service.events.stream_ids import InvalidStreamId
 from service.tasks.task_queue import NotReplicated, QueueFull
@@ -42,7 +42,7 @@ DOMAIN_ANSWERS: dict[type[Exception], tuple[int, int | None]] = {
     InvalidStreamId: (400, None),
     TooManyPatterns: (400, None),
     AccessDenied: (403, None),
-    MintingUnavailable: (501, None),
+    MintRefused: (422, None),
 }
 
 

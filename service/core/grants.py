@@ -84,10 +84,6 @@ class Grant:
     def may_see_type(self, event_type: str) -> bool:
         return self.types is None or self.types.matches(event_type)
 
-    def may_see(self, event_type: str, job_id: str) -> bool:
-        """True when an event of this type and job is within the grant."""
-        return self.may_see_type(event_type) and self.may_use_job(job_id)
-
     def check_job(self, job_id: str) -> None:
         """Raise AccessDenied unless the grant covers this job."""
         if not self.may_use_job(job_id):

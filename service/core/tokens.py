@@ -37,6 +37,10 @@ class TokenRefused(Exception):
     """The token is not one of ours, or no longer valid (401); the message says why."""
 
 
+class MintRefused(ValueError):
+    """A token cannot be minted as asked (422); the message names the field at fault."""
+
+
 class MintingUnavailable(Exception):
     """This service holds no signing secret (SHIELD_JWT_SECRET), so it cannot mint."""
 
@@ -64,13 +68,12 @@ def _patterns(claims: dict[str, Any], name: str) -> list[str] | None:
     value = claims.get(name)
     if value is None:
         return None
-    if (
-        not isinstance(value, list)
-        or len(value) > MAX_PATTERNS
-        or not all(_is_pattern(item) for item in value)
-    ):
-        raise TokenRefused(f"claim {name!r} must be a list of at most {MAX_PATTERNS} names")
-    return value
+    if not isinstance(value, list):
+        raise TokenRefused(f"claim {name!r} must be a list")
+    try:
+        return check_patterns(name, value)
+    except MintRefused as error:
+        raise TokenRefused(f"claim {error}") from None
 
 
 def _is_pattern(item: object) -> bool:
@@ -83,12 +86,12 @@ def _is_pattern(item: object) -> bool:
 
 
 def check_patterns(name: str, patterns: Iterable[str] | None) -> list[str] | None:
-    """Patterns a minter may put in a token; ValueError naming the claim otherwise."""
+    """Patterns a minter may put in a token; MintRefused naming the claim otherwise."""
     if patterns is None:
         return None
     listed = list(patterns)
     if len(listed) > MAX_PATTERNS or not all(_is_pattern(item) for item in listed):
-        raise ValueError(
+        raise MintRefused(
             f"{name}: at most {MAX_PATTERNS} printable names of 1-{MAX_PATTERN_CHARS} characters"
         )
     return listed
@@ -122,18 +125,21 @@ class TokenAuthority:
         types: Iterable[str] | None = None,
         now: datetime | None = None,
     ) -> MintedToken:
-        """A token for these scopes (unknown names raise ValueError), valid for ttl_s."""
+        """A token for these scopes, valid for ttl_s; MintRefused for what cannot be honoured."""
         if self._secret is None:
             raise MintingUnavailable("minting needs SHIELD_JWT_SECRET")
-        scopes = parse_scopes(scope, strict=True)
+        try:
+            scopes = parse_scopes(scope, strict=True)
+        except ValueError as error:
+            raise MintRefused(f"scope: {error}") from None
         if not scopes:
-            raise ValueError("scope: name at least one scope")
+            raise MintRefused("scope: name at least one scope")
         if not 0 < ttl_s <= MAX_TTL_S:
-            raise ValueError(f"ttl: must be between 1 and {MAX_TTL_S} seconds")
+            raise MintRefused(f"ttl: must be between 1 and {MAX_TTL_S} seconds")
         job_patterns = check_patterns("jobs", jobs)
         type_patterns = check_patterns("types", types)
         if Scope.ADMIN in scopes and (job_patterns is not None or type_patterns is not None):
-            raise ValueError("scope: an admin token cannot be limited to jobs or types")
+            raise MintRefused("scope: an admin token cannot be limited to jobs or types")
         issued = (now or datetime.now(UTC)).replace(microsecond=0)
         expires_at = issued + timedelta(seconds=ttl_s)
         claims: dict[str, Any] = {
