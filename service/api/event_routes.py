@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse
 
 from service.api.app_state import AppState, State, WsState
 from service.api.auth import CurrentGrant, deny_websocket
+from service.api.http_errors import domain_answer
 from service.api.origins import refuse_foreign_origin
 from service.api.sse_response import event_stream_response
 from service.api.stream_shutdown import closed_on_shutdown
@@ -255,13 +256,8 @@ async def websocket_events(
         event_filter = client_filter(types, job_id, grant)
         start = await state.hub.resolve_start(normalize_resume_point(last_id))
     except (InvalidStreamId, TooManyPatterns, AccessDenied) as error:
-        status = 403 if isinstance(error, AccessDenied) else 400
-        await deny_websocket(
-            websocket.scope,
-            websocket.receive,
-            websocket.send,
-            JSONResponse({"detail": str(error)}, status_code=status),
-        )
+        denial = domain_answer(error)
+        await deny_websocket(websocket.scope, websocket.receive, websocket.send, denial)
         return
     except RedisError as error:
         denial = JSONResponse({"detail": f"redis unavailable: {error}"}, status_code=503)

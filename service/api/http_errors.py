@@ -62,12 +62,18 @@ async def _invalid_body(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": [_validation_detail(item) for item in errors]}, status_code=422)
 
 
-async def _domain_answer(request: Request, error: Exception) -> JSONResponse:
+def domain_answer(error: Exception) -> JSONResponse:
+    """The answer to a domain error, for routes that must build it themselves (a WebSocket
+    handshake, which no exception handler sees)."""
     status, retry_after_s = next(
         answer for kind, answer in DOMAIN_ANSWERS.items() if isinstance(error, kind)
     )
     headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else None
     return JSONResponse({"detail": str(error)}, status_code=status, headers=headers)
+
+
+async def _domain_answer(request: Request, error: Exception) -> JSONResponse:
+    return domain_answer(error)
 
 
 async def _redis_unavailable(request: Request, error: Exception) -> JSONResponse:
