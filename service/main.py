@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from pydantic import SecretStr
 from redis.exceptions import RedisError
 
 from service.api import (
@@ -19,16 +20,19 @@ from service.api import (
     health_routes,
     metrics_routes,
     task_routes,
+    token_routes,
 )
 from service.api.app_state import AppState
-from service.api.auth import BearerAuth, redact_logs
+from service.api.auth import BearerAuth, Credentials, redact_logs
 from service.api.body_limit import BodySizeLimit
 from service.api.http_errors import install_error_handlers
+from service.api.json_body import JsonBodyOnly
 from service.api.origins import add_cors
 from service.core.consumer_groups import ensure_all_groups
 from service.core.instruments import ServiceMetrics
 from service.core.redis_client import create_redis
 from service.core.settings import ConfigError, Settings, load_settings
+from service.core.tokens import TokenAuthority
 from service.events.bus import EventHub, EventPublisher
 from service.events.collector import MetricsCollector
 from service.events.frontend_groups import FrontEndCursors
@@ -77,6 +81,26 @@ def build_state(settings: Settings) -> AppState:
     )
 
 
+def secret_value(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() if secret is not None else None
+
+
+def token_authority(settings: Settings) -> TokenAuthority | None:
+    """The JWT minter and verifier, when a secret or a public key is configured."""
+    if settings.jwt_secret is None and settings.jwt_public_key is None:
+        return None
+    return TokenAuthority(
+        settings.jwt_audience, secret_value(settings.jwt_secret), settings.jwt_public_key
+    )
+
+
+def credentials(settings: Settings, authority: TokenAuthority | None) -> Credentials | None:
+    """What a caller may present, or None when the API is configured with no token at all."""
+    if not settings.auth_configured:
+        return None
+    return Credentials(secret_value(settings.api_token), authority)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API; settings default to the environment."""
     settings = settings or load_settings()
@@ -114,11 +138,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     for router in routers:
         app.include_router(router)
+    authority = token_authority(settings)
+    app.state.token_authority = authority
+    if authority is not None and authority.can_mint:
+        # Only where there is a secret to sign with: otherwise there is no such route.
+        app.include_router(token_routes.router)
     install_error_handlers(app)
+    # Outermost last: CORS, then auth (401/403), then the body size (413), then JSON only (415).
+    app.add_middleware(JsonBodyOnly)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_event_bytes)
-    if settings.api_token is not None:
-        app.add_middleware(BearerAuth, token=settings.api_token.get_secret_value())
-        redact_logs(settings.api_token.get_secret_value())
+    app.add_middleware(BearerAuth, credentials=credentials(settings, authority))
+    redact_logs(secret_value(settings.api_token), secret_value(settings.jwt_secret))
     add_cors(app, settings.cors_origins)
     return app
 

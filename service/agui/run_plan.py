@@ -9,6 +9,11 @@ A longer one is cut into chunks of at most ``CHUNK_CHARS`` characters, each cut 
 the last blank line before the limit, else the last line break, else the last space, else at
 the limit. Nothing is dropped or added: the chunks joined give the document back. Chunk ids are
 ``<runId>-<n>`` with n from 1, so the same run always yields the same ids.
+
+A runId names Redis keys (``shield:agui:run:<runId>`` and its ``:enqueuing`` lock), so it may
+hold no ``:``: otherwise runId ``X:enqueuing`` would be run X's lock and block it for a day.
+``forwardedProps`` passes the same JSON-safety check as every other body (no NaN or Infinity,
+no lone surrogate, bounded nesting), since its metadata is stored and served again.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from ag_ui.core import RunAgentInput, TextPart, UserMessage
 from pydantic import ValidationError
 
 from service.agui.errors import AguiError
+from service.core.json_safety import json_safety_problem
 from service.tasks.task_format import Task
 
 CHUNK_CHARS = 4000
@@ -30,6 +36,8 @@ CHUNK_CHARS = 4000
 RUN_ID_MAX_CHARS = 200
 THREAD_ID_MAX_CHARS = 256
 _CUT_AFTER = ("\n\n", "\n", " ")
+# Separates the parts of a Redis key name.
+KEY_SEPARATOR = ":"
 
 
 class IngestRefused(AguiError, ValueError):
@@ -93,6 +101,8 @@ def describe_first(error: ValidationError) -> str:
 def plan_ingest(run_input: RunAgentInput) -> IngestPlan:
     """Check what a RunAgentInput asks for and cut its document into chunks."""
     run_id = _checked_id("runId", run_input.run_id, RUN_ID_MAX_CHARS)
+    if KEY_SEPARATOR in run_id:
+        raise IngestRefused(f"runId must not contain {KEY_SEPARATOR!r}")
     thread_id = _checked_id("threadId", run_input.thread_id, THREAD_ID_MAX_CHARS)
     document = document_of(run_input)
     source_uri, source_type, metadata = source_of(run_input.forwarded_props)
@@ -132,6 +142,9 @@ def source_of(forwarded: Any) -> tuple[str, str, dict[str, Any]]:
         return "", "", {}
     if not isinstance(forwarded, dict):
         raise IngestRefused("forwardedProps must be a JSON object")
+    problem = json_safety_problem(forwarded)
+    if problem is not None:
+        raise IngestRefused(f"forwardedProps: {problem}")
     source_uri = forwarded.get("source_uri", "")
     source_type = forwarded.get("source_type", "")
     metadata = forwarded.get("metadata", {})

@@ -23,9 +23,11 @@ from service.agui.run_plan import IngestPlan, parse_run_input, plan_ingest
 from service.agui.run_store import RunRecord, RunStore, job_history
 from service.agui.run_view import RunProgress, encode_events, interrupted, job_event_from_ws
 from service.api.app_state import AppState, State
+from service.api.auth import CurrentGrant
 from service.api.sse_response import event_stream_response
 from service.api.stream_shutdown import closed_on_shutdown
 from service.core import names
+from service.core.grants import Grant
 from service.events.bus import SubscriptionClosed
 from service.events.filters import EventFilter
 from service.events.stream_ids import ONLY_NEW
@@ -58,9 +60,13 @@ async def enqueue_chunk(queue: TaskQueue, task: Task) -> str:
 
 
 @router.post("/ingest", response_class=EventSourceResponse, openapi_extra=_BODY_DOC)
-async def ingest(request: Request, state: State) -> EventSourceResponse:
-    """Enqueue the document as tasks of job runId, then stream the run as AG-UI events."""
+async def ingest(request: Request, state: State, grant: CurrentGrant) -> EventSourceResponse:
+    """Enqueue the document as tasks of job runId, then stream the run as AG-UI events.
+
+    The runId is the job: a token limited to some jobs may run (and re-attach to) only those.
+    """
     plan = plan_ingest(parse_run_input(await request.body()))
+    grant.check_job(plan.run_id)
     # Taken before anything is enqueued: every event of the job comes after it.
     start = (await state.hub.resolve_start(ONLY_NEW)).cursor
     runs = RunStore(state.redis)
@@ -72,15 +78,15 @@ async def ingest(request: Request, state: State) -> EventSourceResponse:
     # before a full backlog are recorded: a retry of the same runId adds the rest.
     record = await runs.open(plan, start)
     record = await runs.enqueue_missing(plan, record, enqueue)
-    progress, attached_at = await _fold_history(state, plan, record)
+    progress, attached_at = await _fold_history(state, plan, record, grant)
     return event_stream_response(
-        lambda shutdown: _run_frames(state, progress, attached_at, shutdown),
+        lambda shutdown: _run_frames(state, progress, attached_at, grant, shutdown),
         ping_s=state.settings.sse_ping_s,
     )
 
 
 async def _fold_history(
-    state: AppState, plan: IngestPlan, record: RunRecord
+    state: AppState, plan: IngestPlan, record: RunRecord, grant: Grant
 ) -> tuple[RunProgress, str]:
     """The run's state from its start to the stream's end now, and that end: the live feed's
     cursor, so an event is either folded here or delivered live, never both or neither."""
@@ -88,12 +94,13 @@ async def _fold_history(
     attached_at = (await state.hub.resolve_start(ONLY_NEW)).cursor
     stream = state.settings.stream_events
     async for event in job_history(state.redis, stream, plan.run_id, record.start, attached_at):
-        progress.apply(event)
+        if grant.may_see_type(event.type):
+            progress.apply(event)
     return progress, attached_at
 
 
 async def _run_frames(
-    state: AppState, progress: RunProgress, cursor: str, shutdown: anyio.Event
+    state: AppState, progress: RunProgress, cursor: str, grant: Grant, shutdown: anyio.Event
 ) -> AsyncIterator[bytes]:
     clients = state.metrics.connected_clients.labels("agui")
     clients.inc()
@@ -102,7 +109,9 @@ async def _run_frames(
         if progress.settled:
             yield encode_events([progress.closing()])
             return
-        job_only = EventFilter(job_id=progress.run_id)
+        job_only = EventFilter(
+            job_id=progress.run_id, allowed_jobs=grant.jobs, allowed_types=grant.types
+        )
         async with (
             state.hub.subscribe(cursor, job_only, names.AGUI_FRONTEND_GROUP) as subscription,
             closed_on_shutdown(shutdown, subscription),

@@ -15,16 +15,19 @@ from sse_starlette import EventSourceResponse
 from starlette.responses import JSONResponse
 
 from service.api.app_state import AppState, State, WsState
-from service.api.auth import deny_websocket
+from service.api.auth import CurrentGrant, deny_websocket
+from service.api.http_errors import domain_answer
 from service.api.origins import refuse_foreign_origin
 from service.api.sse_response import event_stream_response
 from service.api.stream_shutdown import closed_on_shutdown
+from service.core.grants import AccessDenied, Grant
+from service.core.identifiers import MaybeEmptyIdentifier
 from service.core.json_safety import JsonSafeModel
 from service.core.stream_probe import read_stream_infos
 from service.core.stream_stats import fold_stats
 from service.events.bus import Subscription, SubscriptionClosed
 from service.events.collector import read_collected
-from service.events.filters import EventFilter
+from service.events.filters import EventFilter, TooManyPatterns
 from service.events.frontend_groups import UnknownApplication, application
 from service.events.stream_ids import InvalidStreamId, StartPoint, normalize_resume_point
 from service.events.wire import (
@@ -72,7 +75,7 @@ class EventIn(JsonSafeModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     type: str = Field(pattern=EVENT_TYPE_PATTERN, max_length=200)
-    job_id: str | None = Field(default=None, max_length=256)
+    job_id: MaybeEmptyIdentifier | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -83,8 +86,9 @@ class EventCreated(BaseModel):
 
 
 @router.post("", status_code=201)
-async def publish_event(body: EventIn, state: State) -> EventCreated:
-    """Append one event to the events stream."""
+async def publish_event(body: EventIn, state: State, grant: CurrentGrant) -> EventCreated:
+    """Append one event to the events stream; the service's own types need an admin token."""
+    grant.check_event_write(body.type, body.job_id or "")
     event = Event(type=body.type, job_id=body.job_id or "", data=body.data, metadata=body.metadata)
     with state.metrics.redis_latency.time():
         entry_id = await state.publisher.publish(event)
@@ -93,9 +97,9 @@ async def publish_event(body: EventIn, state: State) -> EventCreated:
 
 
 @router.get("/stats")
-async def stream_stats(state: State) -> dict[str, Any]:
+async def stream_stats(state: State, grant: CurrentGrant) -> dict[str, Any]:
     """Length, ends and consumer groups of both streams, the dead-letter count, and the tasks
-    waiting for a retry."""
+    waiting for a retry. A token limited to jobs or types gets no entry contents."""
     settings = state.settings
     infos = await read_stream_infos(
         state.redis, [settings.stream_ingestion, settings.stream_events]
@@ -104,7 +108,24 @@ async def stream_stats(state: State) -> dict[str, Any]:
     waiting = await state.queue.waiting_count()
     stats = fold_stats(infos, dead_letters, waiting, utc_now_iso())
     stats["collected"] = await read_collected(state.redis)
-    return stats
+    return without_entries(stats) if grant.limited else stats
+
+
+def without_entries(stats: dict[str, Any]) -> dict[str, Any]:
+    """The stats with each stream's first and last entry (task and event contents) and the
+    collector's counts by event type left out."""
+    streams = {
+        name: {**stream, "first_entry_detail": None, "last_entry_detail": None}
+        for name, stream in stats["streams"].items()
+    }
+    return {**stats, "streams": streams, "collected": None}
+
+
+def client_filter(types: str | None, job_id: str | None, grant: Grant) -> EventFilter:
+    """The client's filter within its grant; a job_id outside the grant is a 403."""
+    if job_id and not grant.may_use_job(job_id):
+        raise AccessDenied(f"this token does not cover job {job_id!r}")
+    return EventFilter.parse(types, job_id, grant)
 
 
 async def _sse_frames(
@@ -157,16 +178,10 @@ async def _unavailable_frames(resume_point: str, error: RedisError) -> AsyncIter
     )
 
 
-async def _open_subscription(
-    state: AppState, resume_point: str | None, types: str | None, job_id: str | None
-) -> tuple[StartPoint, EventFilter]:
-    start = await state.hub.resolve_start(normalize_resume_point(resume_point))
-    return start, EventFilter.parse(types, job_id)
-
-
 @router.get("/stream", response_class=EventSourceResponse)
 async def stream_events(
     state: State,
+    grant: CurrentGrant,
     last_id: ResumeQuery = None,
     types: TypesQuery = None,
     job_id: JobQuery = None,
@@ -182,7 +197,7 @@ async def stream_events(
     client, Redis lost or unreachable at the start, shutdown) whose id is where to resume.
     """
     resume_point = normalize_resume_point(last_event_id if last_event_id is not None else last_id)
-    event_filter = EventFilter.parse(types, job_id)
+    event_filter = client_filter(types, job_id, grant)
     front_end = application(app, state.settings)
     try:
         start = await state.hub.resolve_start(resume_point)
@@ -238,6 +253,7 @@ async def _ws_wait_for_disconnect(websocket: WebSocket) -> None:
 async def websocket_events(
     websocket: WebSocket,
     state: WsState,
+    grant: CurrentGrant,
     last_id: ResumeQuery = None,
     types: TypesQuery = None,
     job_id: JobQuery = None,
@@ -245,18 +261,16 @@ async def websocket_events(
     app: AppQuery = None,
 ) -> None:
     """The same stream as /events/stream, one JSON object per message (an array with batch)."""
-    if await refuse_foreign_origin(websocket, state.settings.cors_origins):
+    settings = state.settings
+    if await refuse_foreign_origin(websocket, settings.cors_origins, settings.server_names):
         return
     try:
+        event_filter = client_filter(types, job_id, grant)
         front_end = application(app, state.settings)
-        start, event_filter = await _open_subscription(state, last_id, types, job_id)
-    except (InvalidStreamId, UnknownApplication) as error:
-        await deny_websocket(
-            websocket.scope,
-            websocket.receive,
-            websocket.send,
-            JSONResponse({"detail": str(error)}, status_code=400),
-        )
+        start = await state.hub.resolve_start(normalize_resume_point(last_id))
+    except (InvalidStreamId, TooManyPatterns, AccessDenied, UnknownApplication) as error:
+        denial = domain_answer(error)
+        await deny_websocket(websocket.scope, websocket.receive, websocket.send, denial)
         return
     except RedisError as error:
         denial = JSONResponse({"detail": f"redis unavailable: {error}"}, status_code=503)

@@ -2,7 +2,8 @@
 
 Routes raise the domain's own errors and never build these answers themselves. A refusal a
 client should retry (a full backlog, a replica that did not confirm, a run being set up, Redis
-away) is a 503 with ``Retry-After``; bad input is a 400 or 422; a conflict is a 409.
+away) is a 503 with ``Retry-After``; bad input is a 400 or 422; a conflict is a 409; a token
+that does not cover the job or event type asked for is a 403.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from redis.exceptions import RedisError
 
 from service.agui.run_plan import IngestRefused
 from service.agui.run_store import RunBusy, RunConflict
+from service.core.grants import AccessDenied
 from service.core.json_safety import printable
+from service.core.tokens import MintRefused
+from service.events.filters import TooManyPatterns
 from service.events.frontend_groups import UnknownApplication
 from service.events.stream_ids import InvalidStreamId
 from service.tasks.task_queue import NotReplicated, QueueFull
@@ -38,6 +42,9 @@ DOMAIN_ANSWERS: dict[type[Exception], tuple[int, int | None]] = {
     IngestRefused: (422, None),
     InvalidStreamId: (400, None),
     UnknownApplication: (400, None),
+    TooManyPatterns: (400, None),
+    AccessDenied: (403, None),
+    MintRefused: (422, None),
 }
 
 
@@ -57,12 +64,18 @@ async def _invalid_body(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": [_validation_detail(item) for item in errors]}, status_code=422)
 
 
-async def _domain_answer(request: Request, error: Exception) -> JSONResponse:
+def domain_answer(error: Exception) -> JSONResponse:
+    """The answer to a domain error, for routes that must build it themselves (a WebSocket
+    handshake, which no exception handler sees)."""
     status, retry_after_s = next(
         answer for kind, answer in DOMAIN_ANSWERS.items() if isinstance(error, kind)
     )
     headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else None
     return JSONResponse({"detail": str(error)}, status_code=status, headers=headers)
+
+
+async def _domain_answer(request: Request, error: Exception) -> JSONResponse:
+    return domain_answer(error)
 
 
 async def _redis_unavailable(request: Request, error: Exception) -> JSONResponse:

@@ -8,6 +8,8 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.app_state import State
+from service.api.auth import CurrentGrant
+from service.core.identifiers import Identifier
 from service.core.json_safety import JsonSafeModel
 from service.events.stream_ids import parse_entry_id
 from service.tasks.task_format import Task
@@ -21,8 +23,8 @@ router = APIRouter(prefix="/tasks", tags=["tasks"])
 class TaskIn(JsonSafeModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    job_id: str = Field(min_length=1, max_length=256)
-    chunk_id: str = Field(min_length=1, max_length=256)
+    job_id: Identifier
+    chunk_id: Identifier
     content: str = Field(min_length=1)
     source_uri: str = ""
     source_type: str = ""
@@ -85,8 +87,9 @@ class Requeued(BaseModel):
         }
     },
 )
-async def enqueue_task(body: TaskIn, state: State) -> TaskCreated:
+async def enqueue_task(body: TaskIn, state: State, grant: CurrentGrant) -> TaskCreated:
     """Add one task to the ingestion stream, or refuse with 503 while the backlog is full."""
+    grant.check_job(body.job_id)
     with state.metrics.redis_latency.time():
         entry_id = await state.queue.enqueue(Task(**body.model_dump()))
     return TaskCreated(id=entry_id)
@@ -101,10 +104,12 @@ def _entry_id(value: str) -> str:
 @router.get("/dead-letters")
 async def list_dead_letters(
     state: State,
+    grant: CurrentGrant,
     count: Annotated[int, Query(ge=1, le=1000)] = 100,
     after: Annotated[str | None, Query(description="page on from this entry id")] = None,
 ) -> DeadLetterPage:
     """Dead letters, oldest first, with their reason and attempt count."""
+    grant.check_unlimited("the dead letters")
     letters = await state.queue.dead_letters(count, _entry_id(after) if after else None)
     return DeadLetterPage(
         total=await state.queue.dead_letter_count(),
@@ -113,8 +118,9 @@ async def list_dead_letters(
 
 
 @router.post("/dead-letters/{entry_id}/requeue", status_code=201)
-async def requeue_dead_letter(entry_id: str, state: State) -> Requeued:
+async def requeue_dead_letter(entry_id: str, state: State, grant: CurrentGrant) -> Requeued:
     """Move one dead letter back onto the task stream with a fresh retry count."""
+    grant.check_unlimited("the dead letters")
     canonical = _entry_id(entry_id)
     new_id = await state.queue.requeue_dead_letter(canonical)
     if new_id is None:

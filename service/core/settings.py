@@ -10,6 +10,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.core import names
 from service.core.handler_spec import parse_handler_spec
+from service.core.server_names import normalize_server_name
+from service.core.tokens import public_key_algorithm
 
 ENV_PREFIX = "SHIELD_"
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -17,6 +19,11 @@ _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 PositiveInt = Annotated[int, Field(gt=0)]
 # A browser origin exactly as the Origin header spells it: scheme, host and port, no path.
 CorsOrigin = Annotated[str, Field(pattern=r"^(\*|https?://[^/\s?#]+)$")]
+# A name clients reach the API by, as a Host header spells it: host or host:port.
+ServerName = Annotated[str, Field(pattern=r"^[^/\s?#@*]+$")]
+# HS256 is only as strong as its secret: at least 256 bits, as RFC 7518 asks.
+JWT_SECRET_MIN_CHARS = 32
+DEFAULT_JWT_AUDIENCE = "shield-orchestrator"
 
 
 class ConfigError(Exception):
@@ -66,6 +73,13 @@ class Settings(BaseSettings):
     task_replicas: int = Field(default=0, ge=0)
     task_replica_timeout_ms: PositiveInt = 1000
     cors_origins: tuple[CorsOrigin, ...] = ()
+    # The names (host or host:port, a JSON list) browsers reach this API by: a page of one of
+    # them is same-origin for the WebSocket check. Empty: only loopback names are our own.
+    server_names: tuple[ServerName, ...] = ()
+    # Scoped tokens (JWT): HS256 with the secret, and/or RS256 or EdDSA with the PEM public key.
+    jwt_secret: SecretStr | None = None
+    jwt_public_key: str | None = None
+    jwt_audience: str = Field(default=DEFAULT_JWT_AUDIENCE, min_length=1)
 
     @field_validator("redis_url")
     @classmethod
@@ -93,6 +107,25 @@ class Settings(BaseSettings):
                 raise ValueError(f"{address!r} is not host:port")
         return value
 
+    @field_validator("server_names")
+    @classmethod
+    def _server_names_are_host_port(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(normalize_server_name(name) for name in value)
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _jwt_secret_is_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < JWT_SECRET_MIN_CHARS:
+            raise ValueError(f"must be at least {JWT_SECRET_MIN_CHARS} characters")
+        return value
+
+    @field_validator("jwt_public_key")
+    @classmethod
+    def _jwt_public_key_is_usable(cls, value: str | None) -> str | None:
+        if value:
+            public_key_algorithm(value)
+        return value or None
+
     @field_validator("task_handler")
     @classmethod
     def _handler_has_a_known_form(cls, value: str) -> str:
@@ -113,6 +146,11 @@ class Settings(BaseSettings):
         if value not in info.data.get("ingestion_groups", ()):
             raise ValueError("must be one of the ingestion groups")
         return value
+
+    @property
+    def auth_configured(self) -> bool:
+        """True when some credential is required: the static token or scoped tokens."""
+        return any(v is not None for v in (self.api_token, self.jwt_secret, self.jwt_public_key))
 
     @property
     def dead_letter_stream(self) -> str:

@@ -243,26 +243,42 @@ class Worker:
         self._outbox_ready.set()
 
     async def _run_alone(self, delivery: Delivery) -> None:
-        """Run a reclaimed task with nothing else in flight."""
+        """Run a reclaimed task with nothing else in flight, and ack it at once.
+
+        At once, not with the next read: a worker with many tasks to reclaim reclaims them one
+        after another without reading, and a finished task left unacked would go to whoever
+        reclaims it after this worker dies, one delivery nearer to being taken for poison.
+        """
         self._ledger.receive([delivery.entry_id])
-        while self._ledger.in_flight() > 1 and not self._stop_requested:
-            self._slot_freed.clear()
-            await self._wait_either(self._slot_freed, timeout_s=1.0)
+        # While the others drain, the acker sends what they finish.
+        self._reader_waiting = True
+        self._outbox_ready.set()
+        try:
+            while self._ledger.in_flight() > 1 and not self._stop_requested:
+                self._slot_freed.clear()
+                await self._wait_either(self._slot_freed, timeout_s=1.0)
+        finally:
+            self._reader_waiting = False
         if self._stop_requested:
             self._ledger.release([delivery.entry_id])
             return
         try:
             task = await self._processor.screen(delivery)
-            if task is None:
-                return
-            started = batch_event_fields("ingestion.started", [task])
-            await self._queue.ack(self._consumer, None, started)
+        except RedisError:
+            self._ledger.release([delivery.entry_id])
+            raise
+        if task is None:
+            return
+        self._outbox_events += batch_event_fields("ingestion.started", [task])
+        try:
+            await self._send_outbox()
         except RedisError:
             self._ledger.release([delivery.entry_id])
             raise
         announced = asyncio.Event()
         announced.set()
         await self._run(delivery, task, announced)
+        await self._send_outbox()
 
     async def _run(self, delivery: Delivery, task: Task, announced: asyncio.Event) -> None:
         try:
@@ -339,22 +355,28 @@ class Worker:
             if self._reader_waiting:
                 await self._flush_outbox()
 
-    async def _flush_outbox(self) -> None:
+    async def _send_outbox(self) -> None:
+        """Send announcements and acks now; on a Redis error they stay queued, and it raises."""
         events, finished, announced = self._take_outbox()
         if not events and finished is None:
-            for event in announced:
-                event.set()
+            self._outbox_sent(None, announced)
             return
         try:
             await self._queue.ack(self._consumer, finished, events)
-        except RedisError as error:
+        except RedisError:
             self._outbox_failed(events, finished, announced)
+            raise
+        self._outbox_sent(finished, announced)
+
+    async def _flush_outbox(self) -> None:
+        """Send acks and announcements; on a Redis error, wait and leave them for next time."""
+        try:
+            await self._send_outbox()
+        except RedisError as error:
             log.warning("could not send acks and announcements, sending again: %s", error)
             if not self._stop_requested:
                 await self._sleep_unless_stopping(RECONNECT_DELAY_S)
                 self._outbox_ready.set()
-            return
-        self._outbox_sent(finished, announced)
 
     # Retries that come due ----------------------------------------------------------------
 

@@ -106,6 +106,7 @@ def test_every_name_in_the_env_file_is_a_settings_field() -> None:
         "SHIELD_REDIS_PASSWORD",
         "SHIELD_API_TOKEN",
         "SHIELD_HANDLER_TOKEN",
+        "SHIELD_JWT_SECRET",
     }
 
 

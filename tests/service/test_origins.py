@@ -56,7 +56,9 @@ def test_same_origin_compares_scheme_default_host_and_port(
         ({"origin": FOREIGN, "host": "api:1"}, (LISTED,), False),
         ({"origin": LISTED, "host": "api:1"}, (LISTED,), True),
         ({"origin": FOREIGN, "host": "api:1"}, ("*",), True),
-        ({"origin": "http://api:1", "host": "api:1"}, (LISTED,), True),
+        # Host alone makes no origin ours (DNS rebinding): only a loopback one, by default.
+        ({"origin": "http://api:1", "host": "api:1"}, (LISTED,), False),
+        ({"origin": "http://127.0.0.1:1", "host": "127.0.0.1:1"}, (LISTED,), True),
     ],
 )
 def test_origin_allowed_when_absent_listed_or_our_own(
