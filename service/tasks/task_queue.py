@@ -290,6 +290,14 @@ class TaskQueue:
             )
         return lost
 
+    async def has_abandoned(self) -> bool:
+        """True when a task has sat pending, unrenewed, for claim_idle_ms: its worker died or
+        hung. Looked at without claiming it, so no delivery is counted."""
+        rows = await self._redis.xpending_range(
+            self._stream, self._group, min="-", max="+", count=1, idle=self._claim_idle_ms
+        )
+        return bool(rows)
+
     async def reclaim(self, consumer: str) -> list[Delivery]:
         """Take over the oldest task left pending by a consumer idle for claim_idle_ms.
 

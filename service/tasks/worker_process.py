@@ -9,7 +9,9 @@ failure, a retry or a progress event waits for it. The promoter adds due retries
 the stream. Every delivery held is in the DeliveryLedger, from which the lease thread renews.
 
 A task reclaimed from a dead worker runs alone, with nothing else in flight: if it is the
-poison that killed that worker, it must not charge a delivery to innocent neighbours.
+poison that killed that worker, it must not charge a delivery to innocent neighbours. The
+worker first checks that something is abandoned (without claiming it), lets what it runs
+drain (for twice the reclaim interval at most), then claims one task, runs it and acks it.
 
 On SIGTERM or SIGINT it stops reading, finishes the tasks running, acks them and exits;
 tasks it read and had not started stay pending, for another worker to reclaim.
@@ -172,10 +174,16 @@ class Worker:
         if free <= 0:
             return
         if time.monotonic() >= self._next_reclaim:
-            reclaimed = await self._queue.reclaim(self._consumer)
-            if reclaimed:
-                await self._run_alone(reclaimed[0])
-                return
+            # Drained first, claimed after: XAUTOCLAIM counts a delivery, and a task claimed
+            # and then kept waiting is one more death away from being taken for poison.
+            if await self._queue.has_abandoned():
+                await self._drain(limit_s=self._reclaim_interval_s * 2)
+                if self._stop_requested:
+                    return
+                reclaimed = await self._queue.reclaim(self._consumer)
+                if reclaimed:
+                    await self._run_alone(reclaimed[0])
+                    return
             self._next_reclaim = time.monotonic() + self._reclaim_interval_s
         events, finished, announced = self._take_outbox()
         # Block only with nothing to send: what is sent with a blocking read is not known to
@@ -242,26 +250,31 @@ class Worker:
             runner.add_done_callback(self._runner_done)
         self._outbox_ready.set()
 
+    async def _drain(self, limit_s: float) -> None:
+        """Wait until nothing is in flight (the acker sending what finishes), the stop, or
+        limit_s: a task that runs for an hour must not keep this worker from reading, so
+        past the limit a reclaimed task runs beside what is still running."""
+        deadline = time.monotonic() + limit_s
+        self._reader_waiting = True
+        self._outbox_ready.set()
+        try:
+            while self._ledger.in_flight() > 0 and not self._stop_requested:
+                left_s = deadline - time.monotonic()
+                if left_s <= 0:
+                    return
+                self._slot_freed.clear()
+                await self._wait_either(self._slot_freed, timeout_s=min(1.0, left_s))
+        finally:
+            self._reader_waiting = False
+
     async def _run_alone(self, delivery: Delivery) -> None:
-        """Run a reclaimed task with nothing else in flight, and ack it at once.
+        """Run a reclaimed task, claimed with nothing else in flight, and ack it at once.
 
         At once, not with the next read: a worker with many tasks to reclaim reclaims them one
         after another without reading, and a finished task left unacked would go to whoever
         reclaims it after this worker dies, one delivery nearer to being taken for poison.
         """
         self._ledger.receive([delivery.entry_id])
-        # While the others drain, the acker sends what they finish.
-        self._reader_waiting = True
-        self._outbox_ready.set()
-        try:
-            while self._ledger.in_flight() > 1 and not self._stop_requested:
-                self._slot_freed.clear()
-                await self._wait_either(self._slot_freed, timeout_s=1.0)
-        finally:
-            self._reader_waiting = False
-        if self._stop_requested:
-            self._ledger.release([delivery.entry_id])
-            return
         try:
             task = await self._processor.screen(delivery)
         except RedisError:
