@@ -60,6 +60,7 @@ def test_a_full_backlog_refuses_and_every_accepted_task_is_handled(
     assert redis_client.xlen(DLQ) == 0
 
 
+@pytest.mark.slow
 def test_tasks_past_maxlen_with_a_live_worker_are_all_handled_once_accepted(
     redis_server: RedisServer, redis_client: redis.Redis, workers: list[subprocess.Popen[str]]
 ) -> None:
@@ -103,6 +104,7 @@ def test_an_entry_that_is_not_utf8_is_dead_lettered_byte_for_byte(
     assert stop(workers[0]) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("tasks", "seconds", "worker_count"),
     [(10, "0.6", 2), (1, "4", 3)],

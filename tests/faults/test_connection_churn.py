@@ -14,6 +14,8 @@ from tests.support.processes import api_server
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import wait_until
 
+pytestmark = pytest.mark.slow
+
 CLIENTS = 1_000
 WAVE = 250
 RSS_SLACK_BYTES = 24 * 1024 * 1024

@@ -16,6 +16,8 @@ from tests.faults.handlers import COMPLETIONS_KEY
 from tests.support.processes import service_env, start_worker
 from tests.support.redis_server import RedisServer
 
+pytestmark = pytest.mark.slow
+
 TASKS = 10_000
 POISON = {17, 2_500, 5_000, 7_500, 9_999}
 WORKERS = 3

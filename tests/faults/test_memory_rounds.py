@@ -16,6 +16,8 @@ from tests.support.processes import api_server
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import wait_until
 
+pytestmark = pytest.mark.slow
+
 CLIENTS = 400
 ROUNDS = 5
 EVENTS_PER_ROUND = 600

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 
+import pytest
 import redis
 
 from tests.faults.handlers import COMPLETIONS_KEY
@@ -15,6 +16,8 @@ from tests.support.processes import service_env, start_worker, stop
 from tests.support.redis_server import RedisServer
 from tests.support.service_settings import make_settings
 from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.slow
 
 QUEUE, GROUP = "shield:ingestion_queue", "lightrag-workers"
 DELAYED = "shield:ingestion_queue:delayed"

@@ -91,6 +91,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         cluster.stop()
 
 
+@pytest.mark.slow
 def test_no_accepted_task_is_lost_when_the_primary_dies(
     cluster: Cluster,
     redis_client: redis.Redis,
