@@ -1,4 +1,4 @@
-# The two commands users run are `make up` and `make test`; the rest are their steps.
+# The commands users run are `make up`, `make check` and `make test`; the rest are their steps.
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,10 +8,13 @@ export PULUMI_BACKEND_URL ?= file://$(CURDIR)/.pulumi-state
 
 PY_PATHS := service infra shield_client tests $(wildcard bench)
 
-.PHONY: up test deps venv lint lightrag format lab-up lab-down lab-status toolchain bench bench-deploy bench-scale clean
+.PHONY: up check test deps venv lint lightrag format lab-up lab-down lab-status toolchain bench bench-deploy bench-scale clean
 
 up: deps venv toolchain lab-up  ## set up everything, deploy to the lab stack (STACK=lab-ha: the HA lab), print the outputs
 	scripts/deploy-lab $(STACK)
+
+check: venv lint  ## the fast tier, no root, apt or lab: lint, and the tests that need only redis-server on PATH
+	scripts/check
 
 test: deps venv lint lightrag  ## every test: service, infra, faults, and the lab
 	scripts/run-tests

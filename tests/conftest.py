@@ -1,14 +1,19 @@
-"""Fixtures shared by every suite: one real redis-server for the session."""
+"""Fixtures shared by every suite: one real redis-server for the session, Settings and a live
+API on it, and the worker processes a test starts."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
+from service.core.settings import Settings
+from tests.support.live_server import serve
 from tests.support.redis_server import RedisServer
+from tests.support.service_settings import make_settings
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +35,27 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture
+def settings(redis_server: RedisServer, redis_client: redis.Redis) -> Settings:
+    """Settings on the session's redis-server, emptied for this test, with fast timings."""
+    return make_settings(redis_server)
+
+
+@pytest.fixture
+def api(settings: Settings) -> Iterator[str]:
+    """The real app served by uvicorn in this process; its base URL."""
+    with serve(settings) as base_url:
+        yield base_url
+
+
+@pytest.fixture
+def workers() -> Iterator[list[subprocess.Popen[str]]]:
+    """A list the test appends the worker processes it starts to; each is killed at the end."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait()

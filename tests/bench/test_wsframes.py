@@ -11,9 +11,9 @@ import pytest
 import redis
 
 from bench import wsframes
-from tests.service.conftest import make_settings
 from tests.support.live_server import http, serve
 from tests.support.redis_server import RedisServer
+from tests.support.service_settings import make_settings
 
 
 def server_frame(opcode: int, payload: bytes, final: bool = True) -> bytes:

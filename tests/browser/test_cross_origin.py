@@ -10,10 +10,10 @@ import httpx
 import redis
 from selenium import webdriver
 
-from tests.browser.conftest import chromium, wait_in_page
-from tests.service.conftest import make_settings
+from tests.support.browser import chromium, wait_in_page
 from tests.support.live_server import http, serve
 from tests.support.redis_server import RedisServer
+from tests.support.service_settings import make_settings
 
 TOKEN = "browser-token"
 EVENT_COUNT = 50

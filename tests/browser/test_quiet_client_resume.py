@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import redis
 
-from tests.browser.conftest import browser_errors, chromium, wait_in_page
+from tests.support.browser import browser_errors, chromium, wait_in_page
 from tests.support.processes import service_env, start_api, wait_until_serving
 from tests.support.redis_server import RedisServer, free_port
 

@@ -7,11 +7,11 @@ import time
 
 import redis
 
-from tests.browser.conftest import chromium, wait_in_page
-from tests.service.conftest import make_settings
+from tests.support.browser import chromium, wait_in_page
 from tests.support.live_server import http, serve
 from tests.support.processes import REPO_ROOT
 from tests.support.redis_server import RedisServer
+from tests.support.service_settings import make_settings
 
 TOKEN = "readme-token"
 BASE_LINE = 'const base = "https://shield.example:8000";'

@@ -6,32 +6,22 @@ from __future__ import annotations
 import base64
 import subprocess
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 import redis
 
 from service.tasks.task_format import task_fields
-from tests.service.conftest import make_settings
 from tests.service.handlers import HANDLED_KEY
-from tests.support.live_server import http, serve, wait_for
+from tests.support.live_server import http, serve
 from tests.support.processes import service_env, start_worker, stop
 from tests.support.redis_server import RedisServer
+from tests.support.service_settings import make_settings
+from tests.support.waiting import wait_until
 
 QUEUE, DLQ, GROUP = "shield:ingestion_queue", "shield:ingestion_queue:dlq", "lightrag-workers"
 RECORD = "tests.service.handlers:record"
 SLOW = "tests.service.handlers:slow_then_record"
-
-
-@pytest.fixture
-def workers() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
 
 
 def task_body(index: int, content: str = "x") -> dict[str, str]:
@@ -65,11 +55,12 @@ def test_a_full_backlog_refuses_and_every_accepted_task_is_handled(
     assert redis_client.xlen(QUEUE) == 100
     env = service_env(redis_server.url, block_ms=200, stream_maxlen=100, task_handler=RECORD)
     workers.append(start_worker(env))
-    wait_for(lambda: redis_client.llen(HANDLED_KEY) >= 100)
+    wait_until(lambda: redis_client.llen(HANDLED_KEY) >= 100)
     assert sorted(redis_client.lrange(HANDLED_KEY, 0, -1)) == sorted(accepted)
     assert redis_client.xlen(DLQ) == 0
 
 
+@pytest.mark.slow
 def test_tasks_past_maxlen_with_a_live_worker_are_all_handled_once_accepted(
     redis_server: RedisServer, redis_client: redis.Redis, workers: list[subprocess.Popen[str]]
 ) -> None:
@@ -78,7 +69,7 @@ def test_tasks_past_maxlen_with_a_live_worker_are_all_handled_once_accepted(
     with serve(make_settings(redis_server, stream_maxlen=50)) as base_url, http(base_url) as client:
         for index in range(600):
             post_until_accepted(client, index)
-    wait_for(lambda: redis_client.llen(HANDLED_KEY) >= 600, timeout_s=30)
+    wait_until(lambda: redis_client.llen(HANDLED_KEY) >= 600, timeout_s=30)
     assert sorted(set(redis_client.lrange(HANDLED_KEY, 0, -1))) == sorted(
         f"c{index}" for index in range(600)
     )
@@ -95,7 +86,7 @@ def test_an_entry_that_is_not_utf8_is_dead_lettered_byte_for_byte(
         redis_client.xadd(QUEUE, task_fields(job_id="job", chunk_id=f"good{index}", content="x"))
     env = service_env(redis_server.url, block_ms=200, claim_idle_ms=400, task_handler=RECORD)
     workers.append(start_worker(env))
-    wait_for(lambda: redis_client.llen(HANDLED_KEY) == 3 and raw.xlen(DLQ) == 1)
+    wait_until(lambda: redis_client.llen(HANDLED_KEY) == 3 and raw.xlen(DLQ) == 1)
     [(_, letter)] = raw.xrange(DLQ)
     assert letter[b"content"] == b"\xff\xfe"
     assert letter[b"dlq_original_id"] == bad_id.encode()
@@ -113,6 +104,7 @@ def test_an_entry_that_is_not_utf8_is_dead_lettered_byte_for_byte(
     assert stop(workers[0]) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("tasks", "seconds", "worker_count"),
     [(10, "0.6", 2), (1, "4", 3)],
@@ -130,8 +122,8 @@ def test_busy_workers_keep_their_tasks(
     for index in range(tasks):
         redis_client.xadd(QUEUE, task_fields(job_id="job", chunk_id=f"c{index}", content=seconds))
     workers.extend(start_worker(env, consumer=f"w{index}") for index in range(worker_count))
-    wait_for(lambda: redis_client.llen(HANDLED_KEY) >= tasks, timeout_s=30)
-    wait_for(lambda: int(redis_client.xpending(QUEUE, GROUP)["pending"]) == 0)
+    wait_until(lambda: redis_client.llen(HANDLED_KEY) >= tasks, timeout_s=30)
+    wait_until(lambda: int(redis_client.xpending(QUEUE, GROUP)["pending"]) == 0)
     # Long enough for any wrongly reclaimed copy to have run too.
     time.sleep(float(seconds) + 1.5)
     assert redis_client.llen(HANDLED_KEY) == tasks
@@ -146,11 +138,11 @@ def test_workers_recreate_their_group_after_redis_loses_its_data(
     workers.append(start_worker(env))
     with serve(make_settings(redis_server)) as base_url, http(base_url) as client:
         assert client.post("/tasks", json=task_body(0)).status_code == 201
-        wait_for(lambda: redis_client.llen(HANDLED_KEY) == 1)
+        wait_until(lambda: redis_client.llen(HANDLED_KEY) == 1)
         redis_client.flushall()
         for index in range(1, 6):
             assert client.post("/tasks", json=task_body(index)).status_code == 201
-        wait_for(lambda: redis_client.llen(HANDLED_KEY) == 5)
+        wait_until(lambda: redis_client.llen(HANDLED_KEY) == 5)
         health = client.get("/health/detailed").json()
     assert redis_client.lrange(HANDLED_KEY, 0, -1) == [f"c{index}" for index in range(1, 6)]
     assert GROUP in [group["name"] for group in redis_client.xinfo_groups(QUEUE)]

@@ -10,9 +10,11 @@ import httpx
 import pytest
 import redis
 
-from tests.support.live_server import wait_for
 from tests.support.processes import api_server
 from tests.support.redis_server import RedisServer
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.slow
 
 CLIENTS = 1_000
 WAVE = 250
@@ -73,12 +75,12 @@ async def test_connection_churn_leaks_nothing(
     api_process: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     await _wave(api_process, 50)
-    await asyncio.to_thread(wait_for, lambda: _gauges(api_process)["sse"] == 0, 20)
+    await asyncio.to_thread(wait_until, lambda: _gauges(api_process)["sse"] == 0, 20)
     baseline = _gauges(api_process)
     started = time.monotonic()
     for _ in range(CLIENTS // WAVE):
         await _wave(api_process, WAVE)
-    await asyncio.to_thread(wait_for, lambda: _settled(api_process, baseline), 30)
+    await asyncio.to_thread(wait_until, lambda: _settled(api_process, baseline), 30)
     after = _gauges(api_process)
     with capsys.disabled():
         print(

@@ -5,16 +5,18 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 import redis
 
-from tests.service.conftest import make_settings
 from tests.support.live_server import http, serve, wait_for
 from tests.support.processes import service_env, start_worker
 from tests.support.redis_server import RedisServer
+from tests.support.service_settings import make_settings
+
+# Needs a minute: in make test, not in make check.
+pytestmark = pytest.mark.slow
 
 MINUTE_S = 60.0
 SAMPLE_EVERY_S = 5.0
@@ -23,16 +25,6 @@ WARMUP_S = 10.0
 POSTS_PER_S = 20
 LAG_BOUND = 200
 APPS = ("ag-ui-frontend", "power-ui-frontend", "dashboard-frontend")
-
-
-@pytest.fixture
-def workers() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
 
 
 def follow(base_url: str, app: str, stop: threading.Event) -> None:

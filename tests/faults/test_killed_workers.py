@@ -7,7 +7,6 @@ import random
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -17,6 +16,8 @@ from tests.faults.handlers import COMPLETIONS_KEY
 from tests.support.processes import service_env, start_worker
 from tests.support.redis_server import RedisServer
 
+pytestmark = pytest.mark.slow
+
 TASKS = 10_000
 POISON = {17, 2_500, 5_000, 7_500, 9_999}
 WORKERS = 3
@@ -24,22 +25,10 @@ DEADLINE_S = 300
 QUEUE, DLQ, GROUP = "shield:ingestion_queue", "shield:ingestion_queue:dlq", "lightrag-workers"
 
 
-@pytest.fixture
-def pool(
-    redis_server: RedisServer, redis_client: redis.Redis
-) -> Iterator[list[subprocess.Popen[str]]]:
-    workers: list[subprocess.Popen[str]] = []
-    yield workers
-    for worker in workers:
-        if worker.poll() is None:
-            worker.kill()
-        worker.wait()
-
-
 def test_random_kills_lose_no_task(
     redis_server: RedisServer,
     redis_client: redis.Redis,
-    pool: list[subprocess.Popen[str]],
+    workers: list[subprocess.Popen[str]],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     pipeline = redis_client.pipeline(transaction=False)
@@ -56,21 +45,21 @@ def test_random_kills_lose_no_task(
         task_handler="tests.faults.handlers:count_or_die",
     )
     chooser = random.Random(20261125)
-    pool.extend(start_worker(env) for _ in range(WORKERS))
+    workers.extend(start_worker(env) for _ in range(WORKERS))
     kills = poison_deaths = 0
     deadline = time.monotonic() + DEADLINE_S
     while not _finished(redis_client):
         assert time.monotonic() < deadline, f"not finished: {_progress(redis_client)}"
         time.sleep(chooser.uniform(0.2, 0.8))
-        for index, worker in enumerate(pool):
+        for index, worker in enumerate(workers):
             if worker.poll() is not None:
                 poison_deaths += 1
-                pool[index] = start_worker(env)
+                workers[index] = start_worker(env)
         victim = chooser.randrange(WORKERS)
-        pool[victim].send_signal(signal.SIGKILL)
-        pool[victim].wait()
+        workers[victim].send_signal(signal.SIGKILL)
+        workers[victim].wait()
         kills += 1
-        pool[victim] = start_worker(env)
+        workers[victim] = start_worker(env)
 
     completions = {
         key.decode(): int(value)

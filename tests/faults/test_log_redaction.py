@@ -13,9 +13,9 @@ import pytest
 import redis
 import websockets
 
-from tests.support.live_server import wait_for
 from tests.support.processes import REPO_ROOT, service_env, stop
 from tests.support.redis_server import RedisServer, free_port
+from tests.support.waiting import wait_until
 
 TOKEN = "tok-7f3a9c41e2d85b60"
 
@@ -49,7 +49,7 @@ def logging_api(
             return False
 
     try:
-        wait_for(answers, timeout_s=20)
+        wait_until(answers, timeout_s=20)
         yield base_url, process, log_path
     finally:
         _end(process)

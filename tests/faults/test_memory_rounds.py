@@ -12,9 +12,11 @@ import httpx
 import pytest
 import redis
 
-from tests.support.live_server import wait_for
 from tests.support.processes import api_server
 from tests.support.redis_server import RedisServer
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.slow
 
 CLIENTS = 400
 ROUNDS = 5
@@ -98,7 +100,7 @@ async def test_rss_after_five_rounds_stays_within_ten_percent_of_round_one(
     deliveries = []
     for _ in range(ROUNDS):
         deliveries.append(await _round(base_url, redis_client))
-        await asyncio.to_thread(wait_for, lambda: _connected(base_url) == 0, 30)
+        await asyncio.to_thread(wait_until, lambda: _connected(base_url) == 0, 30)
         redis_client.xtrim("shield:events", maxlen=0)
         await asyncio.sleep(1)
         after_rounds.append(_rss_bytes(pid))

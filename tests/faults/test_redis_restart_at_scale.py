@@ -7,10 +7,13 @@ import asyncio
 import time
 
 import httpx
+import pytest
 import redis
 
 from tests.support.clients import follow_sse
 from tests.support.redis_server import RedisServer
+
+pytestmark = pytest.mark.slow
 
 CLIENTS = 5
 EVENTS = 600

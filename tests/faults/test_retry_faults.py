@@ -6,30 +6,22 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
 
 from tests.faults.handlers import COMPLETIONS_KEY
-from tests.service.conftest import make_settings
-from tests.support.live_server import http, serve, wait_for
+from tests.support.live_server import http, serve
 from tests.support.processes import service_env, start_worker, stop
 from tests.support.redis_server import RedisServer
+from tests.support.service_settings import make_settings
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.slow
 
 QUEUE, GROUP = "shield:ingestion_queue", "lightrag-workers"
 DELAYED = "shield:ingestion_queue:delayed"
 TASKS = 300
-
-
-@pytest.fixture
-def workers() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
 
 
 def test_retries_survive_sigkilled_workers_and_a_redis_restart_with_nothing_lost(
@@ -54,7 +46,7 @@ def test_retries_survive_sigkilled_workers_and_a_redis_restart_with_nothing_lost
     log = open(redis_server.workdir / "workers.log", "a")  # noqa: SIM115 - closed at the end
     try:
         workers += [start_worker(env, log=log) for _ in range(2)]
-        wait_for(lambda: redis_client.zcard(DELAYED) >= TASKS // 2, timeout_s=30)
+        wait_until(lambda: redis_client.zcard(DELAYED) >= TASKS // 2, timeout_s=30)
         for worker in workers:
             stop(worker, signal.SIGKILL)
         waiting = redis_client.zcard(DELAYED)
@@ -62,8 +54,8 @@ def test_retries_survive_sigkilled_workers_and_a_redis_restart_with_nothing_lost
         redis_server.restart()
         assert redis_client.zcard(DELAYED) == waiting
         workers += [start_worker(env, log=log) for _ in range(2)]
-        wait_for(lambda: redis_client.hlen(COMPLETIONS_KEY) == TASKS, timeout_s=60)
-        wait_for(
+        wait_until(lambda: redis_client.hlen(COMPLETIONS_KEY) == TASKS, timeout_s=60)
+        wait_until(
             lambda: (
                 redis_client.zcard(DELAYED) == 0
                 and redis_client.xpending(QUEUE, GROUP)["pending"] == 0

@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import redis
+
+pytestmark = pytest.mark.slow
 
 FUZZ_SECONDS = 30
 SUMMARY = re.compile(r"(\d+) generated, (\d+) passed")

@@ -19,10 +19,11 @@ import pytest
 import redis
 
 from tests.faults.handlers import COMPLETIONS_KEY
-from tests.service.conftest import make_settings
-from tests.support.live_server import http, serve, wait_for
+from tests.support.live_server import http, serve
 from tests.support.processes import service_env, start_api, start_worker, stop_all
 from tests.support.redis_server import RedisServer, SentinelServer, free_port
+from tests.support.service_settings import make_settings
+from tests.support.waiting import wait_until
 
 TASKS = 5_000
 DEADLINE_S = 120
@@ -48,10 +49,10 @@ class Cluster:
         for sentinel in self.sentinels:
             sentinel.start()
         primary = redis.Redis(port=self.primary.port, decode_responses=True)
-        wait_for(lambda: primary.info("replication")["connected_slaves"] == 1, timeout_s=20)
+        wait_until(lambda: primary.info("replication")["connected_slaves"] == 1, timeout_s=20)
         watcher = redis.Redis(port=self.sentinels[0].port, decode_responses=True)
         # Sentinels learn of each other over the primary's hello channel; a failover needs it.
-        wait_for(
+        wait_until(
             lambda: int(watcher.sentinel_master("shield")["num-other-sentinels"]) == 2,
             timeout_s=30,
         )
@@ -90,6 +91,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         cluster.stop()
 
 
+@pytest.mark.slow
 def test_no_accepted_task_is_lost_when_the_primary_dies(
     cluster: Cluster,
     redis_client: redis.Redis,
@@ -116,7 +118,7 @@ def test_no_accepted_task_is_lost_when_the_primary_dies(
     restarter: threading.Thread | None = None
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            wait_for(lambda: _answers(client), timeout_s=60)
+            wait_until(lambda: _answers(client), timeout_s=60)
             deadline = time.monotonic() + DEADLINE_S
             for index in range(TASKS):
                 if index == kill_at:
@@ -130,7 +132,7 @@ def test_no_accepted_task_is_lost_when_the_primary_dies(
         assert restarter is not None
         restarter.join()
         try:
-            wait_for(lambda: tally.hlen(COMPLETIONS_KEY) >= len(accepted), timeout_s=DEADLINE_S)
+            wait_until(lambda: tally.hlen(COMPLETIONS_KEY) >= len(accepted), timeout_s=DEADLINE_S)
         except TimeoutError:
             pass
         completions = {chunk: int(count) for chunk, count in tally.hgetall(COMPLETIONS_KEY).items()}
@@ -138,7 +140,7 @@ def test_no_accepted_task_is_lost_when_the_primary_dies(
         assert missing == [], _whereabouts(cluster, missing) + log_path.read_text()[-3000:]
         assert cluster.sentinels[0].master_port() == cluster.replica.port
         old_primary = redis.Redis(port=cluster.primary.port, decode_responses=True)
-        wait_for(lambda: old_primary.info("replication")["role"] == "slave", timeout_s=60)
+        wait_until(lambda: old_primary.info("replication")["role"] == "slave", timeout_s=60)
         duplicates = sum(count - 1 for count in completions.values())
         with capsys.disabled():
             print(

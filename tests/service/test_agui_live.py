@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,11 +12,13 @@ import httpx
 import pytest
 import redis
 
-from tests.service.conftest import make_settings
 from tests.service.handlers import FAIL_MARK, HANDLED_KEY, HOLD_MARK, RELEASE_KEY
-from tests.support.live_server import serve, wait_for
+from tests.support.agui_input import run_input
+from tests.support.live_server import serve
 from tests.support.processes import service_env, start_worker
 from tests.support.redis_server import RedisServer
+from tests.support.service_settings import make_settings
+from tests.support.waiting import wait_until
 
 QUEUE = "shield:ingestion_queue"
 DLQ = "shield:ingestion_queue:dlq"
@@ -30,19 +31,6 @@ PARAGRAPH = 3000
 def three_chunk_document(middle_mark: str = "") -> str:
     middle = middle_mark + "b" * (PARAGRAPH - len(middle_mark))
     return "a" * PARAGRAPH + "\n\n" + middle + "\n\n" + "c" * PARAGRAPH
-
-
-def run_input(run_id: str, document: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "threadId": "thread-1",
-        "runId": run_id,
-        "messages": [{"id": "m1", "role": "user", "content": document}],
-        "state": {},
-        "tools": [],
-        "context": [],
-        "forwardedProps": {"source_uri": "file:///doc.txt", "source_type": "text"},
-        **extra,
-    }
 
 
 class AguiReader:
@@ -140,16 +128,6 @@ def stream_events(client: redis.Redis, event_type: str, job_id: str) -> list[dic
     ]
 
 
-@pytest.fixture
-def workers() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
 def worker_env(redis_server: RedisServer, handler: str, **settings: object) -> dict[str, str]:
     return service_env(
         redis_server.url,
@@ -210,8 +188,8 @@ def test_a_client_that_drops_re_attaches_without_a_second_enqueue(
     # The client is gone. One task per batch, and the second one is held: the run is midway.
     env = worker_env(redis_server, "hold_marked", batch_size=1, worker_concurrency=1)
     workers.append(start_worker(env))
-    wait_for(lambda: stream_events(redis_client, "ingestion.completed", "run-b"))
-    wait_for(lambda: len(stream_events(redis_client, "ingestion.started", "run-b")) == 2)
+    wait_until(lambda: stream_events(redis_client, "ingestion.completed", "run-b"))
+    wait_until(lambda: len(stream_events(redis_client, "ingestion.started", "run-b")) == 2)
 
     with agui_run(api, body) as reader:
         assert [brief(event) for event in reader.take(3)] == [

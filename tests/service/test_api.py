@@ -10,9 +10,9 @@ import redis
 import websockets
 
 from service.core import names
-from tests.service.conftest import make_settings
 from tests.support.live_server import http, serve
 from tests.support.redis_server import RedisServer
+from tests.support.service_settings import make_settings
 
 TOKEN = "s3cret-token"
 GROUPS = {

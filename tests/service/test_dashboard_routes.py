@@ -8,9 +8,9 @@ import httpx
 import pytest
 import redis
 
-from tests.service.conftest import make_settings
 from tests.support.live_server import serve
 from tests.support.redis_server import RedisServer
+from tests.support.service_settings import make_settings
 
 TOKEN = "dashboard-token"
 

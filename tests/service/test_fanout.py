@@ -4,50 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import httpx
 import pytest
 import redis
 import websockets
 
-from tests.service.conftest import make_settings
-from tests.support.clients import SseReader, ws_take
+from tests.support.clients import ws_take
+from tests.support.event_api import EVENTS, publish, sse, ws_url
 from tests.support.live_server import serve
 from tests.support.redis_server import RedisServer
-
-EVENTS = "shield:events"
-
-
-@asynccontextmanager
-async def sse(
-    base_url: str, query: str = "", headers: dict[str, str] | None = None
-) -> AsyncIterator[SseReader]:
-    async with httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(30, read=30)) as client:
-        async with client.stream(
-            "GET", f"/events/stream{query}", headers=headers or {}
-        ) as response:
-            assert response.status_code == 200
-            assert response.headers["content-type"].startswith("text/event-stream")
-            yield SseReader(response)
-
-
-def ws_url(base_url: str, query: str = "") -> str:
-    return base_url.replace("http://", "ws://") + "/events/ws" + query
-
-
-async def publish(
-    base_url: str, count: int, event_type: str = "test.event", job_id: str = ""
-) -> list[str]:
-    ids = []
-    async with httpx.AsyncClient(base_url=base_url) as client:
-        for index in range(count):
-            body = {"type": event_type, "job_id": job_id, "data": {"n": index}}
-            reply = await client.post("/events", json=body)
-            assert reply.status_code == 201, reply.text
-            ids.append(reply.json()["id"])
-    return ids
+from tests.support.service_settings import make_settings
 
 
 async def test_every_sse_and_ws_client_gets_every_event(api: str) -> None:

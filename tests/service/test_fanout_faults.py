@@ -13,11 +13,11 @@ from redis.asyncio import Redis as AsyncRedis
 
 from service.events.bus import EventHub, SubscriptionClosed
 from service.events.filters import EventFilter
-from tests.service.conftest import make_settings
-from tests.service.test_fanout import publish, sse, ws_url
 from tests.support.clients import ws_take
+from tests.support.event_api import publish, sse, ws_url
 from tests.support.live_server import serve
 from tests.support.redis_server import RedisServer
+from tests.support.service_settings import make_settings
 
 EVENTS = "shield:events"
 BAD_ENTRIES = (

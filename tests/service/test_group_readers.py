@@ -3,32 +3,18 @@ and the front-end groups following their applications' clients. Real API, worker
 
 from __future__ import annotations
 
-import subprocess
 import threading
-from collections.abc import Iterator
 
 import httpx
-import pytest
 import redis
 
 from service.core.settings import Settings
-from tests.service.conftest import make_settings
 from tests.service.handlers import HANDLED_KEY
 from tests.support.live_server import http, serve, wait_for
 from tests.support.processes import service_env, start_worker
 from tests.support.redis_server import RedisServer
 
 QUEUE, EVENTS = "shield:ingestion_queue", "shield:events"
-
-
-@pytest.fixture
-def workers() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def group(client: redis.Redis, stream: str, name: str) -> dict[str, object]:
@@ -63,11 +49,6 @@ class StreamFollower:
 
     def close(self) -> None:
         self._stop.set()
-
-
-@pytest.fixture
-def settings(redis_server: RedisServer, redis_client: redis.Redis) -> Settings:
-    return make_settings(redis_server)
 
 
 def test_the_metrics_collector_reads_both_streams_and_measures_what_only_it_can(

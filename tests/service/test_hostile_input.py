@@ -11,8 +11,8 @@ import pytest
 import redis
 import websockets
 
-from tests.service.test_fanout import publish, sse, ws_url
 from tests.support.clients import ws_take
+from tests.support.event_api import publish, sse, ws_url
 from tests.support.live_server import http
 
 EVENTS = "shield:events"

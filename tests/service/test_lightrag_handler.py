@@ -25,6 +25,9 @@ from tests.support.processes import service_env, start_worker, stop
 from tests.support.redis_server import RedisServer
 from tests.support.refusing_llm_standin import RefusingLlmStandin
 
+# Needs LightRAG Server (scripts/install-lightrag): in make test, not in make check.
+pytestmark = pytest.mark.lightrag
+
 QUEUE = "shield:ingestion_queue"
 DLQ = "shield:ingestion_queue:dlq"
 EVENTS = "shield:events"

@@ -17,6 +17,8 @@ from tests.support.lightrag_documents import (
 from tests.support.lightrag_server import LightRAGServer, lightrag_with_standin
 from tests.support.openai_standin import OpenAIStandin
 
+pytestmark = pytest.mark.lightrag
+
 PROCESSED_WITHIN_S = 60.0
 
 

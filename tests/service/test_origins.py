@@ -11,9 +11,9 @@ import websockets
 
 from service.api.origins import is_same_origin, origin_allowed
 from service.core.settings import ConfigError, load_settings
-from tests.service.conftest import make_settings
 from tests.support.live_server import serve
 from tests.support.redis_server import RedisServer
+from tests.support.service_settings import make_settings
 
 TOKEN = "origin-token"
 LISTED = "http://app.example:8080"

@@ -12,8 +12,8 @@ from service.core.redis_client import create_redis
 from service.core.settings import Settings
 from service.tasks.task_format import Task
 from service.tasks.task_queue import Delivery, Finished, QueueFull, TaskQueue
-from tests.service.conftest import make_settings
 from tests.support.redis_server import RedisServer
+from tests.support.service_settings import make_settings
 
 QUEUE, GROUP = "shield:ingestion_queue", "lightrag-workers"
 

@@ -9,17 +9,18 @@ import httpx
 import pytest
 import websockets
 
-from tests.service.test_fanout import publish, sse, ws_url
+from tests.support.event_api import publish, sse, ws_url
 from tests.support.redis_server import RedisServer
+from tests.support.waiting import wait_until
 
 
 async def _wait_until_up(base_url: str) -> None:
-    async with httpx.AsyncClient(base_url=base_url) as client:
-        for _ in range(100):
-            if (await client.get("/health/detailed")).status_code == 200:
-                return
-            await asyncio.sleep(0.1)
-    raise TimeoutError("service did not see Redis come back")
+    def up() -> bool:
+        return httpx.get(f"{base_url}/health/detailed").status_code == 200
+
+    await asyncio.to_thread(
+        wait_until, up, 10, interval_s=0.1, describe="the service to see Redis come back"
+    )
 
 
 async def test_redis_restart_mid_stream(api: str, redis_server: RedisServer) -> None:

@@ -10,8 +10,8 @@ from redis.exceptions import DataError
 from service.core.raw_text import original_bytes
 from service.core.redis_client import create_redis, packing_in_c
 from service.core.settings import Settings
-from tests.service.conftest import make_settings
 from tests.support.redis_server import RedisServer
+from tests.support.service_settings import make_settings
 
 NOT_UTF8 = b"\xff\xfe".decode("utf-8", "surrogateescape")
 COMMANDS = [

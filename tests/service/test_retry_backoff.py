@@ -17,8 +17,8 @@ from service.tasks.backoff import backoff_ms
 from service.tasks.rate_limit import HandlerRateLimit
 from service.tasks.task_format import Task
 from service.tasks.task_queue import Delivery, TaskQueue
-from tests.service.conftest import make_settings
 from tests.support.redis_server import RedisServer
+from tests.support.service_settings import make_settings
 
 QUEUE, GROUP = "shield:ingestion_queue", "lightrag-workers"
 DELAYED = "shield:ingestion_queue:delayed"

@@ -18,11 +18,11 @@ from service.api.route_rules import WEBSOCKET, rule_for
 from service.core.grants import KNOWN_SCOPES
 from service.core.settings import Settings
 from service.main import create_app
-from tests.service.conftest import make_settings
 from tests.support.clients import ws_take
 from tests.support.live_server import http, serve
 from tests.support.redis_server import RedisServer
 from tests.support.scoped_clients import sse_as, ws_url_as
+from tests.support.service_settings import make_settings
 from tests.support.tokens import ADMIN_TOKEN, JWT_SECRET, mint
 
 EVENTS = "shield:events"

@@ -7,7 +7,7 @@ import asyncio
 import subprocess
 import time
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,23 +16,13 @@ import redis
 
 from service.core.settings import Settings
 from shield_client import RedisStreamsClient, Worker
-from tests.service.conftest import make_settings
 from tests.service.handlers import FAIL_MARK, HANDLED_KEY
 from tests.support.live_server import http, serve, wait_for
 from tests.support.processes import REPO_ROOT, service_env, start_worker
 from tests.support.redis_server import RedisServer
+from tests.support.service_settings import make_settings
 
 QUEUE, GROUP = "shield:ingestion_queue", "lightrag-workers"
-
-
-@pytest.fixture
-def workers() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture

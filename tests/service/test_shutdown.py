@@ -14,7 +14,7 @@ import redis
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.service.test_agui_live import run_input
+from tests.support.agui_input import run_input
 from tests.support.processes import service_env, start_api, wait_until_serving
 from tests.support.redis_server import RedisServer, free_port
 

@@ -9,7 +9,7 @@ import httpx
 import redis
 import websockets
 
-from tests.service.test_fanout import EVENTS, publish, sse, ws_url
+from tests.support.event_api import EVENTS, publish, sse, ws_url
 
 
 async def test_a_filtered_stream_opens_with_retry_and_the_cursor_before_any_event(

@@ -21,10 +21,10 @@ from service.core.grants import Scope
 from service.core.name_patterns import NamePatterns
 from service.core.settings import DEFAULT_JWT_AUDIENCE, ConfigError, load_settings
 from service.core.tokens import MAX_TTL_S, MintingUnavailable, TokenAuthority, TokenRefused
-from tests.service.conftest import make_settings
 from tests.support.live_server import http, serve
 from tests.support.processes import REPO_ROOT, service_env
 from tests.support.redis_server import RedisServer
+from tests.support.service_settings import make_settings
 from tests.support.tokens import (
     ADMIN_TOKEN,
     JWT_SECRET,

@@ -8,17 +8,17 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
 
 from service.tasks.task_format import task_fields
-from tests.service.conftest import make_settings
 from tests.service.handlers import HANDLED_KEY, HOLD_MARK, RELEASE_KEY
-from tests.support.live_server import http, serve, wait_for
+from tests.support.live_server import http, serve
 from tests.support.processes import REPO_ROOT, service_env, start_worker, stop
 from tests.support.redis_server import RedisServer
+from tests.support.service_settings import make_settings
+from tests.support.waiting import wait_until
 
 QUEUE = "shield:ingestion_queue"
 DLQ = "shield:ingestion_queue:dlq"
@@ -28,16 +28,6 @@ GROUP = "lightrag-workers"
 @pytest.fixture
 def worker_env(redis_server: RedisServer, redis_client: redis.Redis) -> dict[str, str]:
     return service_env(redis_server.url, block_ms=200, claim_idle_ms=400)
-
-
-@pytest.fixture
-def workers() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def enqueue(client: redis.Redis, chunk_id: str, content: str = "x", job_id: str = "job") -> str:
@@ -75,10 +65,10 @@ def test_worker_runs_sync_and_async_handlers_and_acks(
     chunks = [f"c{index}" for index in range(25)]
     for chunk in chunks:
         enqueue(redis_client, chunk)
-    wait_for(lambda: redis_client.llen(HANDLED_KEY) == 25)
+    wait_until(lambda: redis_client.llen(HANDLED_KEY) == 25)
     assert redis_client.lrange(HANDLED_KEY, 0, -1) == chunks
-    wait_for(lambda: pending_count(redis_client) == 0)
-    wait_for(lambda: tasks_in_events(redis_client, "ingestion.completed") == chunks)
+    wait_until(lambda: pending_count(redis_client) == 0)
+    wait_until(lambda: tasks_in_events(redis_client, "ingestion.completed") == chunks)
     assert {fields["job_id"] for fields in events_of_type(redis_client, "ingestion.started")} == {
         "job"
     }
@@ -94,15 +84,15 @@ def test_killed_workers_task_is_reclaimed(
     slow = dict(worker_env, SHIELD_TASK_HANDLER="tests.service.handlers:slow_then_record")
     workers.append(start_worker(slow, consumer="doomed"))
     entry_id = enqueue(redis_client, "survivor", content="60")
-    wait_for(lambda: events_of_type(redis_client, "ingestion.started"))
+    wait_until(lambda: events_of_type(redis_client, "ingestion.started"))
     stop(workers[0], signal.SIGKILL)
     assert redis_client.llen(HANDLED_KEY) == 0
     [pending] = redis_client.xpending_range(QUEUE, GROUP, "-", "+", 10)
     assert pending["message_id"] == entry_id and pending["consumer"] == "doomed"
     fast = dict(worker_env, SHIELD_TASK_HANDLER="tests.service.handlers:record")
     workers.append(start_worker(fast, consumer="rescuer"))
-    wait_for(lambda: redis_client.lrange(HANDLED_KEY, 0, -1) == ["survivor"])
-    wait_for(lambda: pending_count(redis_client) == 0)
+    wait_until(lambda: redis_client.lrange(HANDLED_KEY, 0, -1) == ["survivor"])
+    wait_until(lambda: pending_count(redis_client) == 0)
 
 
 def test_a_batch_that_a_redis_error_cuts_short_is_reclaimed_not_held_forever(
@@ -114,13 +104,13 @@ def test_a_batch_that_a_redis_error_cuts_short_is_reclaimed_not_held_forever(
     try:
         enqueue(redis_client, "cut-short")
         # The failed task's retry move is refused: the batch ends in a RedisError.
-        wait_for(lambda: "errorstat_NOREPLICAS" in redis_client.info("errorstats"))
+        wait_until(lambda: "errorstat_NOREPLICAS" in redis_client.info("errorstats"))
         time.sleep(0.5)
     finally:
         redis_client.config_set("min-replicas-to-write", 0)
     # Renewing the cut-short batch's lease would keep it from reclaim for lease_max_ms (1 h).
-    wait_for(lambda: redis_client.lrange(HANDLED_KEY, 0, -1) == ["cut-short"])
-    wait_for(lambda: pending_count(redis_client) == 0)
+    wait_until(lambda: redis_client.lrange(HANDLED_KEY, 0, -1) == ["cut-short"])
+    wait_until(lambda: pending_count(redis_client) == 0)
 
 
 def test_every_batch_is_acked_when_quick_and_slow_batches_alternate(
@@ -133,8 +123,8 @@ def test_every_batch_is_acked_when_quick_and_slow_batches_alternate(
     for index, chunk in enumerate(chunks):
         enqueue(redis_client, chunk, content="0.02" if 10 <= index < 20 else "0")
     workers.append(start_worker(slow))
-    wait_for(lambda: sorted(redis_client.lrange(HANDLED_KEY, 0, -1)) == sorted(chunks))
-    wait_for(lambda: pending_count(redis_client) == 0)
+    wait_until(lambda: sorted(redis_client.lrange(HANDLED_KEY, 0, -1)) == sorted(chunks))
+    wait_until(lambda: pending_count(redis_client) == 0)
 
 
 def chunks_handled(client: redis.Redis) -> set[str]:
@@ -154,7 +144,7 @@ def test_a_dead_workers_tasks_are_reclaimed_behind_ones_a_live_worker_holds(
         enqueue(redis_client, f"held-{index}", content=f"{HOLD_MARK} {index}")
     workers.append(start_worker(holding, consumer="busy"))
     try:
-        wait_for(lambda: "held-0" in tasks_in_events(redis_client, "ingestion.started"))
+        wait_until(lambda: "held-0" in tasks_in_events(redis_client, "ingestion.started"))
         orphans = [enqueue(redis_client, f"orphan-{index}") for index in range(5)]
         # Delivered to a consumer that dies at once: pending behind the ten held ones.
         redis_client.xreadgroup(GROUP, "dead", {QUEUE: ">"}, count=5)
@@ -163,11 +153,13 @@ def test_a_dead_workers_tasks_are_reclaimed_behind_ones_a_live_worker_holds(
         ] == ["dead"] * 5
         fast = dict(worker_env, SHIELD_TASK_HANDLER="tests.service.handlers:record")
         workers.append(start_worker(fast, consumer="rescuer"))
-        wait_for(lambda: {f"orphan-{index}" for index in range(5)} <= chunks_handled(redis_client))
+        wait_until(
+            lambda: {f"orphan-{index}" for index in range(5)} <= chunks_handled(redis_client)
+        )
         assert not any(chunk.startswith("held-") for chunk in chunks_handled(redis_client))
     finally:
         redis_client.set(RELEASE_KEY, "1")
-    wait_for(lambda: pending_count(redis_client) == 0, timeout_s=30)
+    wait_until(lambda: pending_count(redis_client) == 0, timeout_s=30)
 
 
 def test_a_batch_read_ahead_is_not_held_while_the_one_before_it_hangs(
@@ -184,15 +176,15 @@ def test_a_batch_read_ahead_is_not_held_while_the_one_before_it_hangs(
     workers.append(start_worker(holding, consumer="busy"))
     try:
         # The quick batch reads the hanging one ahead, which reads the next one ahead.
-        wait_for(lambda: "hangs" in tasks_in_events(redis_client, "ingestion.started"))
+        wait_until(lambda: "hangs" in tasks_in_events(redis_client, "ingestion.started"))
         fast = dict(worker_env, SHIELD_TASK_HANDLER="tests.service.handlers:record")
         workers.append(start_worker(fast, consumer="rescuer"))
         ahead = {f"ahead-{index}" for index in range(10)}
-        wait_for(lambda: ahead <= chunks_handled(redis_client))
+        wait_until(lambda: ahead <= chunks_handled(redis_client))
         assert "hangs" not in chunks_handled(redis_client)
     finally:
         redis_client.set(RELEASE_KEY, "1")
-    wait_for(lambda: pending_count(redis_client) == 0, timeout_s=30)
+    wait_until(lambda: pending_count(redis_client) == 0, timeout_s=30)
     # The busy worker checks what it read ahead before running it: none runs twice.
     handled = redis_client.lrange(HANDLED_KEY, 0, -1)
     assert sorted(handled) == sorted(set(handled)) and len(handled) == 30
@@ -204,8 +196,8 @@ def test_three_failures_dead_letter_then_requeue(
     failing = dict(worker_env, SHIELD_TASK_HANDLER="tests.service.handlers:fail_always")
     workers.append(start_worker(failing))
     original_id = enqueue(redis_client, "doomed-chunk", job_id="job-dlq")
-    wait_for(lambda: redis_client.xlen(DLQ) == 1)
-    wait_for(lambda: pending_count(redis_client) == 0)
+    wait_until(lambda: redis_client.xlen(DLQ) == 1)
+    wait_until(lambda: pending_count(redis_client) == 0)
     stop(workers[0])
     [(_, letter)] = redis_client.xrange(DLQ)
     assert letter["dlq_reason"] == "RuntimeError: cannot process doomed-chunk"
@@ -236,7 +228,7 @@ def test_three_failures_dead_letter_then_requeue(
     assert fields["retry_count"] == "0" and not any(name.startswith("dlq_") for name in fields)
     healthy = dict(worker_env, SHIELD_TASK_HANDLER="tests.service.handlers:record")
     workers.append(start_worker(healthy))
-    wait_for(lambda: redis_client.lrange(HANDLED_KEY, 0, -1) == ["doomed-chunk"])
+    wait_until(lambda: redis_client.lrange(HANDLED_KEY, 0, -1) == ["doomed-chunk"])
 
 
 def test_poison_task_that_kills_the_worker_ends_in_dead_letters(
@@ -256,14 +248,14 @@ def test_poison_task_that_kills_the_worker_ends_in_dead_letters(
             crashes += 1
         except subprocess.TimeoutExpired:
             break
-    wait_for(lambda: redis_client.xlen(DLQ) == 1)
+    wait_until(lambda: redis_client.xlen(DLQ) == 1)
     [(_, letter)] = redis_client.xrange(DLQ)
     assert letter["chunk_id"] == "poison-chunk"
     assert letter["dlq_reason"] == "poison: delivered 4 times without an ack"
     assert letter["dlq_attempts"] == "3"
     assert crashes == 3
-    wait_for(lambda: "good-chunk" in redis_client.lrange(HANDLED_KEY, 0, -1))
-    wait_for(lambda: pending_count(redis_client) == 0)
+    wait_until(lambda: "good-chunk" in redis_client.lrange(HANDLED_KEY, 0, -1))
+    wait_until(lambda: pending_count(redis_client) == 0)
 
 
 def test_malformed_entries_go_to_dead_letters_without_crashing(
@@ -274,12 +266,12 @@ def test_malformed_entries_go_to_dead_letters_without_crashing(
     enqueue(redis_client, "after-the-bad-ones")
     env = dict(worker_env, SHIELD_TASK_HANDLER="tests.service.handlers:record")
     workers.append(start_worker(env))
-    wait_for(lambda: redis_client.lrange(HANDLED_KEY, 0, -1) == ["after-the-bad-ones"])
+    wait_until(lambda: redis_client.lrange(HANDLED_KEY, 0, -1) == ["after-the-bad-ones"])
     reasons = [fields["dlq_reason"] for _, fields in redis_client.xrange(DLQ)]
     assert reasons[0] == "malformed: missing field(s): job_id"
     assert reasons[1].startswith("malformed: metadata is not valid JSON")
     assert workers[0].poll() is None
-    wait_for(lambda: pending_count(redis_client) == 0)
+    wait_until(lambda: pending_count(redis_client) == 0)
     [started] = events_of_type(redis_client, "worker.started")
     assert json.loads(started["data"])["consumer"] == f"{socket.gethostname()}-{workers[0].pid}"
 
@@ -296,13 +288,13 @@ def test_sigterm_finishes_the_running_tasks_and_leaves_the_rest_pending(
     for index in range(3):
         enqueue(redis_client, f"slow{index}", content="1.0")
     workers.append(start_worker(env, consumer="leaving"))
-    wait_for(lambda: len(tasks_in_events(redis_client, "ingestion.started")) == 2)
+    wait_until(lambda: len(tasks_in_events(redis_client, "ingestion.started")) == 2)
     assert stop(workers[0], signal.SIGTERM) == 0
     assert sorted(redis_client.lrange(HANDLED_KEY, 0, -1)) == ["slow0", "slow1"]
     assert pending_count(redis_client) == 0
     assert len(events_of_type(redis_client, "worker.stopped")) == 1
     workers.append(start_worker(env, consumer="successor"))
-    wait_for(lambda: redis_client.llen(HANDLED_KEY) == 3)
+    wait_until(lambda: redis_client.llen(HANDLED_KEY) == 3)
 
 
 def test_a_task_read_but_not_started_at_sigterm_stays_pending_for_another_worker(
@@ -318,7 +310,7 @@ def test_a_task_read_but_not_started_at_sigterm_stays_pending_for_another_worker
     for index in range(2):
         enqueue(redis_client, f"slow{index}", content="0.5")
     workers.append(start_worker(env, consumer="leaving"))
-    wait_for(lambda: len(tasks_in_events(redis_client, "ingestion.started")) == 2)
+    wait_until(lambda: len(tasks_in_events(redis_client, "ingestion.started")) == 2)
     assert stop(workers[0], signal.SIGTERM) == 0
     [handled] = redis_client.lrange(HANDLED_KEY, 0, -1)
     [pending] = redis_client.xpending_range(QUEUE, GROUP, "-", "+", 10)

@@ -4,9 +4,7 @@ the real worker process against a real redis-server."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
-from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
@@ -19,22 +17,12 @@ from tests.service.handlers import (
     HANDLED_KEY,
     MOST_AT_ONCE_KEY,
 )
-from tests.support.live_server import wait_for
 from tests.support.processes import service_env, start_worker
 from tests.support.redis_server import RedisServer
+from tests.support.waiting import wait_until
 
 QUEUE = "shield:ingestion_queue"
 HANDLERS = "tests.service.handlers"
-
-
-@pytest.fixture
-def workers() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def enqueue(client: redis.Redis, count: int, content: str = "0") -> list[str]:
@@ -67,10 +55,10 @@ def test_a_worker_runs_concurrency_tasks_at_once_and_no_more(
     )
     chunks = enqueue(redis_client, 24, content="0.3")
     workers.append(start_worker(env))
-    wait_for(lambda: redis_client.llen(HANDLED_KEY) == 24, timeout_s=20)
+    wait_until(lambda: redis_client.llen(HANDLED_KEY) == 24, timeout_s=20)
     assert sorted(redis_client.lrange(HANDLED_KEY, 0, -1)) == sorted(chunks)
     assert redis_client.get(MOST_AT_ONCE_KEY) == "6"
-    wait_for(lambda: redis_client.xpending(QUEUE, "lightrag-workers")["pending"] == 0)
+    wait_until(lambda: redis_client.xpending(QUEUE, "lightrag-workers")["pending"] == 0)
     # Every task announced once and completed once.
     started = [
         chunk for event in events(redis_client, "ingestion.started") for chunk in event["chunk_ids"]
@@ -94,7 +82,7 @@ def test_the_rate_limit_holds_across_two_workers(
     )
     enqueue(redis_client, 20)
     workers += [start_worker(env, consumer="a"), start_worker(env, consumer="b")]
-    wait_for(lambda: redis_client.llen(HANDLED_KEY) == 20, timeout_s=30)
+    wait_until(lambda: redis_client.llen(HANDLED_KEY) == 20, timeout_s=30)
     calls = sorted(float(value) for value in redis_client.lrange(CALLS_KEY, 0, -1))
     # A bucket of one second's worth (5), refilled at 5 per second: 20 calls need 3 s at least,
     # and no window of one second holds more than 5 + 5.
@@ -117,7 +105,7 @@ def test_failed_attempts_come_back_after_their_backoff(
     )
     enqueue(redis_client, 1)
     workers.append(start_worker(env))
-    wait_for(lambda: redis_client.llen(HANDLED_KEY) == 1, timeout_s=20)
+    wait_until(lambda: redis_client.llen(HANDLED_KEY) == 1, timeout_s=20)
     first, second, third = (float(value) for value in redis_client.lrange(ATTEMPT_TIMES_KEY, 0, -1))
     # Retry 1 waits 200-400 ms, retry 2 waits 400-800 ms (plus at most a promote poll of slack).
     assert 0.19 <= second - first < 1.5
@@ -138,7 +126,7 @@ def test_retry_after_from_the_context_is_not_a_failed_attempt(
     )
     enqueue(redis_client, 1)
     workers.append(start_worker(env))
-    wait_for(lambda: redis_client.llen(HANDLED_KEY) == 1, timeout_s=20)
+    wait_until(lambda: redis_client.llen(HANDLED_KEY) == 1, timeout_s=20)
     first, second = (float(value) for value in redis_client.lrange(ATTEMPT_TIMES_KEY, 0, -1))
     assert 0.95 <= second - first < 3.0
     [busy] = events(redis_client, "ingestion.failed")
@@ -155,7 +143,7 @@ def test_progress_from_the_context_is_an_event_after_the_start(
     env = service_env(redis_server.url, block_ms=200, task_handler=f"{HANDLERS}:report_progress")
     enqueue(redis_client, 1)
     workers.append(start_worker(env))
-    wait_for(lambda: len(events(redis_client, "ingestion.completed")) == 1)
+    wait_until(lambda: len(events(redis_client, "ingestion.completed")) == 1)
     time.sleep(0.3)
     types = [fields["type"] for _, fields in redis_client.xrange("shield:events")]
     flow = [kind for kind in types if kind.startswith("ingestion.") and kind != "ingestion.queued"]

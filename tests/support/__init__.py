@@ -1,1 +1,2 @@
-"""Real servers and clients the test suites share: redis-server, uvicorn, SSE and WS readers."""
+"""What the test suites share: real servers (redis-server, uvicorn, LightRAG), their clients,
+the service's test settings, and the one wait primitive (waiting.wait_until)."""

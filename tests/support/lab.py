@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import shlex
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests.support import waiting
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LAB_SCRIPT = REPO_ROOT / "scripts" / "lab"
@@ -123,10 +124,11 @@ def wait_until(
     timeout_s: float = 60,
     explain: Callable[[], str] = lambda: "",
 ) -> None:
-    """Poll a lab condition; on a timeout, fail naming it, plus what explain() reports."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}{explain()}")
+    """Poll a lab condition; on a timeout, fail naming it, plus what explain() reports.
+
+    An AssertionError, not the TimeoutError of waiting.wait_until: the lab tests' threads
+    report assertion failures, and a lab condition that never holds is one."""
+    try:
+        waiting.wait_until(condition, timeout_s, interval_s=0.25, describe=what)
+    except TimeoutError as timeout:
+        raise AssertionError(f"{timeout}{explain()}") from None

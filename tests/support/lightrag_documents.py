@@ -7,10 +7,11 @@ LightRAG 1.5.7 keys a text by the basename of its `file_source` ("job1/chunk1" i
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
+
+from tests.support.waiting import wait_until
 
 TERMINAL_STATUSES = frozenset({"processed", "failed"})
 
@@ -41,15 +42,20 @@ def wait_for_track_status(
     base_url: str, api_key: str, track_id: str, timeout_s: float = 60.0, interval_s: float = 0.2
 ) -> dict[str, Any]:
     """Poll a track_id until every document under it is processed or failed; its last answer."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        body = track_status(base_url, api_key, track_id)
-        statuses = {document["status"] for document in body["documents"]}
-        if statuses and statuses <= TERMINAL_STATUSES:
-            return body
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"track {track_id} still not done after {timeout_s} s: {body}")
-        time.sleep(interval_s)
+    answers: list[dict[str, Any]] = []
+
+    def done() -> dict[str, Any] | None:
+        answers.append(track_status(base_url, api_key, track_id))
+        statuses = {document["status"] for document in answers[-1]["documents"]}
+        return answers[-1] if statuses and statuses <= TERMINAL_STATUSES else None
+
+    body: dict[str, Any] = wait_until(
+        done,
+        timeout_s,
+        interval_s=interval_s,
+        describe=lambda: f"track {track_id} to be done; its last answer: {answers[-1]}",
+    )
+    return body
 
 
 def documents_in_status(

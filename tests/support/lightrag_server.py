@@ -25,6 +25,7 @@ import httpx
 
 from tests.support.openai_standin import OpenAIStandin
 from tests.support.redis_server import free_port
+from tests.support.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LIGHTRAG_VENV = REPO_ROOT / ".venv-lightrag"
@@ -155,22 +156,26 @@ class LightRAGServer:
         self.last_startup_s = time.monotonic() - started_at
 
     def _wait_until_healthy(self, process: subprocess.Popen[bytes]) -> None:
-        deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
+        def healthy() -> bool:
             if process.poll() is not None:
                 raise LightRAGStartError(
                     f"lightrag-server exited with {process.returncode}\n{self.log_tail()}"
                 )
-            try:
-                if httpx.get(f"{self.base_url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass  # not listening yet
-            time.sleep(0.2)
-        raise LightRAGStartError(
-            f"lightrag-server did not answer /health within {self.startup_timeout_s} s\n"
-            f"{self.log_tail()}"
-        )
+            return httpx.get(f"{self.base_url}/health", timeout=2).status_code == 200
+
+        try:
+            wait_until(
+                healthy,
+                self.startup_timeout_s,
+                interval_s=0.2,
+                describe="lightrag-server to answer /health",
+                ignoring=(httpx.HTTPError,),  # not listening yet
+            )
+        except TimeoutError as timeout:
+            raise LightRAGStartError(
+                f"lightrag-server did not answer /health within {self.startup_timeout_s} s\n"
+                f"{self.log_tail()}"
+            ) from timeout
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """SIGTERM the server's process group; SIGKILL it if it has not exited in time."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -13,6 +12,7 @@ import uvicorn
 from service.core.settings import Settings
 from service.main import create_app
 from tests.support.redis_server import free_port
+from tests.support.waiting import wait_until
 
 
 @contextmanager
@@ -26,11 +26,13 @@ def serve(settings: Settings) -> Iterator[str]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
+
+    def started() -> bool:
+        if not thread.is_alive():
             raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
+        return server.started
+
+    wait_until(started, 10, interval_s=0.02, describe=f"uvicorn to serve {base_url}")
     try:
         yield base_url
     finally:
@@ -38,15 +40,8 @@ def serve(settings: Settings) -> Iterator[str]:
         thread.join(timeout=15)
 
 
-def wait_for(predicate: object, timeout_s: float = 10.0, interval_s: float = 0.05) -> None:
-    """Poll a callable until it returns truthy."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if callable(predicate) and predicate():
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(interval_s)
+# The name tests used before tests.support.waiting; new tests call wait_until from there.
+wait_for = wait_until
 
 
 def http(base_url: str, token: str | None = None) -> httpx.Client:

@@ -7,7 +7,6 @@ import resource
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import IO
 import httpx
 
 from tests.support.redis_server import free_port
+from tests.support.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,16 +82,19 @@ def wait_until_serving(
     base_url: str, process: subprocess.Popen[str], timeout_s: float = 20
 ) -> None:
     """Wait until an API process answers /health; fail early if it died."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the API at {base_url} did not start")
-        time.sleep(0.1)
+
+    def serving() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"the API at {base_url} exited with {process.returncode}")
+        return httpx.get(f"{base_url}/health", timeout=1).status_code == 200
+
+    wait_until(
+        serving,
+        timeout_s,
+        interval_s=0.1,
+        describe=f"the API at {base_url} to answer /health",
+        ignoring=(httpx.HTTPError,),
+    )
 
 
 def stop_all(processes: list[subprocess.Popen[str]], timeout_s: float = 15) -> None:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import redis
 
+from tests.support.waiting import wait_until
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -21,17 +23,14 @@ def free_port() -> int:
 
 def wait_for_ping(port: int, timeout_s: float = 10.0) -> None:
     """Wait until a redis-server (or sentinel) on the port answers PING."""
-    deadline = time.monotonic() + timeout_s
     client = redis.Redis(port=port, socket_connect_timeout=0.5)
     try:
-        while True:
-            try:
-                if client.ping():
-                    return
-            except (redis.ConnectionError, redis.exceptions.BusyLoadingError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_until(
+            client.ping,
+            timeout_s,
+            describe=f"redis-server on port {port} to answer PING",
+            ignoring=(redis.ConnectionError, redis.exceptions.BusyLoadingError),
+        )
     finally:
         client.close()
 
