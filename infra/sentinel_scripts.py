@@ -10,7 +10,15 @@ master, so a redeploy never points the sentinels back at a primary that was fail
 from __future__ import annotations
 
 from infra.config import RedisSettings
-from infra.host_scripts import HEADER, MARKER, UNIT_DIR, _fail_function, q, redis_cli_prelude
+from infra.host_scripts import (
+    HEADER,
+    MARKER,
+    MARKER_FILE,
+    UNIT_DIR,
+    _fail_function,
+    q,
+    redis_cli_prelude,
+)
 
 SENTINEL_DIR = "/var/lib/shield-sentinel"
 # How long a primary may be silent before the sentinels call it down, and give up a failover.
@@ -119,6 +127,8 @@ def sentinel_apply(host: str, port: int, master: str, primary: tuple[str, int], 
         + '[ -x /usr/bin/redis-server ] || fail "redis-server is missing (install redis-server)"\n'
         + _refuse_foreign_unit(unit)
         + f"install -d -m 0750 -o redis -g redis {q(SENTINEL_DIR)}\n"
+        + f"[ -e {q(SENTINEL_DIR + '/' + MARKER_FILE)} ]"
+        + f" || echo {q(MARKER)} > {q(SENTINEL_DIR + '/' + MARKER_FILE)}\n"
         + f"if ! grep -q {q('^sentinel monitor ' + master + ' ')} {q(conf)} 2>/dev/null; then\n"
         + "  umask 077\n"
         + f"  tmp=$(mktemp {q(conf + '.XXXXXX')})\n"
