@@ -574,11 +574,15 @@ def health_wait(host: str, service: ServiceSettings, urls: Sequence[str]) -> str
 
 def health_read(url: str) -> str:
     """Print one API process's /health/detailed as one JSON line, or why it did not answer;
-    only reads (for the outputs after every up)."""
+    only reads (for the outputs after every up). The API token, if any, comes on stdin: the
+    details are for a caller with a token, others get only the status."""
     probe = (
-        "import json, sys, urllib.error, urllib.request\n"
+        "import json, os, sys, urllib.error, urllib.request\n"
+        "request = urllib.request.Request(sys.argv[1])\n"
+        "if os.environ.get('HEALTH_TOKEN'):\n"
+        "    request.add_header('Authorization', 'Bearer ' + os.environ['HEALTH_TOKEN'])\n"
         "try:\n"
-        "    with urllib.request.urlopen(sys.argv[1], timeout=10) as reply:\n"
+        "    with urllib.request.urlopen(request, timeout=10) as reply:\n"
         "        body = json.load(reply)\n"
         "except urllib.error.HTTPError as error:\n"
         "    try:\n"
@@ -589,7 +593,11 @@ def health_read(url: str) -> str:
         "    body = {'status': 'down', 'error': str(error)}\n"
         "print(json.dumps(body, sort_keys=True))\n"
     )
-    return HEADER + f"python3 -c {q(probe)} {q(url)}\n"
+    return (
+        HEADER
+        + "IFS= read -r HEALTH_TOKEN || true\n"
+        + f'HEALTH_TOKEN="$HEALTH_TOKEN" python3 -c {q(probe)} {q(url)}\n'
+    )
 
 
 def redis_info(host: str, redis: RedisSettings) -> str:

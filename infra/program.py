@@ -74,8 +74,9 @@ def read_identities(config: StackConfig, source: pulumi.Config) -> Identities:
     )
 
 
-# run(host, script, with_redis_password) -> the script's stdout on that host.
-Runner = Callable[[str, str, bool], str]
+# run(host, script, secret_key) -> the script's stdout on that host; the value of the stack's
+# secret secret_key (redisPassword, apiToken), if named, goes on the script's stdin.
+Runner = Callable[[str, str, str | None], str]
 
 
 def observe(config: StackConfig, run: Runner) -> Observed:
@@ -86,26 +87,27 @@ def observe(config: StackConfig, run: Runner) -> Observed:
     health: dict[str, Any] = {}
     if api_hosts:
         first = api_hosts[0]
-        stdout = run(first.public_host, host_scripts.health_read(first.health_urls[0]), False)
+        health_script = host_scripts.health_read(first.health_urls[0])
+        stdout = run(first.public_host, health_script, "apiToken")
         health = json.loads(stdout.strip().splitlines()[-1])
     replication = {}
     for node in (topology.primary, *topology.replicas):
         redis = dataclasses.replace(config.redis, host=node.host, port=node.port)
-        stdout = run(node.host, host_scripts.redis_info(node.host, redis), True)
+        stdout = run(node.host, host_scripts.redis_info(node.host, redis), "redisPassword")
         replication[node.host] = dict(facts.parse_info(stdout))
     return Observed(health, replication)
 
 
 def ssh_runner(config: StackConfig, source: pulumi.Config) -> Runner:
-    """A runner over SSH with the stack's key; the Redis password, when asked, goes on stdin."""
+    """A runner over SSH with the stack's key; the secret a script asks for goes on stdin."""
     credentials = facts.SshCredentials(
         private_key=source.require("sshPrivateKey"),
         bastion_private_key=source.get("bastionPrivateKey"),
     )
     hosts, topology = config.topology.hosts(), config.topology
 
-    def run(host: str, script: str, with_redis_password: bool) -> str:
-        stdin = (source.get("redisPassword") or "") + "\n" if with_redis_password else ""
+    def run(host: str, script: str, secret_key: str | None) -> str:
+        stdin = (source.get(secret_key) or "") + "\n" if secret_key else ""
         role = ", ".join(topology.roles(host))
         return facts.run_script(role, hosts[host], credentials, script, config.bastion, stdin)
 

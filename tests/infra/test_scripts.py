@@ -23,7 +23,9 @@ from infra.facts import parse_identity, parse_info
 from service.core import names
 from service.core.settings import Settings
 from tests.infra.support import BASE_CONFIG, SSH_KEY, config_source
+from tests.support.live_server import serve
 from tests.support.redis_server import RedisServer
+from tests.support.service_settings import make_settings
 
 CONFIG, _ = load(config_source(BASE_CONFIG, {"sshPrivateKey": SSH_KEY}))
 SERVICE = CONFIG.service
@@ -472,3 +474,16 @@ def test_a_unit_is_ours_when_marked_or_one_of_ours_from_before(
         + f"if ours_file {unit}; then echo ours; else echo theirs; fi\n"
     )
     assert _run(check).stdout.strip() == ("ours" if ours else "theirs")
+
+
+def test_the_after_run_health_read_sends_the_token_from_stdin_for_the_details(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    settings = make_settings(redis_server, api_token="health-token")
+    with serve(settings) as base_url:
+        script = host_scripts.health_read(f"{base_url}/health/detailed")
+        with_token = json.loads(_run(script, "health-token\n").stdout)
+        without = json.loads(_run(script, "\n").stdout)
+    assert with_token["status"] == "up" and "shield:events" in with_token["streams"]
+    assert without == {"status": "up"}
+    assert "health-token" not in script

@@ -381,10 +381,10 @@ def test_the_committed_single_host_stacks_still_load(stack_file: str) -> None:
 
 def test_observe_reads_health_and_every_redis_node_after_the_run() -> None:
     config, _ = load(config_source(HA_CONFIG, SECRETS))
-    calls: list[tuple[str, bool]] = []
+    calls: list[tuple[str, str | None]] = []
 
-    def run(host: str, script: str, with_password: bool) -> str:
-        calls.append((host, with_password))
+    def run(host: str, script: str, secret_key: str | None) -> str:
+        calls.append((host, secret_key))
         if "urllib" in script:
             assert "http://127.0.10.8:8000/health/detailed" in script
             return json.dumps({"status": "up", "streams": {"s": {"length": 7}}}) + "\n"
@@ -392,7 +392,11 @@ def test_observe_reads_health_and_every_redis_node_after_the_run() -> None:
         return f"info role:{role}\ninfo master_repl_offset:5\n"
 
     observed = observe(config, run)
-    assert calls == [("127.0.10.8", False), ("127.0.10.48", True), ("127.0.10.49", True)]
+    assert calls == [
+        ("127.0.10.8", "apiToken"),
+        ("127.0.10.48", "redisPassword"),
+        ("127.0.10.49", "redisPassword"),
+    ]
     assert observed.health["streams"]["s"]["length"] == 7
     assert current_primary(config, observed.replication) == "127.0.10.49:6379"
 
