@@ -160,6 +160,20 @@ class GroupEventConsumer:
         return acked
 
 
+STOP_TIMEOUT_S = 5.0
+
+
+async def stop_task(task: asyncio.Task[None], timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """Cancel a background loop and wait for it, a bounded time: redis-py can swallow a
+    cancellation inside a command, and a shutdown must not hang on it."""
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if not done:
+        log.warning("%s did not stop within %.0fs; left behind", task.get_name(), timeout_s)
+    elif not task.cancelled() and task.exception() is not None:
+        log.warning("%s ended with %r", task.get_name(), task.exception())
+
+
 class Subscription:
     """One live client's view of the stream: replay, then a bounded buffer fed by the hub."""
 
@@ -318,6 +332,7 @@ class EventHub:
         self._count_reader_failure = on_reader_failure
         self._subscriptions: set[Subscription] = set()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._cursor: str | None = None
         self._restart_delays_s = tuple(restart_delays_s)
         self._backing_off = False
@@ -333,12 +348,9 @@ class EventHub:
 
     async def stop(self) -> None:
         """Stop reading and close every subscription."""
+        self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await stop_task(self._task)
         self._close_all("server shutting down", NoticeKind.SHUTDOWN)
 
     async def resolve_start(self, resume_point: str) -> StartPoint:
@@ -390,12 +402,16 @@ class EventHub:
 
     async def _read_forever(self) -> None:
         failures = 0
-        while True:
+        # Not `while True`: a cancellation that lands inside a redis-py command can come out
+        # as a RedisError, and the loop must still end once stop() was asked.
+        while not self._stopping:
             try:
                 await self._read_once()
                 failures = 0
                 continue
             except RedisError as error:
+                if self._stopping:
+                    return
                 log.warning("event hub lost Redis: %s", error)
                 self._close_all(f"redis unavailable: {error}", NoticeKind.REDIS_UNAVAILABLE)
             except Exception:

@@ -24,6 +24,7 @@ from service.core.instruments import JOB_BUCKETS_S, LATENCY_BUCKETS_S
 from service.core.lua import Args, LuaScript
 from service.core.redis_replies import Entry, entries, fields
 from service.core.settings import Settings
+from service.events.bus import stop_task
 from service.events.collected import CollectedBatch, bucket_bound, fold, summarize
 
 log = logging.getLogger(__name__)
@@ -47,25 +48,29 @@ class MetricsCollector:
         self._close_jobs = LuaScript(redis, "service.events", "close_jobs")
         self._task: asyncio.Task[None] | None = None
         self._next_claim = 0.0
+        self._stopping = False
         self.running = False
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._supervise(), name="metrics-collector")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await stop_task(self._task)
 
     async def _supervise(self) -> None:
         failures = 0
-        while True:
+        # Checked, not only cancelled: see service.events.bus.stop_task.
+        while not self._stopping:
             try:
                 self.running = True
                 await self.collect_once()
                 failures = 0
             except (RedisError, OSError) as error:
                 self.running = False
+                if self._stopping:
+                    return
                 delay = RESTART_DELAYS_S[min(failures, len(RESTART_DELAYS_S) - 1)]
                 failures += 1
                 log.warning("metrics collector: %s; again in %.1fs", error, delay)

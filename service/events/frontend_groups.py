@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from service.core import names
 from service.core.lua import LuaScript
 from service.core.settings import Settings
+from service.events.bus import stop_task
 from service.events.errors import EventError
 from service.events.stream_ids import is_after
 
@@ -75,17 +76,18 @@ class FrontEndCursors:
         self._advance = LuaScript(redis, "service.events", "advance_group")
         self._moved: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="front-end-groups")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await stop_task(self._task)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(ADVANCE_EVERY_S)
             try:
                 await self.advance_once()
