@@ -169,7 +169,9 @@ async def test_one_reader_serves_all_clients(api: str, redis_client: redis.Redis
         redis_client.config_resetstat()
         async with asyncio.TaskGroup() as group:
             readers = [group.create_task(_read_n(api, 20)) for _ in range(client_count)]
-            await asyncio.sleep(0.5)
+            # Every client connected (its cursor taken) before anything is published, however
+            # slow the machine: not a fixed sleep.
+            await _until_connected(api, client_count)
             await publish(api, 20)
         assert all(len(task.result()) == 20 for task in readers)
         stats = redis_client.info("commandstats")
@@ -178,6 +180,18 @@ async def test_one_reader_serves_all_clients(api: str, redis_client: redis.Redis
     with_one = await xreads_while_streaming(1)
     with_eight = await xreads_while_streaming(8)
     assert with_eight <= with_one + 3, (with_one, with_eight)
+
+
+async def _until_connected(base_url: str, clients: int, timeout_s: float = 15.0) -> None:
+    """Wait until the API counts `clients` live SSE clients on /metrics."""
+    line = f'shield_connected_clients{{transport="sse"}} {float(clients)}'
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while line not in (await client.get("/metrics")).text:
+            assert asyncio.get_running_loop().time() < deadline, (
+                f"{clients} clients never connected"
+            )
+            await asyncio.sleep(0.05)
 
 
 async def _read_n(base_url: str, count: int) -> list[str]:
