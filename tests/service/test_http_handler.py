@@ -20,6 +20,8 @@ from tests.support.http_standin import HttpStandin, Reply
 from tests.support.live_server import wait_for
 from tests.support.processes import service_env, start_worker, stop
 from tests.support.redis_server import RedisServer, free_port
+from tests.support.task_events import completed_chunks, settled
+from tests.support.task_events import event_data as events
 
 QUEUE = "shield:ingestion_queue"
 DLQ = "shield:ingestion_queue:dlq"
@@ -86,28 +88,6 @@ def enqueue(client: redis.Redis, chunk_id: str = "chunk-1") -> str:
     )
     entry_id: str = client.xadd(QUEUE, fields)
     return entry_id
-
-
-def events(client: redis.Redis, event_type: str) -> list[dict[str, object]]:
-    return [
-        json.loads(fields["data"])
-        for _, fields in client.xrange(EVENTS)
-        if fields["type"] == event_type
-    ]
-
-
-def completed_chunks(client: redis.Redis) -> list[str]:
-    return [
-        str(chunk)
-        for data in events(client, "ingestion.completed")
-        for chunk in data["chunk_ids"]  # type: ignore[attr-defined]
-    ]
-
-
-def settled(client: redis.Redis) -> bool:
-    """Nothing pending under a worker and nothing waiting for a retry."""
-    pending = int(client.xpending(QUEUE, GROUP)["pending"])
-    return pending == 0 and client.zcard(f"{QUEUE}:delayed") == 0
 
 
 def assert_no_secret_shown(client: redis.Redis, worker_log: str) -> None:

@@ -24,6 +24,8 @@ from tests.support.live_server import wait_for
 from tests.support.processes import service_env, start_worker, stop
 from tests.support.redis_server import RedisServer
 from tests.support.refusing_llm_standin import RefusingLlmStandin
+from tests.support.task_events import completed_chunks, settled
+from tests.support.task_events import event_data as events
 
 # Needs LightRAG Server (scripts/install-lightrag): in make test, not in make check.
 pytestmark = pytest.mark.lightrag
@@ -105,27 +107,6 @@ def enqueue(client: redis.Redis, job_id: str, index: int, content: str | None = 
 
 def name_of(job_id: str, index: int) -> str:
     return document_name({"source_uri": SOURCE, "job_id": job_id, "chunk_id": f"chunk-{index}"})
-
-
-def events(client: redis.Redis, event_type: str) -> list[dict[str, object]]:
-    return [
-        json.loads(fields["data"])
-        for _, fields in client.xrange(EVENTS)
-        if fields["type"] == event_type
-    ]
-
-
-def completed_chunks(client: redis.Redis) -> list[str]:
-    return [
-        str(chunk)
-        for data in events(client, "ingestion.completed")
-        for chunk in data["chunk_ids"]  # type: ignore[attr-defined]
-    ]
-
-
-def settled(client: redis.Redis) -> bool:
-    pending = int(client.xpending(QUEUE, GROUP)["pending"])
-    return pending == 0 and client.zcard(f"{QUEUE}:delayed") == 0
 
 
 def named(server: LightRAGServer, status: str, names: set[str]) -> list[dict[str, object]]:

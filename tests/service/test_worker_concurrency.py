@@ -3,7 +3,6 @@ the real worker process against a real redis-server."""
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime
 
@@ -19,6 +18,7 @@ from tests.service.handlers import (
 )
 from tests.support.processes import service_env, start_worker
 from tests.support.redis_server import RedisServer
+from tests.support.task_events import event_data as events
 from tests.support.waiting import wait_until
 
 QUEUE = "shield:ingestion_queue"
@@ -30,14 +30,6 @@ def enqueue(client: redis.Redis, count: int, content: str = "0") -> list[str]:
     for chunk in chunks:
         client.xadd(QUEUE, task_fields(job_id="job", chunk_id=chunk, content=content))
     return chunks
-
-
-def events(client: redis.Redis, event_type: str) -> list[dict[str, object]]:
-    return [
-        json.loads(fields["data"])
-        for _, fields in client.xrange("shield:events")
-        if fields["type"] == event_type
-    ]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,35 @@
+"""Reading what a worker did from Redis: the task events it wrote and whether it is done."""
+
+from __future__ import annotations
+
+import json
+
+import redis
+
+from service.core import names
+
+QUEUE, GROUP = names.INGESTION_STREAM, names.WORKER_GROUP
+
+
+def event_data(client: redis.Redis, event_type: str) -> list[dict[str, object]]:
+    """The data of every event of a type on the events stream, in order."""
+    return [
+        json.loads(fields["data"])
+        for _, fields in client.xrange(names.EVENTS_STREAM)
+        if fields["type"] == event_type
+    ]
+
+
+def completed_chunks(client: redis.Redis) -> list[str]:
+    """Chunk ids named by ingestion.completed events, in stream order."""
+    return [
+        str(chunk)
+        for data in event_data(client, "ingestion.completed")
+        for chunk in data["chunk_ids"]  # type: ignore[attr-defined]
+    ]
+
+
+def settled(client: redis.Redis) -> bool:
+    """Nothing pending under a worker and nothing waiting for a retry."""
+    pending = int(client.xpending(QUEUE, GROUP)["pending"])
+    return pending == 0 and client.zcard(names.delayed_key(QUEUE)) == 0
