@@ -25,6 +25,24 @@ PROJECT = "shield-orchestrator"
 COMMAND_TIMEOUT_S = 600
 
 
+# Every resource the lab stack's single-host program creates, by name.
+ALL_RESOURCES = {
+    "redis",
+    "redis-preflight",
+    "redis-groups",
+    "orchestrator",
+    "orchestrator-preflight",
+    "orchestrator-release-copy",
+    "orchestrator-release",
+    "orchestrator-wheelhouse-copy",
+    "orchestrator-venv",
+    "orchestrator-units",
+    "orchestrator-api-8000",
+    "orchestrator-worker-1",
+    "orchestrator-health",
+}
+
+
 class EngineFailed(AssertionError):
     """A pulumi command exited non-zero; the message holds its output."""
 

@@ -22,7 +22,7 @@ import websockets.sync.client
 
 from service.core import names
 from service.core.settings import ENV_PREFIX, Settings
-from tests.e2e.engine import Engine
+from tests.e2e.engine import ALL_RESOURCES, Engine
 from tests.support.clients import follow_sse
 from tests.support.lab import ORCHESTRATOR, REDIS_HOST, Lab, wait_until
 
@@ -38,21 +38,6 @@ ENV_FILE = "/etc/shield-orchestrator/shield.env"
 GROUPS = {
     names.INGESTION_STREAM: sorted(names.INGESTION_GROUPS),
     names.EVENTS_STREAM: sorted(names.EVENT_GROUPS),
-}
-ALL_RESOURCES = {
-    "redis",
-    "redis-preflight",
-    "redis-groups",
-    "orchestrator",
-    "orchestrator-preflight",
-    "orchestrator-release-copy",
-    "orchestrator-release",
-    "orchestrator-wheelhouse-copy",
-    "orchestrator-venv",
-    "orchestrator-units",
-    "orchestrator-api-8000",
-    "orchestrator-worker-1",
-    "orchestrator-health",
 }
 # A code change touches the release and the units; each process restarts, health follows.
 RESTART = {

@@ -16,28 +16,13 @@ import pytest
 import redis
 
 from service.core import names
-from tests.e2e.engine import Engine
+from tests.e2e.engine import ALL_RESOURCES, Engine
 from tests.support.lab import ORCHESTRATOR, REDIS_HOST, Lab, wait_until
 
 pytestmark = pytest.mark.e2e
 
 API_TOKEN = "e2e-safety-token-41d7"
 FREE_PORT = 8100
-ALL_RESOURCES = {
-    "redis",
-    "redis-preflight",
-    "redis-groups",
-    "orchestrator",
-    "orchestrator-preflight",
-    "orchestrator-release-copy",
-    "orchestrator-release",
-    "orchestrator-wheelhouse-copy",
-    "orchestrator-venv",
-    "orchestrator-units",
-    "orchestrator-api-8000",
-    "orchestrator-worker-1",
-    "orchestrator-health",
-}
 CODE_CHANGE = {
     "orchestrator-release-copy",
     "orchestrator-release",
