@@ -28,7 +28,10 @@ def test_no_generated_request_gets_a_server_error(
             "--checks", "not_a_server_error",
             "--phases", "examples,coverage,fuzzing",
             "--max-time", str(FUZZ_SECONDS),
-            "--workers", "2",
+            # One worker: two threads parsing source at once (hypothesis describing a
+            # lambda) meet CPython 3.11.7's ast race, gh-106905, "AST constructor recursion
+            # depth mismatch", a crash of the tool that is no finding about the API.
+            "--workers", "1",
             # A live stream never ends, so it cannot be a fuzzing target; its bad input
             # (ids, filters) is covered in tests/service.
             "--exclude-path", "/events/stream",

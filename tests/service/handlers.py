@@ -13,6 +13,7 @@ import redis
 import redis.asyncio
 
 HANDLED_KEY = "test:handled"
+BEGAN_KEY = "test:began"
 
 
 def _client() -> redis.Redis:
@@ -36,7 +37,9 @@ def fail_always(task: Mapping[str, Any]) -> None:
 
 
 def slow_then_record(task: Mapping[str, Any]) -> None:
-    """Sleep for the number of seconds in the content, then succeed."""
+    """Note the start, sleep for the number of seconds in the content, then succeed."""
+    with _client() as client:
+        client.rpush(BEGAN_KEY, task["chunk_id"])
     time.sleep(float(task["content"]))
     record(task)
 

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from service.tasks.task_format import task_fields
-from tests.service.handlers import HANDLED_KEY, HOLD_MARK, RELEASE_KEY
+from tests.service.handlers import BEGAN_KEY, HANDLED_KEY, HOLD_MARK, RELEASE_KEY
 from tests.support.live_server import http, serve
 from tests.support.processes import REPO_ROOT, service_env, start_worker, stop
 from tests.support.redis_server import RedisServer
@@ -289,6 +289,7 @@ def test_sigterm_finishes_the_running_tasks_and_leaves_the_rest_pending(
         enqueue(redis_client, f"slow{index}", content="1.0")
     workers.append(start_worker(env, consumer="leaving"))
     wait_until(lambda: len(tasks_in_events(redis_client, "ingestion.started")) == 2)
+    wait_until(lambda: redis_client.llen(BEGAN_KEY) == 1)
     assert stop(workers[0], signal.SIGTERM) == 0
     assert sorted(redis_client.lrange(HANDLED_KEY, 0, -1)) == ["slow0", "slow1"]
     assert pending_count(redis_client) == 0
@@ -301,7 +302,8 @@ def test_a_task_read_but_not_started_at_sigterm_stays_pending_for_another_worker
     worker_env: dict[str, str], redis_client: redis.Redis, workers: list
 ) -> None:
     # A rate of one call per 10 s: the first task runs, the second is read and waits for a
-    # token when the stop comes, so it is left pending, never started.
+    # token when the stop comes, so it is left pending, never started. The stop waits until
+    # the first handler has begun: both tasks are announced before either takes a token.
     env = dict(
         worker_env,
         SHIELD_TASK_HANDLER="tests.service.handlers:slow_then_record",
@@ -311,6 +313,7 @@ def test_a_task_read_but_not_started_at_sigterm_stays_pending_for_another_worker
         enqueue(redis_client, f"slow{index}", content="0.5")
     workers.append(start_worker(env, consumer="leaving"))
     wait_until(lambda: len(tasks_in_events(redis_client, "ingestion.started")) == 2)
+    wait_until(lambda: redis_client.llen(BEGAN_KEY) == 1)
     assert stop(workers[0], signal.SIGTERM) == 0
     [handled] = redis_client.lrange(HANDLED_KEY, 0, -1)
     [pending] = redis_client.xpending_range(QUEUE, GROUP, "-", "+", 10)
