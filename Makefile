@@ -6,7 +6,7 @@ STACK ?= lab
 export PULUMI_SKIP_UPDATE_CHECK := true
 export PULUMI_BACKEND_URL ?= file://$(CURDIR)/.pulumi-state
 
-PY_PATHS := service infra shield_client tests $(wildcard bench)
+PY_PATHS := service infra shield_client harness tests $(wildcard bench)
 
 .PHONY: up check test deps venv lint lightrag format lab-up lab-down lab-status toolchain bench bench-deploy bench-scale clean
 

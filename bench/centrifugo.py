@@ -23,8 +23,9 @@ from urllib.parse import quote
 import httpx
 
 from bench.peers.install import CENTRIFUGO_VERSION, PeerUnavailable, centrifugo_binary
-from bench.processes import free_port, terminate
 from bench.servers import wait_for_http
+from harness.ports import free_port
+from harness.processes import terminate
 
 CHANNEL = "news"
 API_KEY = "bench-api-key"

@@ -3,13 +3,7 @@
 Cold up (new hosts and an empty build directory, so the wheelhouse is downloaded too), a
 no-op up, a code-only up, and destroy, each timed from the outside. The CLI's own
 output gives each step's seconds, which says where the time goes.
-
-The one place bench/ still reaches into tests/: the lab (tests/support/lab.py) and the
-Pulumi CLI driver (tests/e2e/engine.py) are whole harnesses, not helpers, and a second copy
-would drift. They are imported only when the deploy is measured. TODO(shared package): move
-`Lab` (without its pytest.fail calls: raise an error of its own instead) and `Engine`,
-`EngineFailed`, `STACK` into the package that tests/ and bench/ will both import, then
-import them from there at the top of this module.
+The lab and the Pulumi CLI driver are the ones the lab tests use, from harness/.
 """
 
 from __future__ import annotations
@@ -19,6 +13,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from harness.engine import STACK, Engine
+from harness.hosts import Lab
 
 TARGETS_S = {"cold up": 120.0, "no-op up": 15.0, "code-only up": 30.0}
 
@@ -52,9 +49,6 @@ def _timed(action: Callable[[], str]) -> tuple[float, str]:
 
 def measure_deploy(workdir: Path) -> dict[str, Any]:
     """Rebuild the lab, then time the four operations; rows plus the slowest steps."""
-    from tests.e2e.engine import STACK, Engine  # see the module docstring
-    from tests.support.lab import Lab
-
     lab = Lab.rebuild()
     engine = Engine.create(workdir / "project", build_dir=workdir / "build")
     engine.set_config("orchestratorHostKey", lab.orchestrator_host_key)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import redis
 
 from bench.cpu import cpu_seconds, per_million
-from bench.processes import REPO_ROOT
+from harness.processes import REPO_ROOT
 from service.events.wire import Event
 
 READ_COMMANDS = ("xread", "xreadgroup", "xack", "xrange", "xrevrange")

@@ -6,8 +6,8 @@ import subprocess
 import sys
 import time
 
-from bench.processes import REPO_ROOT
 from bench.servers import rss_bytes
+from harness.processes import REPO_ROOT
 
 
 def rss_with_clients(base_url: str, pid: int, clients: int) -> int:

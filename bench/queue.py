@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass
 
 import redis
 
-from bench.processes import REPO_ROOT, terminate
 from bench.queue_systems import QueueSystem
+from harness.processes import REPO_ROOT, terminate
 
 POLL_S = 0.005
 RUN_TIMEOUT_S = 300

@@ -21,7 +21,7 @@ from pathlib import Path
 import redis
 
 from bench.peers import install, names
-from bench.processes import REPO_ROOT, service_env
+from harness.processes import REPO_ROOT, service_env
 from service.tasks.task_format import task_fields
 
 FILL_TIMEOUT_S = 600

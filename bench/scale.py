@@ -21,8 +21,8 @@ import httpx
 import redis
 
 from bench.fanout import percentile, publish, read_commands
-from bench.processes import REPO_ROOT
 from bench.servers import http_app, redis_server
+from harness.processes import REPO_ROOT
 
 FANOUT_CELLS = ((200, 1000), (1000, 1000))
 ENQUEUE_TASKS = 3000

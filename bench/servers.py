@@ -3,67 +3,30 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-import redis
-
-from bench.processes import REPO_ROOT, free_port, service_env, terminate
+from harness.ports import free_port
+from harness.processes import REPO_ROOT, service_env, terminate, wait_until_serving
+from harness.redis_server import RedisServer
 
 READY_TIMEOUT_S = 20.0
 
 
-@dataclass(frozen=True)
-class RedisProcess:
-    """A running redis-server of the benchmark's: no persistence, loopback only."""
-
-    port: int
-    pid: int
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-
-def _wait_for_ping(port: int, process: subprocess.Popen[bytes]) -> None:
-    client = redis.Redis(port=port, socket_connect_timeout=0.5)
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    try:
-        while process.poll() is None and time.monotonic() < deadline:
-            try:
-                client.ping()
-                return
-            except (redis.ConnectionError, redis.exceptions.BusyLoadingError):
-                time.sleep(0.05)
-    finally:
-        client.close()
-    raise RuntimeError(f"redis-server on port {port} did not answer PING")
-
-
 @contextmanager
-def redis_server(workdir: Path, extra_args: Sequence[str] = ()) -> Iterator[RedisProcess]:
-    """A redis-server from PATH on a free port, stopped on the way out."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed: run `make deps` (apt redis-server)")
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    # Benchmarks measure the streams, not the disk: no RDB snapshots, no AOF.
-    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir)]
-    command += ["--save", "", "--appendonly", "no", *extra_args]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def redis_server(workdir: Path, extra_args: Sequence[str] = ()) -> Iterator[RedisServer]:
+    """A redis-server from PATH on a free port, stopped on the way out.
+
+    Benchmarks measure the streams, not the disk: no RDB snapshots, no AOF."""
+    server = RedisServer(workdir, appendonly=False, extra_args=extra_args)
+    server.start()
     try:
-        _wait_for_ping(port, process)
-        yield RedisProcess(port, process.pid)
+        yield server
     finally:
-        terminate([process])
+        server.stop()
 
 
 def rss_bytes(pid: int) -> int:
@@ -75,18 +38,12 @@ def rss_bytes(pid: int) -> int:
 
 
 def wait_for_http(url: str, process: subprocess.Popen[bytes], what: str) -> None:
-    """Poll url until it answers 200; fail early if the process died."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline or process.poll() is not None:
-            process.kill()
-            raise RuntimeError(f"{what} did not start")
-        time.sleep(0.1)
+    """Poll url until it answers 200; kill the process and fail if it does not in time."""
+    try:
+        wait_until_serving(url, process, READY_TIMEOUT_S)
+    except (TimeoutError, RuntimeError) as error:
+        process.kill()
+        raise RuntimeError(f"{what} did not start: {error}") from None
 
 
 @contextmanager

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from harness.redis_server import RedisServer
 from service.core.settings import Settings
 from tests.support.live_server import serve
-from tests.support.redis_server import RedisServer
 from tests.support.service_settings import make_settings
 
 

@@ -11,8 +11,8 @@ import pytest
 import redis
 
 from bench import wsframes
+from harness.redis_server import RedisServer
 from tests.support.live_server import http, serve
-from tests.support.redis_server import RedisServer
 from tests.support.service_settings import make_settings
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.redis_server import free_port
+from harness.ports import free_port
 
 FOREIGN_PAGE = b"<!doctype html><html><head><title>foreign</title></head><body></body></html>"
 

@@ -10,9 +10,9 @@ import httpx
 import redis
 from selenium import webdriver
 
+from harness.redis_server import RedisServer
 from tests.support.browser import chromium, wait_in_page
 from tests.support.live_server import http, serve
-from tests.support.redis_server import RedisServer
 from tests.support.service_settings import make_settings
 
 TOKEN = "browser-token"

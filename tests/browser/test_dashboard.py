@@ -12,11 +12,11 @@ import pytest
 import redis
 from selenium.webdriver.common.by import By
 
+from harness.redis_server import RedisServer
 from tests.browser.handlers import CURED_KEY, HANDLED_KEY
 from tests.support.browser import chromium, wait_in_page
 from tests.support.live_server import http, serve
 from tests.support.processes import service_env, start_worker, stop
-from tests.support.redis_server import RedisServer
 from tests.support.service_settings import make_settings
 
 TOKEN = "dashboard-secret-token"

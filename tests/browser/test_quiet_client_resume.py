@@ -8,9 +8,10 @@ import subprocess
 import pytest
 import redis
 
+from harness.ports import free_port
+from harness.redis_server import RedisServer
 from tests.support.browser import browser_errors, chromium, wait_in_page
 from tests.support.processes import service_env, start_api, wait_until_serving
-from tests.support.redis_server import RedisServer, free_port
 
 EVENTS = "shield:events"
 

@@ -7,10 +7,10 @@ import time
 
 import redis
 
+from harness.redis_server import RedisServer
 from tests.support.browser import chromium, wait_in_page
 from tests.support.live_server import http, serve
 from tests.support.processes import REPO_ROOT
-from tests.support.redis_server import RedisServer
 from tests.support.service_settings import make_settings
 
 TOKEN = "readme-token"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.engine import REPO_ROOT, Engine
+from harness.engine import REPO_ROOT, Engine
 
 pytestmark = pytest.mark.e2e
 

@@ -20,11 +20,12 @@ import pytest
 import redis
 import websockets.sync.client
 
+from harness.engine import ALL_RESOURCES, Engine
+from harness.hosts import ORCHESTRATOR, REDIS_HOST, Lab
 from service.core import names
 from service.core.settings import ENV_PREFIX, Settings
-from tests.e2e.engine import ALL_RESOURCES, Engine
 from tests.support.clients import follow_sse
-from tests.support.lab import ORCHESTRATOR, REDIS_HOST, Lab, wait_until
+from tests.support.lab_waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 

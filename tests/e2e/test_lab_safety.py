@@ -15,9 +15,10 @@ import httpx
 import pytest
 import redis
 
+from harness.engine import ALL_RESOURCES, Engine
+from harness.hosts import ORCHESTRATOR, REDIS_HOST, Lab
 from service.core import names
-from tests.e2e.engine import ALL_RESOURCES, Engine
-from tests.support.lab import ORCHESTRATOR, REDIS_HOST, Lab, wait_until
+from tests.support.lab_waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -11,13 +11,13 @@ import httpx
 import pytest
 import redis
 
+from harness.redis_server import RedisServer
+from harness.waiting import wait_until
 from service.tasks.task_format import task_fields
 from tests.service.handlers import HANDLED_KEY
 from tests.support.live_server import http, serve
 from tests.support.processes import service_env, start_worker, stop
-from tests.support.redis_server import RedisServer
 from tests.support.service_settings import make_settings
-from tests.support.waiting import wait_until
 
 QUEUE, DLQ, GROUP = "shield:ingestion_queue", "shield:ingestion_queue:dlq", "lightrag-workers"
 RECORD = "tests.service.handlers:record"

@@ -10,9 +10,9 @@ import httpx
 import pytest
 import redis
 
+from harness.redis_server import RedisServer
 from tests.support.live_server import http, serve, wait_for
 from tests.support.processes import service_env, start_worker
-from tests.support.redis_server import RedisServer
 from tests.support.service_settings import make_settings
 
 # Needs a minute: in make test, not in make check.

@@ -11,10 +11,10 @@ import time
 import pytest
 import redis
 
+from harness.redis_server import RedisServer
 from service.tasks.task_format import task_fields
 from tests.faults.handlers import COMPLETIONS_KEY
 from tests.support.processes import service_env, start_worker
-from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
 

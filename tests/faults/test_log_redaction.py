@@ -13,9 +13,10 @@ import pytest
 import redis
 import websockets
 
+from harness.ports import free_port
+from harness.redis_server import RedisServer
+from harness.waiting import wait_until
 from tests.support.processes import REPO_ROOT, service_env, stop
-from tests.support.redis_server import RedisServer, free_port
-from tests.support.waiting import wait_until
 
 TOKEN = "tok-7f3a9c41e2d85b60"
 

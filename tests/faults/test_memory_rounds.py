@@ -12,9 +12,9 @@ import httpx
 import pytest
 import redis
 
+from harness.redis_server import RedisServer
+from harness.waiting import wait_until
 from tests.support.processes import api_server
-from tests.support.redis_server import RedisServer
-from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 

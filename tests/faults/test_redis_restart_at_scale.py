@@ -10,8 +10,8 @@ import httpx
 import pytest
 import redis
 
+from harness.redis_server import RedisServer
 from tests.support.clients import follow_sse
-from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
 

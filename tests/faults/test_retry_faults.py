@@ -10,12 +10,12 @@ import time
 import pytest
 import redis
 
+from harness.redis_server import RedisServer
+from harness.waiting import wait_until
 from tests.faults.handlers import COMPLETIONS_KEY
 from tests.support.live_server import http, serve
 from tests.support.processes import service_env, start_worker, stop
-from tests.support.redis_server import RedisServer
 from tests.support.service_settings import make_settings
-from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 

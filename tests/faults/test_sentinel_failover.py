@@ -18,12 +18,14 @@ import httpx
 import pytest
 import redis
 
+from harness.ports import free_port
+from harness.processes import terminate
+from harness.redis_server import RedisServer, SentinelServer
+from harness.waiting import wait_until
 from tests.faults.handlers import COMPLETIONS_KEY
 from tests.support.live_server import http, serve
-from tests.support.processes import service_env, start_api, start_worker, stop_all
-from tests.support.redis_server import RedisServer, SentinelServer, free_port
+from tests.support.processes import service_env, start_api, start_worker
 from tests.support.service_settings import make_settings
-from tests.support.waiting import wait_until
 
 TASKS = 5_000
 DEADLINE_S = 120
@@ -148,7 +150,7 @@ def test_no_accepted_task_is_lost_when_the_primary_dies(
                 f"{refused} refused and retried, {duplicates} duplicate completions, 0 lost"
             )
     finally:
-        stop_all(processes)
+        terminate(processes)
         log.close()
 
 

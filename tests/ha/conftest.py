@@ -20,8 +20,8 @@ import httpx
 import pytest
 import redis
 
-from tests.e2e.engine import Engine
-from tests.support.lab import LAB_SCRIPT, ORCHESTRATOR, REDIS_HOST, Lab
+from harness.engine import Engine
+from harness.hosts import LAB_SCRIPT, ORCHESTRATOR, REDIS_HOST, Lab
 
 ORCHESTRATOR_2 = "127.0.10.9"
 REPLICA = "127.0.10.49"

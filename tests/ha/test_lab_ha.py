@@ -19,6 +19,7 @@ import httpx
 import pytest
 import redis
 
+from harness.hosts import ORCHESTRATOR, REDIS_HOST
 from service.core import names
 from tests.ha.conftest import (
     API_TOKEN,
@@ -30,7 +31,7 @@ from tests.ha.conftest import (
     run_async,
 )
 from tests.support.clients import SseReader
-from tests.support.lab import ORCHESTRATOR, REDIS_HOST, wait_until
+from tests.support.lab_waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from harness.redis_server import RedisServer
 from infra import host_scripts, sentinel_scripts
 from infra.config import ENV_PREFIX, SECRET_FIELDS, ServiceSettings, env_name, load
 from infra.facts import parse_identity, parse_info
@@ -24,7 +25,6 @@ from service.core import names
 from service.core.settings import Settings
 from tests.infra.support import BASE_CONFIG, SSH_KEY, config_source
 from tests.support.live_server import serve
-from tests.support.redis_server import RedisServer
 from tests.support.service_settings import make_settings
 
 CONFIG, _ = load(config_source(BASE_CONFIG, {"sshPrivateKey": SSH_KEY}))

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import redis
 
+from harness.redis_server import RedisServer
 from tests.service.handlers import FAIL_MARK
 from tests.support.processes import REPO_ROOT, service_env, start_worker
-from tests.support.redis_server import RedisServer
 
 CLIENT_DIR = REPO_ROOT / "tests" / "agui_client"
 NPM_CI_TIMEOUT_S = 300

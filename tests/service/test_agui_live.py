@@ -12,13 +12,13 @@ import httpx
 import pytest
 import redis
 
+from harness.redis_server import RedisServer
+from harness.waiting import wait_until
 from tests.service.handlers import FAIL_MARK, HANDLED_KEY, HOLD_MARK, RELEASE_KEY
 from tests.support.agui_input import run_input
 from tests.support.live_server import serve
 from tests.support.processes import service_env, start_worker
-from tests.support.redis_server import RedisServer
 from tests.support.service_settings import make_settings
-from tests.support.waiting import wait_until
 
 QUEUE = "shield:ingestion_queue"
 DLQ = "shield:ingestion_queue:dlq"

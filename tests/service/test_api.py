@@ -9,9 +9,9 @@ import pytest
 import redis
 import websockets
 
+from harness.redis_server import RedisServer
 from service.core import names
 from tests.support.live_server import http, serve
-from tests.support.redis_server import RedisServer
 from tests.support.service_settings import make_settings
 
 TOKEN = "s3cret-token"

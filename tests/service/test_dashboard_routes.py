@@ -8,8 +8,8 @@ import httpx
 import pytest
 import redis
 
+from harness.redis_server import RedisServer
 from tests.support.live_server import serve
-from tests.support.redis_server import RedisServer
 from tests.support.service_settings import make_settings
 
 TOKEN = "dashboard-token"

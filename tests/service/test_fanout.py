@@ -10,10 +10,10 @@ import pytest
 import redis
 import websockets
 
+from harness.redis_server import RedisServer
 from tests.support.clients import ws_take
 from tests.support.event_api import EVENTS, publish, sse, ws_url
 from tests.support.live_server import serve
-from tests.support.redis_server import RedisServer
 from tests.support.service_settings import make_settings
 
 

@@ -11,12 +11,12 @@ import redis
 import websockets
 from redis.asyncio import Redis as AsyncRedis
 
+from harness.redis_server import RedisServer
 from service.events.bus import EventHub, SubscriptionClosed
 from service.events.filters import EventFilter
 from tests.support.clients import ws_take
 from tests.support.event_api import publish, sse, ws_url
 from tests.support.live_server import serve
-from tests.support.redis_server import RedisServer
 from tests.support.service_settings import make_settings
 
 EVENTS = "shield:events"

@@ -8,11 +8,11 @@ import threading
 import httpx
 import redis
 
+from harness.redis_server import RedisServer
 from service.core.settings import Settings
 from tests.service.handlers import HANDLED_KEY
 from tests.support.live_server import http, serve, wait_for
 from tests.support.processes import service_env, start_worker
-from tests.support.redis_server import RedisServer
 
 QUEUE, EVENTS = "shield:ingestion_queue", "shield:events"
 

@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 import redis
 
+from harness.ports import free_port
+from harness.redis_server import RedisServer
 from service.tasks.task_format import task_fields
 from tests.support.http_standin import HttpStandin, Reply
 from tests.support.live_server import wait_for
 from tests.support.processes import service_env, start_worker, stop
-from tests.support.redis_server import RedisServer, free_port
 from tests.support.task_events import completed_chunks, settled
 from tests.support.task_events import event_data as events
 

@@ -14,12 +14,13 @@ import pytest
 import redis
 import websockets
 
+from harness.ports import free_port
+from harness.redis_server import RedisServer
 from service.core.settings import ConfigError, load_settings
 from service.events.filters import MAX_TYPE_PATTERNS
 from tests.support.handshakes import websocket_handshake_status
 from tests.support.live_server import http, serve, wait_for
 from tests.support.processes import REPO_ROOT, service_env, stop
-from tests.support.redis_server import RedisServer, free_port
 from tests.support.service_settings import make_settings
 from tests.support.tokens import ADMIN_TOKEN, JWT_SECRET, mint
 

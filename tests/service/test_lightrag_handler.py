@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 import redis
 
+from harness.redis_server import RedisServer
 from service.tasks.handlers.lightrag_handler import document_name
 from service.tasks.task_format import task_fields
 from tests.support.lightrag_documents import documents_in_status, processed_file_paths
 from tests.support.lightrag_server import LightRAGServer, ModelEndpoints
 from tests.support.live_server import wait_for
 from tests.support.processes import service_env, start_worker, stop
-from tests.support.redis_server import RedisServer
 from tests.support.refusing_llm_standin import RefusingLlmStandin
 from tests.support.task_events import completed_chunks, settled
 from tests.support.task_events import event_data as events

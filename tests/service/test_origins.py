@@ -9,10 +9,10 @@ import pytest
 import redis
 import websockets
 
+from harness.redis_server import RedisServer
 from service.api.origins import is_same_origin, origin_allowed
 from service.core.settings import ConfigError, load_settings
 from tests.support.live_server import serve
-from tests.support.redis_server import RedisServer
 from tests.support.service_settings import make_settings
 
 TOKEN = "origin-token"

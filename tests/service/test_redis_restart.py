@@ -9,9 +9,9 @@ import httpx
 import pytest
 import websockets
 
+from harness.redis_server import RedisServer
+from harness.waiting import wait_until
 from tests.support.event_api import publish, sse, ws_url
-from tests.support.redis_server import RedisServer
-from tests.support.waiting import wait_until
 
 
 async def _wait_until_up(base_url: str) -> None:

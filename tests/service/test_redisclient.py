@@ -7,10 +7,10 @@ import redis
 from redis.asyncio.connection import Connection
 from redis.exceptions import DataError
 
+from harness.redis_server import RedisServer
 from service.core.raw_text import original_bytes
 from service.core.redis_client import create_redis, packing_in_c
 from service.core.settings import Settings
-from tests.support.redis_server import RedisServer
 from tests.support.service_settings import make_settings
 
 NOT_UTF8 = b"\xff\xfe".decode("utf-8", "surrogateescape")

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis
 
+from harness.redis_server import RedisServer
 from service.core.consumer_groups import ensure_all_groups
 from service.core.redis_client import create_redis
 from service.core.settings import Settings
@@ -17,7 +18,6 @@ from service.tasks.backoff import backoff_ms
 from service.tasks.rate_limit import HandlerRateLimit
 from service.tasks.task_format import Task
 from service.tasks.task_queue import Delivery, TaskQueue
-from tests.support.redis_server import RedisServer
 from tests.support.service_settings import make_settings
 
 QUEUE, GROUP = "shield:ingestion_queue", "lightrag-workers"

@@ -13,6 +13,7 @@ import redis
 import websockets
 from fastapi.routing import APIRoute, APIWebSocketRoute
 
+from harness.redis_server import RedisServer
 from service.api.auth import OPEN_PATHS, OPEN_PREFIX, OPTIONAL_TOKEN_PATHS
 from service.api.route_rules import WEBSOCKET, rule_for
 from service.core.grants import KNOWN_SCOPES
@@ -20,7 +21,6 @@ from service.core.settings import Settings
 from service.main import create_app
 from tests.support.clients import ws_take
 from tests.support.live_server import http, serve
-from tests.support.redis_server import RedisServer
 from tests.support.scoped_clients import sse_as, ws_url_as
 from tests.support.service_settings import make_settings
 from tests.support.tokens import ADMIN_TOKEN, JWT_SECRET, mint

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 import redis
 
+from harness.redis_server import RedisServer
 from service.core.settings import Settings
 from shield_client import RedisStreamsClient, Worker
 from tests.service.handlers import FAIL_MARK, HANDLED_KEY
 from tests.support.live_server import http, serve, wait_for
 from tests.support.processes import REPO_ROOT, service_env, start_worker
-from tests.support.redis_server import RedisServer
 from tests.support.service_settings import make_settings
 
 QUEUE, GROUP = "shield:ingestion_queue", "lightrag-workers"

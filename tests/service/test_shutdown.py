@@ -14,9 +14,10 @@ import redis
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from harness.ports import free_port
+from harness.redis_server import RedisServer
 from tests.support.agui_input import run_input
 from tests.support.processes import service_env, start_api, wait_until_serving
-from tests.support.redis_server import RedisServer, free_port
 
 INCOMPLETE = "ASGI callable returned without completing response"
 

@@ -16,6 +16,7 @@ import pytest
 import redis
 from jwt.utils import base64url_encode
 
+from harness.redis_server import RedisServer
 from service.api.auth import RedactingRecordFactory, redact
 from service.core.grants import Scope
 from service.core.name_patterns import NamePatterns
@@ -23,7 +24,6 @@ from service.core.settings import DEFAULT_JWT_AUDIENCE, ConfigError, load_settin
 from service.core.tokens import MAX_TTL_S, MintingUnavailable, TokenAuthority, TokenRefused
 from tests.support.live_server import http, serve
 from tests.support.processes import REPO_ROOT, service_env
-from tests.support.redis_server import RedisServer
 from tests.support.service_settings import make_settings
 from tests.support.tokens import (
     ADMIN_TOKEN,

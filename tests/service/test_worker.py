@@ -12,13 +12,13 @@ import time
 import pytest
 import redis
 
+from harness.redis_server import RedisServer
+from harness.waiting import wait_until
 from service.tasks.task_format import task_fields
 from tests.service.handlers import BEGAN_KEY, HANDLED_KEY, HOLD_MARK, RELEASE_KEY
 from tests.support.live_server import http, serve
 from tests.support.processes import REPO_ROOT, service_env, start_worker, stop
-from tests.support.redis_server import RedisServer
 from tests.support.service_settings import make_settings
-from tests.support.waiting import wait_until
 
 QUEUE = "shield:ingestion_queue"
 DLQ = "shield:ingestion_queue:dlq"

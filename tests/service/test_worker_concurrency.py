@@ -9,6 +9,8 @@ from datetime import datetime
 import pytest
 import redis
 
+from harness.redis_server import RedisServer
+from harness.waiting import wait_until
 from service.tasks.task_format import task_fields
 from tests.service.handlers import (
     ATTEMPT_TIMES_KEY,
@@ -17,9 +19,7 @@ from tests.service.handlers import (
     MOST_AT_ONCE_KEY,
 )
 from tests.support.processes import service_env, start_worker
-from tests.support.redis_server import RedisServer
 from tests.support.task_events import event_data as events
-from tests.support.waiting import wait_until
 
 QUEUE = "shield:ingestion_queue"
 HANDLERS = "tests.service.handlers"

@@ -14,7 +14,7 @@ from typing import Any
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-from tests.support.waiting import wait_until
+from harness.waiting import wait_until
 
 
 def _binary(name: str) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.waiting import wait_until
+from harness.waiting import wait_until
 
 TERMINAL_STATUSES = frozenset({"processed", "failed"})
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import httpx
 
+from harness.ports import free_port
+from harness.waiting import wait_until
 from tests.support.openai_standin import OpenAIStandin
-from tests.support.redis_server import free_port
-from tests.support.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LIGHTRAG_VENV = REPO_ROOT / ".venv-lightrag"

@@ -9,10 +9,10 @@ from contextlib import contextmanager
 import httpx
 import uvicorn
 
+from harness.ports import free_port
+from harness.waiting import wait_until
 from service.core.settings import Settings
 from service.main import create_app
-from tests.support.redis_server import free_port
-from tests.support.waiting import wait_until
 
 
 @contextmanager
@@ -40,7 +40,7 @@ def serve(settings: Settings) -> Iterator[str]:
         thread.join(timeout=15)
 
 
-# The name tests used before tests.support.waiting; new tests call wait_until from there.
+# The name tests used before harness.waiting; new tests call wait_until from there.
 wait_for = wait_until
 
 

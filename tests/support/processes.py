@@ -1,24 +1,18 @@
-"""Starting the real worker and API processes the way systemd would."""
+"""Starting the real worker and API processes the way systemd would, with test settings."""
 
 from __future__ import annotations
 
-import os
 import resource
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
 from typing import IO
 
-import httpx
-
-from tests.support.redis_server import free_port
-from tests.support.waiting import wait_until
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
+from harness import processes
+from harness.ports import free_port
+from harness.processes import REPO_ROOT
 
 # Retries wait 25 to 50 ms at first in tests, so a test of three attempts takes no seconds;
 # the backoff itself is tested with its real defaults.
@@ -26,13 +20,8 @@ TEST_RETRY_BACKOFF = {"retry_backoff_ms": 50, "retry_backoff_max_ms": 1000}
 
 
 def service_env(redis_url: str, **settings: object) -> dict[str, str]:
-    """Environment for a service process: SHIELD_* settings and the repo on the path."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("SHIELD_")}
-    env["PYTHONPATH"] = str(REPO_ROOT)
-    env["SHIELD_REDIS_URL"] = redis_url
-    for name, value in {**TEST_RETRY_BACKOFF, **settings}.items():
-        env[f"SHIELD_{name.upper()}"] = str(value)
-    return env
+    """Environment for a service process under test: short retry waits unless overridden."""
+    return processes.service_env(redis_url, **{**TEST_RETRY_BACKOFF, **settings})
 
 
 def start_worker(
@@ -82,32 +71,7 @@ def wait_until_serving(
     base_url: str, process: subprocess.Popen[str], timeout_s: float = 20
 ) -> None:
     """Wait until an API process answers /health; fail early if it died."""
-
-    def serving() -> bool:
-        if process.poll() is not None:
-            raise RuntimeError(f"the API at {base_url} exited with {process.returncode}")
-        return httpx.get(f"{base_url}/health", timeout=1).status_code == 200
-
-    wait_until(
-        serving,
-        timeout_s,
-        interval_s=0.1,
-        describe=f"the API at {base_url} to answer /health",
-        ignoring=(httpx.HTTPError,),
-    )
-
-
-def stop_all(processes: list[subprocess.Popen[str]], timeout_s: float = 15) -> None:
-    """SIGTERM every process, then SIGKILL whichever has not exited in time."""
-    for process in processes:
-        if process.poll() is None:
-            process.terminate()
-    for process in processes:
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    processes.wait_until_serving(f"{base_url}/health", process, timeout_s)
 
 
 @contextmanager

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from harness.redis_server import RedisServer
 from service.core.settings import Settings
-from tests.support.redis_server import RedisServer
 
 FAST_TIMINGS = {"block_ms": 200, "claim_idle_ms": 400, "sse_ping_s": 1.0}
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 STACK = "lab"
 PROJECT = "shield-orchestrator"
 COMMAND_TIMEOUT_S = 600

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import shlex
 import subprocess
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
-from tests.support import waiting
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 LAB_SCRIPT = REPO_ROOT / "scripts" / "lab"
 ORCHESTRATOR = "127.0.10.8"
 REDIS_HOST = "127.0.10.48"
+
+
+class LabCommandFailed(AssertionError):
+    """scripts/lab or a command on a lab host failed; an AssertionError, so a test that
+    meets it fails rather than errors, and the message holds the command's stderr."""
 
 
 def _lab(*args: str, timeout_s: float = 600) -> str:
@@ -23,7 +23,7 @@ def _lab(*args: str, timeout_s: float = 600) -> str:
         [str(LAB_SCRIPT), *args], capture_output=True, text=True, timeout=timeout_s
     )
     if result.returncode != 0:
-        pytest.fail(f"scripts/lab {' '.join(args)} failed: {result.stderr[-2000:]}")
+        raise LabCommandFailed(f"scripts/lab {' '.join(args)} failed: {result.stderr[-2000:]}")
     return result.stdout
 
 
@@ -41,7 +41,7 @@ class Lab:
     def current(cls) -> Lab:
         """The running lab's facts, as `scripts/lab env` prints them."""
         if subprocess.run([str(LAB_SCRIPT), "status"], capture_output=True).returncode != 0:
-            pytest.fail("the lab is not up: run `make test` (or scripts/lab up)")
+            raise LabCommandFailed("the lab is not up: run `make test` (or scripts/lab up)")
         facts: dict[str, str] = {}
         for line in _lab("env").splitlines():
             name, _, value = line.partition("=")
@@ -97,7 +97,8 @@ class Lab:
 
     def check(self, host: str, command: str, stdin: str = "") -> str:
         result = self.ssh(host, command, stdin)
-        assert result.returncode == 0, f"{host}: {command[:200]}\n{result.stderr}"
+        if result.returncode != 0:
+            raise LabCommandFailed(f"{host}: {command[:200]}\n{result.stderr}")
         return result.stdout
 
     def rotate_host_key(self, host: str) -> Lab:
@@ -116,19 +117,3 @@ class Lab:
         ]
         self.known_hosts.write_text("\n".join([*lines, f"{host} {new_key}"]) + "\n")
         return Lab.current()
-
-
-def wait_until(
-    condition: Callable[[], bool],
-    what: str,
-    timeout_s: float = 60,
-    explain: Callable[[], str] = lambda: "",
-) -> None:
-    """Poll a lab condition; on a timeout, fail naming it, plus what explain() reports.
-
-    An AssertionError, not the TimeoutError of waiting.wait_until: the lab tests' threads
-    report assertion failures, and a lab condition that never holds is one."""
-    try:
-        waiting.wait_until(condition, timeout_s, interval_s=0.25, describe=what)
-    except TimeoutError as timeout:
-        raise AssertionError(f"{timeout}{explain()}") from None

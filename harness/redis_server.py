@@ -1,24 +1,18 @@
-"""A real redis-server from Debian on a free loopback port, owned by the test session."""
+"""A real redis-server from Debian on a free loopback port (and Sentinel), owned by its caller."""
 
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import redis
 
-from tests.support.waiting import wait_until
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+from harness.ports import free_port
+from harness.waiting import wait_until
 
 
 def wait_for_ping(port: int, timeout_s: float = 10.0) -> None:
@@ -54,6 +48,12 @@ class RedisServer:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise RuntimeError("this redis-server is not running")
+        return self.process.pid
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -119,8 +119,9 @@ class SentinelServer:
     def master_port(self) -> int:
         client = redis.Redis(port=self.port, decode_responses=True)
         try:
-            _, port = client.execute_command("SENTINEL", "get-master-addr-by-name", self.name)
-            return int(port)
+            # redis-py parses the reply into (host, port) but types it loosely.
+            address = cast(tuple[str, int], client.sentinel_get_master_addr_by_name(self.name))
+            return int(address[1])
         finally:
             client.close()
 
