@@ -19,6 +19,7 @@ from tests.service.handlers import BEGAN_KEY, HANDLED_KEY, HOLD_MARK, RELEASE_KE
 from tests.support.live_server import http, serve
 from tests.support.processes import REPO_ROOT, service_env, start_worker, stop
 from tests.support.service_settings import make_settings
+from tests.support.task_events import chunks_in_events, events_of_type, pending_count
 
 QUEUE = "shield:ingestion_queue"
 DLQ = "shield:ingestion_queue:dlq"
@@ -37,23 +38,6 @@ def enqueue(client: redis.Redis, chunk_id: str, content: str = "x", job_id: str 
     return entry_id
 
 
-def events_of_type(client: redis.Redis, event_type: str) -> list[dict[str, str]]:
-    return [fields for _, fields in client.xrange("shield:events") if fields["type"] == event_type]
-
-
-def tasks_in_events(client: redis.Redis, event_type: str) -> list[str]:
-    """Chunk ids named by batch events of a type, in stream order."""
-    return [
-        chunk
-        for fields in events_of_type(client, event_type)
-        for chunk in json.loads(fields["data"])["chunk_ids"]
-    ]
-
-
-def pending_count(client: redis.Redis) -> int:
-    return int(client.xpending(QUEUE, GROUP)["pending"])
-
-
 @pytest.mark.parametrize("handler", ["record", "record_async"])
 def test_worker_runs_sync_and_async_handlers_and_acks(
     handler: str, worker_env: dict[str, str], redis_client: redis.Redis, workers: list
@@ -68,7 +52,7 @@ def test_worker_runs_sync_and_async_handlers_and_acks(
     wait_until(lambda: redis_client.llen(HANDLED_KEY) == 25)
     assert redis_client.lrange(HANDLED_KEY, 0, -1) == chunks
     wait_until(lambda: pending_count(redis_client) == 0)
-    wait_until(lambda: tasks_in_events(redis_client, "ingestion.completed") == chunks)
+    wait_until(lambda: chunks_in_events(redis_client, "ingestion.completed") == chunks)
     assert {fields["job_id"] for fields in events_of_type(redis_client, "ingestion.started")} == {
         "job"
     }
@@ -144,7 +128,7 @@ def test_a_dead_workers_tasks_are_reclaimed_behind_ones_a_live_worker_holds(
         enqueue(redis_client, f"held-{index}", content=f"{HOLD_MARK} {index}")
     workers.append(start_worker(holding, consumer="busy"))
     try:
-        wait_until(lambda: "held-0" in tasks_in_events(redis_client, "ingestion.started"))
+        wait_until(lambda: "held-0" in chunks_in_events(redis_client, "ingestion.started"))
         orphans = [enqueue(redis_client, f"orphan-{index}") for index in range(5)]
         # Delivered to a consumer that dies at once: pending behind the ten held ones.
         redis_client.xreadgroup(GROUP, "dead", {QUEUE: ">"}, count=5)
@@ -176,7 +160,7 @@ def test_a_batch_read_ahead_is_not_held_while_the_one_before_it_hangs(
     workers.append(start_worker(holding, consumer="busy"))
     try:
         # The quick batch reads the hanging one ahead, which reads the next one ahead.
-        wait_until(lambda: "hangs" in tasks_in_events(redis_client, "ingestion.started"))
+        wait_until(lambda: "hangs" in chunks_in_events(redis_client, "ingestion.started"))
         fast = dict(worker_env, SHIELD_TASK_HANDLER="tests.service.handlers:record")
         workers.append(start_worker(fast, consumer="rescuer"))
         ahead = {f"ahead-{index}" for index in range(10)}
@@ -288,8 +272,9 @@ def test_sigterm_finishes_the_running_tasks_and_leaves_the_rest_pending(
     for index in range(3):
         enqueue(redis_client, f"slow{index}", content="1.0")
     workers.append(start_worker(env, consumer="leaving"))
-    wait_until(lambda: len(tasks_in_events(redis_client, "ingestion.started")) == 2)
-    wait_until(lambda: redis_client.llen(BEGAN_KEY) == 1)
+    wait_until(lambda: len(chunks_in_events(redis_client, "ingestion.started")) == 2)
+    # Both handlers have begun: a task announced but not yet begun at the stop is left.
+    wait_until(lambda: redis_client.llen(BEGAN_KEY) == 2)
     assert stop(workers[0], signal.SIGTERM) == 0
     assert sorted(redis_client.lrange(HANDLED_KEY, 0, -1)) == ["slow0", "slow1"]
     assert pending_count(redis_client) == 0
@@ -312,7 +297,7 @@ def test_a_task_read_but_not_started_at_sigterm_stays_pending_for_another_worker
     for index in range(2):
         enqueue(redis_client, f"slow{index}", content="0.5")
     workers.append(start_worker(env, consumer="leaving"))
-    wait_until(lambda: len(tasks_in_events(redis_client, "ingestion.started")) == 2)
+    wait_until(lambda: len(chunks_in_events(redis_client, "ingestion.started")) == 2)
     wait_until(lambda: redis_client.llen(BEGAN_KEY) == 1)
     assert stop(workers[0], signal.SIGTERM) == 0
     [handled] = redis_client.lrange(HANDLED_KEY, 0, -1)
