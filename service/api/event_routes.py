@@ -242,6 +242,16 @@ async def _ws_send_events(
     await websocket.close(code=1011)
 
 
+async def _cancel_until_done(tasks: set[asyncio.Task[None]]) -> None:
+    """Cancel the tasks, again until they end: redis-py can swallow a cancel that lands in a
+    command (a replay's read), and the sender would then wait for events forever, holding
+    the connection of a client that left and the server's graceful shutdown with it."""
+    while tasks:
+        for task in tasks:
+            task.cancel()
+        _, tasks = await asyncio.wait(tasks, timeout=0.1)
+
+
 async def _ws_wait_for_disconnect(websocket: WebSocket) -> None:
     while True:
         message = await websocket.receive()
@@ -288,9 +298,7 @@ async def websocket_events(
             done, pending = await asyncio.wait(
                 {sender, watcher}, return_when=asyncio.FIRST_COMPLETED
             )
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            await _cancel_until_done(pending)
             for task in done:
                 failure = task.exception()
                 if isinstance(failure, CLIENT_GONE):

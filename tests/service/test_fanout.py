@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 import pytest
@@ -11,8 +12,10 @@ import redis
 import websockets
 
 from harness.redis_server import RedisServer
+from harness.waiting import wait_until
 from tests.support.clients import ws_take
 from tests.support.event_api import EVENTS, publish, sse, ws_url
+from tests.support.handshakes import websocket_handshake_status
 from tests.support.live_server import serve
 from tests.support.service_settings import make_settings
 
@@ -197,3 +200,18 @@ async def _until_connected(base_url: str, clients: int, timeout_s: float = 15.0)
 async def _read_n(base_url: str, count: int) -> list[str]:
     async with sse(base_url, "?last_id=$") as reader:
         return [message.id or "" for message in await reader.take(count)]
+
+
+def test_a_websocket_client_that_vanishes_is_let_go(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    """Clients that drop the TCP connection right after the handshake, with no close frame,
+    are let go: none is still counted, and the server's shutdown waits for none of them."""
+    with serve(make_settings(redis_server)) as base_url:
+        host = base_url.removeprefix("http://")
+        for _ in range(3):
+            assert websocket_handshake_status(base_url, "/events/ws", host, None) == 101
+        gone = 'shield_connected_clients{transport="ws"} 0.0'
+        wait_until(lambda: gone in httpx.get(f"{base_url}/metrics").text, 5)
+        shutdown_began = time.monotonic()
+    assert time.monotonic() - shutdown_began < 2

@@ -19,8 +19,16 @@ from service.main import create_app
 def serve(settings: Settings) -> Iterator[str]:
     """Run the API until the block ends; yields its base URL."""
     port = free_port()
+    # A bounded graceful shutdown, as the unit's --timeout-graceful-shutdown: a client that
+    # keeps the socket of a refused WebSocket handshake open would otherwise hold the
+    # server until thread.join gives up (15 s per test).
     config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+        create_app(settings),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=3,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
