@@ -8,6 +8,7 @@ protobuf, as a real collector would. The handler's service is the http stand-in.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from collections.abc import Iterator
@@ -24,6 +25,9 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from service.core import names
 from service.core.trace_context import TraceParent, parse_traceparent
+from service.tasks.handlers.context import HandlerContext
+from service.tasks.handlers.lightrag_handler import LightRagHandler
+from tests.service.handlers import TRACES_KEY
 from tests.support.agui_input import run_input
 from tests.support.http_standin import HttpStandin, Reply
 from tests.support.otlp_collector import CollectedSpan, OtlpCollector
@@ -44,9 +48,9 @@ class Workers:
         self.tmp_path = tmp_path
         self.processes: list[subprocess.Popen[str]] = []
 
-    def start(self, handler_url: str, otlp_endpoint: str | None = None) -> None:
+    def start(self, task_handler: str, otlp_endpoint: str | None = None) -> None:
         env = service_env(
-            self.redis_url, block_ms=200, claim_idle_ms=400, task_handler=f"http:{handler_url}"
+            self.redis_url, block_ms=200, claim_idle_ms=400, task_handler=task_handler
         )
         env = {key: value for key, value in env.items() if not key.startswith("OTEL_")}
         if otlp_endpoint:
@@ -127,7 +131,7 @@ def test_one_trace_runs_from_the_post_through_the_handler_call_to_the_completion
 ) -> None:
     provider, exporter = client_spans
     with OtlpCollector() as collector, HttpStandin(Reply(200)) as service:
-        workers.start(f"{service.url}/hook", collector.endpoint)
+        workers.start(f"http:{service.url}/hook", collector.endpoint)
         entry_id, header = post_traced_task(api, provider)
         wait_until(lambda: completed_chunks(redis_client) == ["chunk-1"], 15)
         wait_until(lambda: collector.spans, 10, describe="the worker to export its span")
@@ -186,7 +190,7 @@ def test_each_attempt_is_a_span_and_a_failed_one_has_status_error(
 ) -> None:
     provider, _ = client_spans
     with OtlpCollector() as collector, HttpStandin(Reply(500, "down"), Reply(200)) as service:
-        workers.start(f"{service.url}/hook", collector.endpoint)
+        workers.start(f"http:{service.url}/hook", collector.endpoint)
         _, header = post_traced_task(api, provider)
         wait_until(lambda: completed_chunks(redis_client) == ["chunk-1"], 15)
         wait_until(lambda: len(collector.spans) == 2, 10, describe="two attempt spans")
@@ -214,7 +218,7 @@ def test_a_worker_that_does_not_trace_forwards_the_tasks_traceparent_as_it_came(
     api: str, redis_client: redis.Redis, workers: Workers
 ) -> None:
     with HttpStandin(Reply(200)) as service:
-        workers.start(f"{service.url}/hook")
+        workers.start(f"http:{service.url}/hook")
         traced = {"job_id": "job-u", "chunk_id": "traced", "content": "Ada"}
         untraced = {**traced, "chunk_id": "untraced"}
         assert httpx.post(f"{api}/tasks", json=traced, headers={"traceparent": FOREIGN}).is_success
@@ -233,6 +237,26 @@ def test_a_worker_that_does_not_trace_forwards_the_tasks_traceparent_as_it_came(
         expected = {"traceparent": FOREIGN} if chunk_ids == ["traced"] else {}
         assert chunk_ids in (["traced"], ["untraced"])
         assert event["metadata"] == expected
+
+
+def test_a_sync_python_handler_runs_with_the_attempts_span_current(
+    api: str,
+    redis_client: redis.Redis,
+    workers: Workers,
+    client_spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    provider, _ = client_spans
+    with OtlpCollector() as collector:
+        workers.start("python:tests.service.handlers:record_trace", collector.endpoint)
+        _, header = post_traced_task(api, provider)
+        wait_until(lambda: redis_client.llen(TRACES_KEY) == 1, 15)
+        wait_until(lambda: collector.spans, 10, describe="the worker to export its span")
+        workers.stop()
+
+    (attempt,) = collector.spans
+    seen = json.loads(redis_client.lindex(TRACES_KEY, 0) or "{}")
+    assert seen["current"] == f"{parsed(header).trace_id}-{attempt.span_id}"
+    assert parsed(seen["context"]).parent_id == attempt.span_id
 
 
 @pytest.mark.parametrize(
@@ -262,7 +286,7 @@ def test_an_agui_run_carries_its_traceparent_to_every_chunk_and_the_handler(
 ) -> None:
     document = ("A paragraph of the document. " * 100 + "\n\n") * 3  # three chunks
     with HttpStandin(Reply(200)) as service:
-        workers.start(f"{service.url}/hook")
+        workers.start(f"http:{service.url}/hook")
         with httpx.stream(
             "POST",
             f"{api}/agui/ingest",
@@ -280,3 +304,35 @@ def test_an_agui_run_carries_its_traceparent_to_every_chunk_and_the_handler(
     assert {request.headers["traceparent"] for request in service.received} == {FOREIGN}
     queued = events_of(redis_client, "ingestion.queued")
     assert [event["metadata"] for event in queued] == [{"traceparent": FOREIGN}] * 3
+
+
+class LightRagStandin:
+    """LightRAG Server 1.5.7's insert and track answers for one chunk, recording each
+    request's traceparent: LightRAG itself shows no request headers."""
+
+    def __init__(self) -> None:
+        self.traceparents: list[tuple[str, str | None]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.traceparents.append((request.url.path, request.headers.get("traceparent")))
+        if request.url.path == "/documents/text":
+            return httpx.Response(200, json={"status": "success", "track_id": "insert_1"})
+        document = {"id": "doc-1", "status": "processed", "track_id": "insert_1"}
+        return httpx.Response(200, json={"track_id": "insert_1", "documents": [document]})
+
+
+@pytest.mark.parametrize("traceparent", [FOREIGN, ""])
+async def test_the_lightrag_handler_sends_the_attempts_traceparent_with_every_request(
+    traceparent: str,
+) -> None:
+    standin = LightRagStandin()
+    client = httpx.AsyncClient(transport=httpx.MockTransport(standin))
+    handler = LightRagHandler("http://lightrag.invalid", client, "key", timeout_s=5)
+    payload = {"job_id": "job-l", "chunk_id": "c1", "content": "Ada", "source_uri": ""}
+    context = HandlerContext("1-0", "job-l", "c1", "key", lambda fraction, message: None)
+    await handler(payload, dataclasses.replace(context, traceparent=traceparent))
+    await handler.aclose()
+    assert standin.traceparents == [
+        ("/documents/text", traceparent or None),
+        ("/documents/track_status/insert_1", traceparent or None),
+    ]
