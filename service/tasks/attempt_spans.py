@@ -137,6 +137,8 @@ class AttemptSpans:
         self._group = settings.worker_group
         self._span_name = f"process {settings.stream_ingestion}"
         self._shutdown = shutdown
+        # The chunks of one job come in runs under one traceparent: its parent is made once.
+        self._last_parent = ("", otel_context.Context())
 
     def attempt(self, task: Task) -> _AttemptSpan:
         attributes: dict[str, AttributeValue] = {
@@ -149,8 +151,15 @@ class AttemptSpans:
             "shield.attempt": task.retry_count + 1,
         }
         return _AttemptSpan(
-            self._tracer, self._span_name, parent_context(task.traceparent), attributes
+            self._tracer, self._span_name, self._parent(task.traceparent), attributes
         )
+
+    def _parent(self, traceparent: str) -> otel_context.Context:
+        last_traceparent, parent = self._last_parent
+        if traceparent != last_traceparent:
+            parent = parent_context(traceparent)
+            self._last_parent = (traceparent, parent)
+        return parent
 
     def shutdown(self) -> None:
         self._shutdown()
