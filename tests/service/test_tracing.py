@@ -37,6 +37,7 @@ from tests.support.task_events import completed_chunks, settled
 from tests.support.waiting import wait_until
 
 SPAN_NAME = f"process {names.INGESTION_STREAM}"
+DLQ = names.dead_letter_stream(names.INGESTION_STREAM)
 FOREIGN = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
@@ -336,3 +337,25 @@ async def test_the_lightrag_handler_sends_the_attempts_traceparent_with_every_re
         ("/documents/text", traceparent or None),
         ("/documents/track_status/insert_1", traceparent or None),
     ]
+
+
+def test_a_dead_letter_and_its_requeue_keep_the_tasks_traceparent(
+    api: str, redis_client: redis.Redis, workers: Workers
+) -> None:
+    with HttpStandin(Reply(400, "no such index"), Reply(200)) as service:
+        workers.start(f"http:{service.url}/hook")
+        task = {"job_id": "job-d", "chunk_id": "c1", "content": "Ada"}
+        assert httpx.post(f"{api}/tasks", json=task, headers={"traceparent": FOREIGN}).is_success
+        wait_until(lambda: redis_client.xlen(DLQ) == 1, 15)
+        ((letter_id, letter),) = redis_client.xrange(DLQ)
+        assert letter["traceparent"] == FOREIGN
+        requeued = httpx.post(f"{api}/tasks/dead-letters/{letter_id}/requeue")
+        assert requeued.status_code == 201, requeued.text
+        wait_until(lambda: completed_chunks(redis_client) == ["c1"], 15)
+        workers.stop()
+
+    assert [request.headers["traceparent"] for request in service.received] == [FOREIGN] * 2
+    (dead,) = events_of(redis_client, "ingestion.dead_lettered")
+    assert dead["metadata"] == {"traceparent": FOREIGN}
+    (completed,) = events_of(redis_client, "ingestion.completed")
+    assert completed["metadata"] == {"traceparent": FOREIGN}
