@@ -13,6 +13,7 @@ twice.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 
 import anyio
@@ -26,6 +27,7 @@ from service.api.app_state import AppState, State
 from service.api.auth import CurrentGrant
 from service.api.sse_response import event_stream_response
 from service.api.stream_shutdown import closed_on_shutdown
+from service.api.trace_header import Traceparent
 from service.core import names
 from service.core.grants import Grant
 from service.events.bus import SubscriptionClosed
@@ -60,10 +62,13 @@ async def enqueue_chunk(queue: TaskQueue, task: Task) -> str:
 
 
 @router.post("/ingest", response_class=EventSourceResponse, openapi_extra=_BODY_DOC)
-async def ingest(request: Request, state: State, grant: CurrentGrant) -> EventSourceResponse:
+async def ingest(
+    request: Request, state: State, grant: CurrentGrant, traceparent: Traceparent
+) -> EventSourceResponse:
     """Enqueue the document as tasks of job runId, then stream the run as AG-UI events.
 
     The runId is the job: a token limited to some jobs may run (and re-attach to) only those.
+    Each chunk enqueued by this request keeps its traceparent.
     """
     plan = plan_ingest(parse_run_input(await request.body()))
     grant.check_job(plan.run_id)
@@ -72,6 +77,8 @@ async def ingest(request: Request, state: State, grant: CurrentGrant) -> EventSo
     runs = RunStore(state.redis)
 
     async def enqueue(task: Task) -> str:
+        if traceparent:
+            task = dataclasses.replace(task, traceparent=traceparent)
         return await enqueue_chunk(state.queue, task)
 
     # A refusal (a conflict, a full backlog) is answered by http_errors. The chunks enqueued

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.app_state import State
 from service.api.auth import CurrentGrant
+from service.api.trace_header import Traceparent
 from service.core.identifiers import Identifier
 from service.core.json_safety import JsonSafeModel
 from service.events.stream_ids import parse_entry_id
@@ -87,11 +88,14 @@ class Requeued(BaseModel):
         }
     },
 )
-async def enqueue_task(body: TaskIn, state: State, grant: CurrentGrant) -> TaskCreated:
+async def enqueue_task(
+    body: TaskIn, state: State, grant: CurrentGrant, traceparent: Traceparent
+) -> TaskCreated:
     """Add one task to the ingestion stream, or refuse with 503 while the backlog is full."""
     grant.check_job(body.job_id)
+    task = Task(**body.model_dump(), traceparent=traceparent)
     with state.metrics.redis_latency.time():
-        entry_id = await state.queue.enqueue(Task(**body.model_dump()))
+        entry_id = await state.queue.enqueue(task)
     return TaskCreated(id=entry_id)
 
 

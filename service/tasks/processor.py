@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 
 from service.core.raw_text import is_utf8
 from service.core.settings import Settings
+from service.core.trace_context import normalized_traceparent, trace_metadata
 from service.events.wire import Event
 from service.tasks.backoff import backoff_ms
 from service.tasks.handlers.context import HandlerContext
@@ -37,6 +38,7 @@ from service.tasks.handlers.outcomes import PermanentFailure, RetryLater
 from service.tasks.ledger import DeliveryLedger
 from service.tasks.task_format import MalformedTask, Task, decode_task
 from service.tasks.task_queue import Delivery, TaskQueue
+from service.tasks.tracing import UNTRACED, AttemptTracing
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,7 @@ class TaskProcessor:
         on_deferred: Callable[[int], None] = lambda due_ms: None,
         draw: Callable[[], float] = random.random,
         now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        tracing: AttemptTracing = UNTRACED,
     ) -> None:
         self._queue = queue
         self._handler = handler
@@ -97,6 +100,7 @@ class TaskProcessor:
         self._on_deferred = on_deferred
         self._draw = draw
         self._now_ms = now_ms
+        self._tracing = tracing
 
     async def screen(self, delivery: Delivery) -> Task | None:
         """Decode a delivery; malformed and poison tasks go straight to the dead letters."""
@@ -118,15 +122,18 @@ class TaskProcessor:
         if not self._ledger.start(delivery.entry_id):
             log.warning("task %s was reclaimed by another worker; skipped", task.message_id)
             return
-        context = HandlerContext(
-            message_id=task.message_id,
-            job_id=task.job_id,
-            chunk_id=task.chunk_id,
-            idempotency_key=idempotency_key(task),
-            _report_progress=self._progress_reporter(task, announced),
-        )
         try:
-            await self._handler(task.as_handler_payload(), context)
+            # The attempt's span (when tracing) sees the handler's outcome, and ends with it.
+            with self._tracing.attempt(task) as traceparent:
+                context = HandlerContext(
+                    message_id=task.message_id,
+                    job_id=task.job_id,
+                    chunk_id=task.chunk_id,
+                    idempotency_key=idempotency_key(task),
+                    _report_progress=self._progress_reporter(task, announced),
+                    traceparent=traceparent,
+                )
+                await self._handler(task.as_handler_payload(), context)
         except RetryLater as busy:
             await self._defer_busy(delivery, task, busy, announced)
         except PermanentFailure as refused:
@@ -237,12 +244,14 @@ class TaskProcessor:
             )
         # A malformed entry's job_id may be bytes that are not UTF-8: keep them out of events.
         job_id = task.job_id if task else delivery.fields.get("job_id", "")
+        traceparent = task.traceparent if task else _entry_traceparent(delivery)
         data = {"message_id": delivery.entry_id, "error": reason, "attempts": attempts}
         events.append(
             Event(
                 type="ingestion.dead_lettered",
                 job_id=job_id if is_utf8(job_id) else "",
                 data=data,
+                metadata=trace_metadata(traceparent),
             )
         )
         fields = [event.to_fields() for event in events]
@@ -301,20 +310,29 @@ def _log_progress_failure(future: Future[None]) -> None:
         log.warning("could not emit ingestion.progress: %s", future.exception())
 
 
+def _entry_traceparent(delivery: Delivery) -> str:
+    """The traceparent of an entry that did not decode, if it holds a well-formed one."""
+    value = delivery.fields.get("traceparent", "")
+    return normalized_traceparent(value) if is_utf8(value) else ""
+
+
 def _task_event(event_type: str, task: Task, **extra: Any) -> Event:
     data = {"message_id": task.message_id, "chunk_id": task.chunk_id, **extra}
-    return Event(type=event_type, job_id=task.job_id, data=data)
+    return Event(
+        type=event_type, job_id=task.job_id, data=data, metadata=trace_metadata(task.traceparent)
+    )
 
 
 def batch_event_fields(event_type: str, tasks: list[Task]) -> list[dict[str, str]]:
-    """Stream fields of one event per job in the batch, naming its tasks.
+    """Stream fields of one event per job and trace in the batch, naming its tasks.
 
     Not one per task: a task stream of 10,000 chunks would otherwise write 20,000 events and
-    trim every other event out of a stream kept at MAXLEN 10,000.
+    trim every other event out of a stream kept at MAXLEN 10,000. Tasks of one job submitted
+    under different traceparents get an event each, so every event names its trace.
     """
-    by_job: dict[str, list[Task]] = {}
+    by_job: dict[tuple[str, str], list[Task]] = {}
     for task in tasks:
-        by_job.setdefault(task.job_id, []).append(task)
+        by_job.setdefault((task.job_id, task.traceparent), []).append(task)
     return [
         Event(
             type=event_type,
@@ -324,6 +342,7 @@ def batch_event_fields(event_type: str, tasks: list[Task]) -> list[dict[str, str
                 "message_ids": [task.message_id for task in job_tasks],
                 "chunk_ids": [task.chunk_id for task in job_tasks],
             },
+            metadata=trace_metadata(traceparent),
         ).to_fields()
-        for job_id, job_tasks in by_job.items()
+        for (job_id, traceparent), job_tasks in by_job.items()
     ]

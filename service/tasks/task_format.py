@@ -1,9 +1,13 @@
 """The task entry's wire format, defined once: encode for XADD, decode strictly, or refuse.
 
 A task entry holds the fields of ``Task`` (the original design's job_id, chunk_id, content,
-source_uri, source_type, metadata as JSON, retry_count and timestamp). Decoding is strict,
+source_uri, source_type, metadata as JSON, retry_count and timestamp), and ``traceparent``
+only when the task was submitted with one: entries written before it existed decode as they
+did, and an untraced task costs nothing. Decoding is strict,
 because a task that cannot be understood belongs in the dead-letter stream with its reason,
 and it never raises anything but MalformedTask: anyone with redis-cli can write to the stream.
+The one exception is a malformed traceparent, which is dropped as W3C Trace Context asks: the
+task itself is fine.
 """
 
 from __future__ import annotations
@@ -15,10 +19,13 @@ from itertools import chain
 from typing import Any
 
 from service.core.raw_text import is_utf8
+from service.core.trace_context import normalized_traceparent
 from service.events.wire import utc_now_iso
 from service.tasks.errors import TaskError
 
 _REQUIRED = ("job_id", "chunk_id", "content")
+# Written only when set, and kept out of the handler's payload: it travels as a header.
+_OPTIONAL = frozenset({"traceparent"})
 
 
 class MalformedTask(TaskError, ValueError):
@@ -37,15 +44,19 @@ class Task:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     retry_count: int = 0
     timestamp: str = field(default_factory=utc_now_iso)
+    # W3C traceparent (version 00) of the request that submitted the task; "" when untraced.
+    traceparent: str = ""
     message_id: str = field(default="", compare=False)
 
     def to_fields(self) -> dict[str, str]:
-        """Stream-entry fields for XADD."""
+        """Stream-entry fields for XADD; optional fields only when set."""
         encoded: dict[str, str] = {}
         for name in ENTRY_FIELDS:
             value = getattr(self, name)
             if name == "metadata":
                 value = json.dumps(dict(value), separators=(",", ":"))
+            elif name in _OPTIONAL and not value:
+                continue
             encoded[name] = str(value)
         return encoded
 
@@ -54,14 +65,16 @@ class Task:
         return replace(self, retry_count=retry_count)
 
     def as_handler_payload(self) -> dict[str, Any]:
-        """The mapping a task handler is called with: every field plus message_id."""
-        payload = {name: getattr(self, name) for name in ENTRY_FIELDS}
+        """The mapping a task handler is called with: every field but the optional ones, plus
+        message_id."""
+        payload = {name: getattr(self, name) for name in PAYLOAD_FIELDS}
         payload["metadata"] = dict(self.metadata)
         payload["message_id"] = self.message_id
         return payload
 
 
 ENTRY_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Task) if f.name != "message_id")
+PAYLOAD_FIELDS: tuple[str, ...] = tuple(name for name in ENTRY_FIELDS if name not in _OPTIONAL)
 
 
 def task_fields(**values: Any) -> dict[str, str]:
@@ -92,4 +105,6 @@ def decode_task(message_id: str, entry: Mapping[str, str]) -> Task:
         raise MalformedTask("retry_count is negative")
     values: dict[str, Any] = {name: entry.get(name, "") for name in ENTRY_FIELDS}
     values.update(metadata=metadata, retry_count=retry_count, message_id=message_id)
+    if values["traceparent"]:
+        values["traceparent"] = normalized_traceparent(values["traceparent"])
     return Task(**values)

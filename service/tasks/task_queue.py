@@ -36,6 +36,7 @@ from service.core.lua import Args, LuaScript, PipelinedCall, settle
 from service.core.raw_text import base64_of, is_utf8
 from service.core.redis_replies import entries, first_stream_entries, xadd_fields
 from service.core.settings import Settings
+from service.core.trace_context import trace_metadata
 from service.events.stream_ids import FIRST_ID, parse_entry_id
 from service.events.wire import Event, utc_now_iso
 from service.tasks.errors import TaskError
@@ -191,6 +192,7 @@ class TaskQueue:
             job_id=task.job_id,
             timestamp=task.timestamp,
             data={"chunk_id": task.chunk_id},
+            metadata=trace_metadata(task.traceparent),
         )
         keys = [self._stream, self._events]
         args: Args = [self._group, self._maxlen, self._maxlen]

@@ -44,6 +44,7 @@ from service.tasks.processor import TaskProcessor, batch_event_fields
 from service.tasks.rate_limit import HandlerRateLimit
 from service.tasks.task_format import Task
 from service.tasks.task_queue import PROMOTE_BATCH, Delivery, Finished, TaskQueue
+from service.tasks.tracing import AttemptTracing, tracing_from_env
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,13 @@ def default_consumer_name() -> str:
 class Worker:
     """Reads tasks in the worker group and runs them until told to stop."""
 
-    def __init__(self, settings: Settings, handler: Handler, consumer: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        handler: Handler,
+        consumer: str,
+        tracing: AttemptTracing | None = None,
+    ) -> None:
         self._settings = settings
         self._handler = handler
         self._consumer = consumer
@@ -76,6 +83,7 @@ class Worker:
             self._redis, settings.stream_events, settings.stream_maxlen
         )
         self._ledger = DeliveryLedger(lease_max_s=settings.lease_max_ms / 1000)
+        self._tracing = tracing_from_env(settings) if tracing is None else tracing
         self._processor = TaskProcessor(
             self._queue,
             handler,
@@ -84,6 +92,7 @@ class Worker:
             self._ledger,
             self._publisher.publish,
             on_deferred=self._retry_deferred,
+            tracing=self._tracing,
         )
         self._leases = LeaseKeeper(
             settings,
@@ -431,6 +440,8 @@ class Worker:
         except RedisError as error:
             log.warning("could not announce worker.stopped: %s", error)
         self._leases.stop()
+        # The last spans are exported, in a thread: the exporter's HTTP call blocks.
+        await asyncio.to_thread(self._tracing.shutdown)
         await self._handler.aclose()
         await self._redis.aclose()
         log.info("worker %s stopped", self._consumer)

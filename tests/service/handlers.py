@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -162,3 +163,16 @@ async def busy_once_then_record(task: Mapping[str, Any], context: Any) -> None:
     if first:
         context.retry_after(1)
     record(task)
+
+
+TRACES_KEY = "test:traces"
+
+
+def record_trace(task: Mapping[str, Any], context: Any) -> None:
+    """Note the traceparent the context gives and that of the span current in this thread."""
+    from opentelemetry import trace
+
+    span_context = trace.get_current_span().get_span_context()
+    current = f"{span_context.trace_id:032x}-{span_context.span_id:016x}"
+    with _client() as client:
+        client.rpush(TRACES_KEY, json.dumps({"context": context.traceparent, "current": current}))

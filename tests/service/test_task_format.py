@@ -6,9 +6,16 @@ import re
 
 import pytest
 
-from service.tasks.task_format import ENTRY_FIELDS, MalformedTask, decode_task, task_fields
+from service.tasks.task_format import (
+    ENTRY_FIELDS,
+    PAYLOAD_FIELDS,
+    MalformedTask,
+    decode_task,
+    task_fields,
+)
 
 GOOD = {"job_id": "j", "chunk_id": "c", "content": "x"}
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
 def test_task_fields_decode_to_handler_payload() -> None:
@@ -27,8 +34,9 @@ def test_task_fields_decode_to_handler_payload() -> None:
     assert payload == {**fields, "metadata": {"k": 1}, "retry_count": 0, "message_id": "3-0"}
 
 
-def test_entry_fields_are_the_original_designs() -> None:
-    assert ENTRY_FIELDS == (
+def test_entry_fields_are_the_original_designs_and_an_optional_traceparent() -> None:
+    assert ENTRY_FIELDS == (*PAYLOAD_FIELDS, "traceparent")
+    assert PAYLOAD_FIELDS == (
         "job_id",
         "chunk_id",
         "content",
@@ -44,6 +52,43 @@ def test_a_retried_task_keeps_everything_but_its_count() -> None:
     task = decode_task("5-0", task_fields(job_id="j", chunk_id="c", content="x", timestamp="t"))
     again = task.retried(2).to_fields()
     assert again == {**task.to_fields(), "retry_count": "2"}
+
+
+def test_a_traceparent_is_written_only_when_set_and_stays_out_of_the_payload() -> None:
+    untraced = task_fields(job_id="j", chunk_id="c", content="x", timestamp="t")
+    traced = task_fields(
+        job_id="j", chunk_id="c", content="x", timestamp="t", traceparent=TRACEPARENT
+    )
+    assert "traceparent" not in untraced
+    assert traced == {**untraced, "traceparent": TRACEPARENT}
+    task = decode_task("7-0", traced)
+    assert task.traceparent == TRACEPARENT
+    assert "traceparent" not in task.as_handler_payload()
+    assert task.retried(1).to_fields()["traceparent"] == TRACEPARENT
+
+
+def test_an_entry_written_before_traceparent_existed_decodes_untraced() -> None:
+    old_entry = {**GOOD, "metadata": "{}", "retry_count": "1", "timestamp": "t"}
+    task = decode_task("8-0", old_entry)
+    assert task.traceparent == ""
+    assert task.to_fields() == {**old_entry, "source_uri": "", "source_type": ""}
+
+
+@pytest.mark.parametrize(
+    ("stored", "decoded"),
+    [
+        (TRACEPARENT, TRACEPARENT),
+        # A later version is read by its version-00 part.
+        ("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x", TRACEPARENT),
+        ("not a traceparent", ""),
+        (TRACEPARENT.upper(), ""),
+        ("", ""),
+    ],
+)
+def test_a_malformed_stored_traceparent_is_dropped_and_the_task_still_runs(
+    stored: str, decoded: str
+) -> None:
+    assert decode_task("9-0", {**GOOD, "traceparent": stored}).traceparent == decoded
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,9 @@ class HandlerContext:
     chunk_id: str
     idempotency_key: str
     _report_progress: ProgressSink
+    # W3C traceparent for the calls this attempt makes: its span's when the worker traces,
+    # else the one the task was submitted with; "" when untraced.
+    traceparent: str = ""
 
     def progress(self, fraction: float, message: str = "") -> None:
         """Emit ``ingestion.progress`` with this chunk's id, the fraction (0 to 1) and a

@@ -2,7 +2,8 @@
 
 The body is the payload a Python handler gets. ``Idempotency-Key`` is the same for every
 attempt at one task, so the receiver can tell a retry from new work; SHIELD_HANDLER_TOKEN, if
-set, goes as ``Authorization: Bearer``. http_semantics says what each status means.
+set, goes as ``Authorization: Bearer``; a traced task's ``traceparent`` names the attempt.
+http_semantics says what each status means.
 
 Secrets stay out of what the worker shows: credentials in the URL are sent as Basic auth (so
 no logged URL carries them), reasons show the URL without credentials or query, and the token
@@ -20,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from service.core.trace_context import TRACEPARENT_HEADER
 from service.tasks.handlers.context import HandlerContext
 from service.tasks.handlers.http_semantics import (
     FailedAttempt,
@@ -74,6 +76,8 @@ class HttpHandler:
 
     async def __call__(self, payload: Mapping[str, Any], context: HandlerContext) -> None:
         headers = {"Idempotency-Key": context.idempotency_key}
+        if context.traceparent:
+            headers[TRACEPARENT_HEADER] = context.traceparent
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         try:

@@ -30,7 +30,8 @@ Designed against LightRAG Server 1.5.7 as it behaves, not as the issue imagined 
 
 Every other status means what it means for the http handler (http_semantics): 429 and 503
 are busy, other 4xx (a wrong API key among them) dead-letter at once, 5xx retry. The API key
-(SHIELD_HANDLER_TOKEN, sent as ``X-API-Key``) is cut out of any body a reason quotes.
+(SHIELD_HANDLER_TOKEN, sent as ``X-API-Key``) is cut out of any body a reason quotes. Every
+request of a traced attempt carries its ``traceparent``.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from service.core.trace_context import TRACEPARENT_HEADER
 from service.tasks.handlers.context import HandlerContext
 from service.tasks.handlers.http_handler import describe_transport_error, quiet_httpx_log
 from service.tasks.handlers.http_semantics import (
@@ -124,7 +126,7 @@ class LightRagHandler:
 
     async def __call__(self, payload: Mapping[str, Any], context: HandlerContext) -> None:
         name = document_name(payload)
-        attempt = _Attempt(self, name)
+        attempt = _Attempt(self, name, context.traceparent)
         try:
             async with asyncio.timeout(self._timeout_s):
                 await attempt.run(str(payload["content"]))
@@ -141,9 +143,12 @@ class LightRagHandler:
 class _Attempt:
     """One attempt at one chunk: insert, then follow its document to an end."""
 
-    def __init__(self, handler: LightRagHandler, name: str) -> None:
+    def __init__(self, handler: LightRagHandler, name: str, traceparent: str) -> None:
         self._handler = handler
         self._service = handler._service
+        self._headers = handler._headers
+        if traceparent:
+            self._headers = {**handler._headers, TRACEPARENT_HEADER: traceparent}
         self.name = name
         self.last_seen = "no answer yet"
         self._outage = False
@@ -341,7 +346,7 @@ class _Attempt:
         while True:
             try:
                 return await handler._client.request(
-                    method, handler._base_url + path, headers=handler._headers, **kwargs
+                    method, handler._base_url + path, headers=self._headers, **kwargs
                 )
             except httpx.TransportError as error:
                 self.last_seen = f"cannot reach it: {describe_transport_error(error)}"

@@ -2,12 +2,14 @@
 
 Sync functions run in the worker's thread pool, so a slow one holds one slot, not the loop;
 coroutine functions run on the loop. A callable that takes a second parameter gets the
-attempt's HandlerContext.
+attempt's HandlerContext. A sync function runs in a copy of the caller's context, as a
+coroutine does, so the attempt's span is current in both (OpenTelemetry keeps it there).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import importlib
 import inspect
@@ -65,7 +67,8 @@ class PythonHandler:
             return
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(
-            self._executor, functools.partial(self._function, *args)
+            self._executor,
+            functools.partial(contextvars.copy_context().run, self._function, *args),
         )
         # A sync callable may still hand back an awaitable (a functools.partial of a
         # coroutine function, say): finish it on the loop.
