@@ -23,6 +23,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from harness.redis_server import RedisServer
+from harness.waiting import wait_until
 from service.core import names
 from service.core.trace_context import TraceParent, parse_traceparent
 from service.tasks.handlers.context import HandlerContext
@@ -32,9 +34,7 @@ from tests.support.agui_input import run_input
 from tests.support.http_standin import HttpStandin, Reply
 from tests.support.otlp_collector import CollectedSpan, OtlpCollector
 from tests.support.processes import service_env, start_worker, stop
-from tests.support.redis_server import RedisServer
 from tests.support.task_events import completed_chunks, settled
-from tests.support.waiting import wait_until
 
 SPAN_NAME = f"process {names.INGESTION_STREAM}"
 DLQ = names.dead_letter_stream(names.INGESTION_STREAM)
