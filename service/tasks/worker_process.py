@@ -66,6 +66,8 @@ class Worker:
     """Reads tasks in the worker group and runs them until told to stop."""
 
     def __init__(self, settings: Settings, handler: Handler, consumer: str) -> None:
+        # The worker's own Redis user (SHIELD_REDIS_WORKER_USERNAME), when the stack made one.
+        settings = settings.for_worker()
         self._settings = settings
         self._handler = handler
         self._consumer = consumer
