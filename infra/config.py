@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import re
@@ -37,6 +38,13 @@ _HOST_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A
 _WHEEL = re.compile(r"^[A-Za-z0-9_.]+-[A-Za-z0-9_.+!]+(-[A-Za-z0-9_.]+){2,3}\.whl$")
 _REQUIREMENT = re.compile(
     r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?[ A-Za-z0-9._<>=!~,;'\"()*+-]*$"
+)
+# The hosts install with --require-hashes: each handlerRequirements line is a pin with the
+# sha256 of every file it may install, as `uv pip compile --generate-hashes` writes it.
+_HASH_OPTION = re.compile(r"^--hash=sha256:[0-9a-f]{64}$")
+_HASH_HINT = (
+    "name==version --hash=sha256:<hex> (the hosts install with --require-hashes; "
+    "`uv pip compile --generate-hashes` prints such lines)"
 )
 PACKAGE_SOURCES = ("wheelhouse", "index")
 # The stack keys that list hosts, each entry with its own optional hostKey.
@@ -236,8 +244,10 @@ class HandlerCode:
         """What the venv installs besides the service: the wheel's own pin, then the lines."""
         own: tuple[str, ...] = ()
         if self.wheel is not None:
+            # The wheel is the project's own file: its hash is the one we ship.
             name, version = self.wheel.name.split("-")[:2]
-            own = (f"{name}=={version}",)
+            digest = hashlib.sha256(self.wheel.read_bytes()).hexdigest()
+            own = (f"{name}=={version} --hash=sha256:{digest}",)
         return (*own, *self.requirements)
 
 
@@ -630,11 +640,21 @@ def _requirement_lines(read: _Reader) -> tuple[str, ...]:
         value = [value]
     if not isinstance(value, list) or not all(isinstance(line, str) for line in value):
         raise read.fail("handlerRequirements", "must be a list of requirement lines")
-    lines = tuple(line.strip() for line in value if line.strip())
-    for line in lines:
-        if not _REQUIREMENT.match(line):
+    lines = tuple(" ".join(line.split()) for line in value if line.strip())
+    split = [_split_hashes(line) for line in lines]
+    for line, (requirement, _) in zip(lines, split, strict=True):
+        if not _REQUIREMENT.match(requirement):
             raise read.fail("handlerRequirements", f"not a requirement line: {line!r}")
+    for line, (requirement, hashes) in zip(lines, split, strict=True):
+        if "==" not in requirement or not hashes or not all(map(_HASH_OPTION.match, hashes)):
+            raise read.fail("handlerRequirements", f"{line!r} must be {_HASH_HINT}")
     return lines
+
+
+def _split_hashes(line: str) -> tuple[str, list[str]]:
+    """A requirement line's requirement, and its --hash options."""
+    requirement, marker, rest = line.partition(" --hash=")
+    return requirement, [f"--hash={item}" for item in rest.split(" --hash=")] if marker else []
 
 
 def service_secrets(read: _Reader) -> dict[str, pulumi.Output[str]]:

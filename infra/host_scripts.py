@@ -265,7 +265,8 @@ def venv_install(
     wheelhouse_tarball: str | None,
     index_url: str | None,
 ) -> str:
-    """Build venv-<digest> from the pinned requirements, then point venv at it.
+    """Build venv-<digest> from the locked requirements, each file checked against its hash
+    (--require-hashes), then point venv at it.
 
     The requirements travel inside the script, so a change to them changes the command and
     Pulumi re-runs it; a venv that is already complete is reused.
@@ -293,6 +294,7 @@ def venv_install(
         + source.replace("\n", "\n  ").rstrip(" ")
         + f"  python3 -m venv {q(venv)}\n"
         + f"  {q(venv + '/bin/pip')} install --quiet --disable-pip-version-check"
+        + " --require-hashes"
         + ' "${pip_source[@]}"'
         + f" -r {q(requirements_file)} >&2\n"
         + f"  touch {q(venv + '/.complete')}\n"

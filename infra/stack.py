@@ -23,7 +23,8 @@ from infra.components.service_deployment import ServiceDeployment, ServiceDeploy
 from infra.config import SshTarget, StackConfig, StackConfigError, StackSecrets
 from infra.connection import ssh_connection
 
-REQUIREMENTS = Path("service") / "requirements.txt"
+# Every package the service needs on its hosts, pinned with its hashes (make lock).
+REQUIREMENTS = Path("service") / "requirements.lock"
 
 
 @dataclass(frozen=True)
