@@ -15,12 +15,18 @@ group setup and the stack's outputs go on working once the default user is off.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from infra.host_scripts import HEADER, MARKER, MARKER_FILE, UNIT_DIR, _fail_function, q
+from infra.config import RedisAccess
+from infra.host_scripts import (
+    DEPLOY_USER,
+    HEADER,
+    MARKER,
+    MARKER_FILE,
+    UNIT_DIR,
+    _fail_function,
+    q,
+)
 from service.core import redis_acl
 
-DEPLOY_USER = "shield-deploy"
 ACCESS_DIR = "/etc/shield-redis-access"
 ACCESS_UNIT = "shield-redis-access.service"
 # How long `apply` waits for the Redis it follows to answer (it may be loading its data).
@@ -46,25 +52,6 @@ DEPLOY_COMMANDS = (
     "config|get",
     "config|set",
 )
-
-
-@dataclass(frozen=True)
-class RedisAccess:
-    """What the stack sets on the Redis it points at; all off by default."""
-
-    # The service's two ACL users (redisApiPassword and redisWorkerPassword are set).
-    acl_users: bool = False
-    disable_default_user: bool = False
-    # maxmemory as Redis spells it (256mb), with maxmemory-policy noeviction; None: untouched.
-    maxmemory: str | None = None
-    # The Redis's own systemd unit on its host, which ours follows.
-    redis_unit: str = "redis-server.service"
-    # The service's streams, for the users' key patterns.
-    streams: redis_acl.StreamNames = redis_acl.StreamNames()
-
-    @property
-    def enabled(self) -> bool:
-        return self.acl_users or self.maxmemory is not None
 
 
 def deploy_rules() -> list[str]:

@@ -132,6 +132,7 @@ def deploy(
             connection=connect(primary.target),
             redis=config.redis,
             password=secrets.redis_password,
+            user_passwords=secrets.redis_user_passwords,
             install_os_packages=config.install_os_packages,
             drop_on_destroy=config.drop_streams_on_destroy,
             identity=identities.of(primary.host),
