@@ -24,7 +24,7 @@ from service.core import names
 from service.core.settings import ENV_PREFIX, Settings
 from tests.e2e.engine import ALL_RESOURCES, Engine
 from tests.support.clients import follow_sse
-from tests.support.lab import ORCHESTRATOR, REDIS_HOST, Lab, wait_until
+from tests.support.lab import LAB_USER_SECRETS, ORCHESTRATOR, REDIS_HOST, Lab, lab_redis, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -63,6 +63,8 @@ class Deployment:
         self.engine.set_config("redisHostKey", lab.redis_host_key)
         self.engine.set_secret("sshPrivateKey", lab.ssh_key.read_text())
         self.engine.set_secret("redisPassword", lab.redis_password)
+        for key, value in LAB_USER_SECRETS.items():
+            self.engine.set_secret(key, value)
 
     def on_orchestrator(self, command: str) -> str:
         return self.lab.check(ORCHESTRATOR, command)
@@ -71,7 +73,7 @@ class Deployment:
         return self.on_orchestrator(f"systemctl show -p MainPID --value {unit}").strip()
 
     def redis(self) -> redis.Redis:
-        return redis.Redis(host=REDIS_HOST, password=self.lab.redis_password, decode_responses=True)
+        return lab_redis(REDIS_HOST, self.lab.redis_password)
 
 
 @pytest.fixture(scope="module")

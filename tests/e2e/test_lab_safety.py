@@ -17,7 +17,7 @@ import redis
 
 from service.core import names
 from tests.e2e.engine import ALL_RESOURCES, Engine
-from tests.support.lab import ORCHESTRATOR, REDIS_HOST, Lab, wait_until
+from tests.support.lab import LAB_USER_SECRETS, ORCHESTRATOR, REDIS_HOST, Lab, lab_redis, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -58,7 +58,7 @@ class Stack:
         return self.lab.check(host, command)
 
     def redis(self) -> redis.Redis:
-        return redis.Redis(host=REDIS_HOST, password=self.lab.redis_password, decode_responses=True)
+        return lab_redis(REDIS_HOST, self.lab.redis_password)
 
     def snapshot(self, host: str) -> str:
         """Every file, directory and link under /opt, /etc and /var/lib: path, size, mtime."""
@@ -95,6 +95,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     engine.set_config("redisHostKey", lab.redis_host_key)
     engine.set_secret("sshPrivateKey", lab.ssh_key.read_text())
     engine.set_secret("redisPassword", lab.redis_password)
+    for key, value in LAB_USER_SECRETS.items():
+        engine.set_secret(key, value)
     engine.set_secret("apiToken", API_TOKEN)
     deployed = Stack(engine, lab)
     clear_deployment(deployed)

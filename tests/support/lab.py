@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.support import waiting
 
@@ -116,6 +117,40 @@ class Lab:
         ]
         self.known_hosts.write_text("\n".join([*lines, f"{host} {new_key}"]) + "\n")
         return Lab.current()
+
+
+# The lab stack turns the Redis's default user off (redisDisableDefaultUser): the tests then
+# read and clean up as a user of their own with every right, which they make through the
+# deploy's user (shield-deploy, same password), as an operator with that password could.
+LAB_TESTS_USER = "shield-lab-tests"
+# The service users' passwords the lab tests' stacks set (redisApiPassword, ...).
+LAB_USER_SECRETS = {"redisApiPassword": "lab-api-3e9c1f", "redisWorkerPassword": "lab-wrk-51a0d7"}
+
+
+def lab_redis(host: str, password: str) -> redis.Redis:
+    """A client with every right on the lab Redis at host: the default user while it is on,
+    else LAB_TESTS_USER (made through the deploy's user when missing)."""
+    default = redis.Redis(host=host, password=password, decode_responses=True)
+    try:
+        default.ping()
+        return default
+    except redis.exceptions.AuthenticationError:
+        default.close()
+    tests = redis.Redis(
+        host=host, username=LAB_TESTS_USER, password=password, decode_responses=True
+    )
+    try:
+        tests.ping()
+        return tests
+    except redis.exceptions.AuthenticationError:
+        pass
+    with redis.Redis(
+        host=host, username="shield-deploy", password=password, decode_responses=True
+    ) as deploy:
+        deploy.execute_command(
+            "ACL", "SETUSER", LAB_TESTS_USER, "on", f">{password}", "+@all", "~*", "&*"
+        )
+    return tests
 
 
 def wait_until(
