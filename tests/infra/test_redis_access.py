@@ -3,7 +3,9 @@ apply script run for real against a redis-server of its own, including after a r
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -12,9 +14,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from infra import redis_access
+from infra import host_scripts, redis_access
+from infra.config import RedisSettings, load
 from infra.redis_access import DEPLOY_USER, RedisAccess
 from service.core.redis_acl import API_USER, WORKER_USER
+from tests.infra.support import BASE_CONFIG, SSH_KEY, config_source
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import wait_until
 
@@ -169,3 +173,47 @@ def test_the_watcher_applies_again_after_redis_restarts(
         watcher.terminate()
         output, _ = watcher.communicate(timeout=10)
     assert "applied again: Redis restarted" in output
+
+
+def deploy_view(server: RedisServer) -> RedisSettings:
+    """The stack's view of this Redis, with ACL users: its scripts' redis-cli prelude."""
+    config, _ = load(
+        config_source(
+            {**BASE_CONFIG, "redisHost": "127.0.0.1", "redisPort": str(server.port)},
+            {"sshPrivateKey": SSH_KEY},
+        )
+    )
+    return dataclasses.replace(config.redis, access=ACCESS)
+
+
+def test_the_deploys_scripts_work_as_its_own_user_once_the_default_user_is_off(
+    admin_redis: RedisServer, access_dir: Path
+) -> None:
+    view = deploy_view(admin_redis)
+    # Before apply, as the default user; after it, as shield-deploy.
+    for _ in range(2):
+        groups = subprocess.run(
+            ["bash", "-c", host_scripts.redis_groups("h", view)],
+            input=ADMIN_PASSWORD + "\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert groups.returncode == 0, groups.stderr
+        assert "lightrag-workers" in groups.stdout.strip().splitlines()[-1]
+        process = run_apply(admin_redis, access_dir)
+        assert process.wait(timeout=60) == 0
+    identity = subprocess.run(
+        ["bash", "-c", host_scripts.redis_identity("h", view, create=True)],
+        input=ADMIN_PASSWORD + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert identity.returncode == 0, identity.stderr
+    assert re.search(r"^token [0-9a-f]{32}$", identity.stdout, re.MULTILINE), identity.stdout
+    assert "info role:master" in identity.stdout
+
+
+def test_shellcheck_passes_on_the_prelude_with_acl_users(admin_redis: RedisServer) -> None:
+    test_shellcheck_passes(host_scripts.redis_groups("h", deploy_view(admin_redis)))
