@@ -53,7 +53,7 @@ def _timed(action: Callable[[], str]) -> tuple[float, str]:
 def measure_deploy(workdir: Path) -> dict[str, Any]:
     """Rebuild the lab, then time the four operations; rows plus the slowest steps."""
     from tests.e2e.engine import STACK, Engine  # see the module docstring
-    from tests.support.lab import Lab
+    from tests.support.lab import LAB_USER_SECRETS, Lab
 
     lab = Lab.rebuild()
     engine = Engine.create(workdir / "project", build_dir=workdir / "build")
@@ -61,6 +61,8 @@ def measure_deploy(workdir: Path) -> dict[str, Any]:
     engine.set_config("redisHostKey", lab.redis_host_key)
     engine.set_secret("sshPrivateKey", lab.ssh_key.read_text())
     engine.set_secret("redisPassword", lab.redis_password)
+    for key, value in LAB_USER_SECRETS.items():  # the lab stack's Redis ACL users
+        engine.set_secret(key, value)
     runs = {"cold up": _timed(engine.up)}
     runs["no-op up"] = _timed(lambda: engine.up("--expect-no-changes"))
     worker = engine.root / "service" / "worker.py"
