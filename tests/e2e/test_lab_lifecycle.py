@@ -168,6 +168,30 @@ def test_worker_processes_a_task_and_the_journal_hides_the_token(deployment: Dep
     assert API_TOKEN not in journal
 
 
+def default_user_refused(deployment: Deployment) -> bool:
+    try:
+        redis.Redis(host=REDIS_HOST, password=deployment.lab.redis_password).ping()
+    except redis.exceptions.AuthenticationError:
+        return True
+    return False
+
+
+def test_redis_default_user_is_off_and_stays_off_after_redis_restarts(
+    deployment: Deployment,
+) -> None:
+    assert default_user_refused(deployment)
+    deployment.lab.check(REDIS_HOST, "systemctl restart redis-server")
+    # A restart forgets the users; our unit on the Redis host sets them again.
+    wait_until(lambda: default_user_refused(deployment), "the default user to be off again", 30)
+    wait_until(
+        lambda: api().get("/health/detailed").json()["status"] == "up",
+        "the API to reach Redis as its user again",
+        30,
+    )
+    journal = deployment.lab.check(REDIS_HOST, "journalctl --no-pager -u shield-redis-access")
+    assert "applied again: Redis restarted" in journal
+
+
 def test_systemd_restarts_a_killed_service(deployment: Deployment) -> None:
     pid = deployment.main_pid()
     deployment.on_orchestrator(f"systemctl kill -s KILL {UNITS[0]}")
@@ -302,6 +326,8 @@ def test_no_secret_in_state_engine_output_or_journals(deployment: Deployment) ->
         "redis password": deployment.lab.redis_password,
         "api token": API_TOKEN,
         "handler token": HANDLER_TOKEN,
+        "redis api password": LAB_USER_SECRETS["redisApiPassword"],
+        "redis worker password": LAB_USER_SECRETS["redisWorkerPassword"],
     }
     engine = deployment.engine
     haystacks = {
