@@ -24,7 +24,15 @@ from service.core import names
 from service.core.settings import ENV_PREFIX, Settings
 from tests.e2e.engine import ALL_RESOURCES, Engine
 from tests.support.clients import follow_sse
-from tests.support.lab import LAB_USER_SECRETS, ORCHESTRATOR, REDIS_HOST, Lab, lab_redis, wait_until
+from tests.support.lab import (
+    LAB_USER_SECRETS,
+    ORCHESTRATOR,
+    REDIS_HOST,
+    Lab,
+    forget_lab_tests_user,
+    lab_redis,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -86,6 +94,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     yield deployed
     # Leave the hosts as a destroy would, even when a test failed half-way.
     engine.run("destroy", "--yes", "--stack", "lab", check=False)
+    forget_lab_tests_user(REDIS_HOST, deployed.lab.redis_password)
 
 
 def api() -> httpx.Client:

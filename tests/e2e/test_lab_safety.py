@@ -17,7 +17,15 @@ import redis
 
 from service.core import names
 from tests.e2e.engine import ALL_RESOURCES, Engine
-from tests.support.lab import LAB_USER_SECRETS, ORCHESTRATOR, REDIS_HOST, Lab, lab_redis, wait_until
+from tests.support.lab import (
+    LAB_USER_SECRETS,
+    ORCHESTRATOR,
+    REDIS_HOST,
+    Lab,
+    forget_lab_tests_user,
+    lab_redis,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -102,6 +110,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     clear_deployment(deployed)
     yield deployed
     engine.run("destroy", "--yes", "--stack", "lab", check=False)
+    forget_lab_tests_user(REDIS_HOST, deployed.lab.redis_password)
     deployed.lab.ssh(
         ORCHESTRATOR,
         f"systemctl disable --now shield-orchestrator.service; rm -f {FOREIGN_UNIT};"

@@ -153,6 +153,13 @@ def lab_redis(host: str, password: str) -> redis.Redis:
     return tests
 
 
+def forget_lab_tests_user(host: str, password: str) -> None:
+    """Delete LAB_TESTS_USER, once a destroy turned the default user back on: the lab's
+    Redis is left as the tests found it."""
+    with lab_redis(host, password) as client:
+        client.execute_command("ACL", "DELUSER", LAB_TESTS_USER)
+
+
 def wait_until(
     condition: Callable[[], bool],
     what: str,
