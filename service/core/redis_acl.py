@@ -72,12 +72,21 @@ QUEUE_COMMANDS = (
     "zrange",
     "zrangebyscore",
     "zrem",
+    # The jobs API (issue 16, branch jobs, not merged here yet): job records' expiry, the set
+    # of jobs being cancelled that workers check. Prove them with tests/service/
+    # test_redis_acl.py once it runs a job (POST /jobs, GET /jobs, DELETE /jobs/{id}).
+    "expire",
+    "persist",
+    "sadd",
+    "srem",
+    "smismember",
 )
 # The API's own: the event readers (fan-out hub, front-end and metrics-collector groups), the
-# stats and health reads, and the AG-UI run records' expiry.
-API_COMMANDS = ("xread", "xgroup|setid", "xinfo|consumers", "expire")
-# The AG-UI enqueue lock (redis-py's Lock: SET NX PX, and its scripts' GET and DEL): a
-# selector, so SET, GET and DEL reach the lock keys and nothing else, not even a stream.
+# stats and health reads, and (the jobs API) the job list by creation time.
+API_COMMANDS = ("xread", "xgroup|setid", "xinfo|consumers", "zrevrangebyscore")
+# The AG-UI enqueue lock (redis-py's Lock: SET NX PX, and its scripts' GET and DEL) and (the
+# jobs API's idempotency.lua) the Idempotency-Key records: a selector, so SET, GET and DEL
+# reach those keys and nothing else, not even a stream.
 LOCK_COMMANDS = ("set", "get", "del")
 
 
@@ -85,6 +94,9 @@ LOCK_COMMANDS = ("set", "get", "del")
 # agui; a test checks that they agree.
 AGUI_RUN_PREFIX = "shield:agui:run:"
 LOCK_SUFFIX = ":enqueuing"
+# The jobs API's names.IDEMPOTENCY_PREFIX (branch jobs): the API's records of
+# Idempotency-Key writes.
+IDEMPOTENCY_PREFIX = "shield:idempotency:"
 
 
 @dataclass(frozen=True)
@@ -116,6 +128,7 @@ def api_key_patterns(streams: StreamNames) -> tuple[str, ...]:
         events + ":*",
         _escape(names.COLLECTED_PREFIX) + "*",
         _escape(AGUI_RUN_PREFIX) + "*",
+        _escape(IDEMPOTENCY_PREFIX) + "*",
     )
 
 
@@ -140,7 +153,14 @@ def user_rules(commands: Sequence[str], key_patterns: Sequence[str]) -> list[str
 def api_rules(streams: StreamNames) -> list[str]:
     """What the API processes may do: the rules, then the lock keys' selector."""
     lock_pattern = _escape(AGUI_RUN_PREFIX) + "*" + _escape(LOCK_SUFFIX)
-    selector = " ".join((*(f"+{command}" for command in LOCK_COMMANDS), f"~{lock_pattern}"))
+    idempotency_pattern = _escape(IDEMPOTENCY_PREFIX) + "*"
+    selector = " ".join(
+        (
+            *(f"+{command}" for command in LOCK_COMMANDS),
+            f"~{lock_pattern}",
+            f"~{idempotency_pattern}",
+        )
+    )
     return [
         *user_rules(
             (*CONNECTION_COMMANDS, *QUEUE_COMMANDS, *API_COMMANDS), api_key_patterns(streams)

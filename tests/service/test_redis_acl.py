@@ -181,6 +181,9 @@ def test_api_and_workers_run_as_their_acl_users_with_nothing_refused(
         ),
         pytest.param(WORKER_USER, ("HSET", "shield:agui:run:r1", "a", "b"), id="worker AG-UI run"),
         pytest.param(WORKER_USER, ("DEL", "shield:ingestion_queue"), id="worker DEL stream"),
+        pytest.param(
+            WORKER_USER, ("GET", "shield:idempotency:tasks:k"), id="worker idempotency record"
+        ),
         pytest.param(API_USER, ("FLUSHDB",), id="api FLUSHDB"),
         pytest.param(API_USER, ("SET", "other:key", "x"), id="api key outside shield"),
         pytest.param(API_USER, ("XADD", "other:stream", "*", "a", "b"), id="api stream outside"),
@@ -200,7 +203,7 @@ def test_each_user_is_refused_what_it_never_needs(
             client.execute_command(*command)
 
 
-def test_the_enqueue_lock_keys_are_reachable_by_the_api_only_through_its_selector(
+def test_the_lock_and_idempotency_keys_are_reachable_by_the_api_through_its_selector(
     acl_redis: RedisServer, admin: redis.Redis
 ) -> None:
     lock_key = run_store.run_key("r1") + run_store.ENQUEUE_LOCK_SUFFIX
@@ -208,6 +211,9 @@ def test_the_enqueue_lock_keys_are_reachable_by_the_api_only_through_its_selecto
         assert client.set(lock_key, "me", nx=True, px=1000)
         assert client.get(lock_key) == "me"
         assert client.delete(lock_key) == 1
+        # The jobs API's Idempotency-Key records go through the same selector.
+        assert client.set("shield:idempotency:tasks:k1", "record", nx=True, ex=60)
+        assert client.get("shield:idempotency:tasks:k1") == "record"
 
 
 def test_the_default_user_is_off(acl_redis: RedisServer) -> None:
@@ -232,7 +238,7 @@ SHARED_COMMANDS = (
     " +script|exists +xadd +xreadgroup +xack +xautoclaim +xclaim +xpending +xrange +xrevrange"
     " +xlen +xdel +xtrim +xinfo|stream +xinfo|groups +xgroup|create +exists +hget +hmget +hset"
     " +hsetnx +hdel +hgetall +hincrby +hincrbyfloat +pexpire +zadd +zcard +zrange"
-    " +zrangebyscore +zrem"
+    " +zrangebyscore +zrem +expire +persist +sadd +srem +smismember"
 )
 
 
@@ -242,10 +248,10 @@ SHARED_COMMANDS = (
         pytest.param(
             redis_acl.api_rules(StreamNames()),
             "on resetkeys resetchannels -@all " + SHARED_COMMANDS
-            + " +xread +xgroup|setid +xinfo|consumers +expire"
+            + " +xread +xgroup|setid +xinfo|consumers +zrevrangebyscore"
             " ~shield:ingestion_queue ~shield:ingestion_queue:* ~shield:events ~shield:events:*"
-            " ~shield:collected:* ~shield:agui:run:*"
-            " (+set +get +del ~shield:agui:run:*:enqueuing)",
+            " ~shield:collected:* ~shield:agui:run:* ~shield:idempotency:*"
+            " (+set +get +del ~shield:agui:run:*:enqueuing ~shield:idempotency:*)",
             id="api",
         ),
         pytest.param(
