@@ -7,6 +7,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from infra import host_scripts
+from infra.artifacts import build_wheelhouse, digest_text, pip_download_command
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS = REPO_ROOT / "service" / "requirements.txt"
 LOCK = REPO_ROOT / "service" / "requirements.lock"
@@ -60,3 +63,24 @@ def test_every_locked_package_has_hashes() -> None:
     entries = locked_entries()
     assert len(entries) > len(direct_pins())  # the transitive packages are there too
     assert [name for name, _, text in entries if not HASH.search(text)] == []
+
+
+def test_the_wheelhouse_is_downloaded_and_installed_with_require_hashes(tmp_path: Path) -> None:
+    command = pip_download_command(LOCK, tmp_path, "3.11.2", ["manylinux2014_x86_64"])
+    assert "--require-hashes" in command and ["-r", str(LOCK)] == command[-4:-2]
+    script = host_scripts.venv_install("/opt/x", LOCK.read_text(), "d1", "/opt/x/w.tar", None)
+    assert " install --quiet --disable-pip-version-check --require-hashes " in script
+
+
+def test_the_wheelhouse_is_named_by_the_locks_text_hashes_included(tmp_path: Path) -> None:
+    locked = LOCK.read_text()
+    first = re.search(r"sha256:([0-9a-f]{64})", locked)
+    assert first is not None
+    other = locked.replace(first.group(1), "0" * 64, 1)
+    names = set()
+    for text in (locked, other):
+        # Already built: no download, only the name.
+        digest = digest_text(text, "3.11.2", "manylinux2014_x86_64")
+        (tmp_path / f"wheelhouse-{digest}.tar").write_bytes(b"")
+        names.add(build_wheelhouse(tmp_path, text, "3.11.2", ["manylinux2014_x86_64"]).digest)
+    assert len(names) == 2
