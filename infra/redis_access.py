@@ -5,9 +5,10 @@ The Redis on the hosts is the user's: we never edit its config file (no CONFIG R
 aclfile line). What we set lives in a directory and a systemd unit of ours on the Redis
 host: the unit runs `apply --watch`, which sets them once Redis answers and again whenever
 Redis comes back with another run id (a restart, a crash), so the users, the default user's
-state and maxmemory come back within about 2 s without a config we did not write. `apply` reads the deploy's password and the service users' password hashes
-from 0600 root files there; no password is on a command line (`redis-cli -x` takes the hash
-rule from stdin) or in this text.
+state and maxmemory come back within about 2 s without a config we did not write. `apply`
+reads the deploy's password and the service users' password hashes from 0600 root files
+there; no password is on a command line (`redis-cli -x` takes the hash rule from stdin) or
+in this text.
 
 The deploy itself becomes an ACL user (DEPLOY_USER, with redisPassword), so its checks, the
 group setup and the stack's outputs go on working once the default user is off.
