@@ -8,7 +8,7 @@ export PULUMI_BACKEND_URL ?= file://$(CURDIR)/.pulumi-state
 
 PY_PATHS := service infra shield_client harness tests $(wildcard bench)
 
-.PHONY: up check test deps venv lint lightrag format lab-up lab-down lab-status toolchain bench bench-deploy bench-scale clean
+.PHONY: up check test deps venv lint lock lightrag format lab-up lab-down lab-status toolchain bench bench-deploy bench-scale clean
 
 up: deps venv toolchain lab-up  ## set up everything, deploy to the lab stack (STACK=lab-ha: the HA lab), print the outputs
 	scripts/deploy-lab $(STACK)
@@ -37,6 +37,9 @@ lint: venv
 	$(VENV)/bin/ruff check $(PY_PATHS)
 	$(VENV)/bin/ruff format --check $(PY_PATHS)
 	$(VENV)/bin/mypy
+
+lock: venv  ## pin service/requirements.txt and all it pulls in, with hashes, in service/requirements.lock
+	scripts/lock-requirements
 
 format: venv
 	$(VENV)/bin/ruff format $(PY_PATHS)

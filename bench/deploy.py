@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.engine import STACK, Engine
-from harness.hosts import Lab
+from harness.hosts import LAB_USER_SECRETS, Lab
 
 TARGETS_S = {"cold up": 120.0, "no-op up": 15.0, "code-only up": 30.0}
 
@@ -55,6 +55,8 @@ def measure_deploy(workdir: Path) -> dict[str, Any]:
     engine.set_config("redisHostKey", lab.redis_host_key)
     engine.set_secret("sshPrivateKey", lab.ssh_key.read_text())
     engine.set_secret("redisPassword", lab.redis_password)
+    for key, value in LAB_USER_SECRETS.items():  # the lab stack's Redis ACL users
+        engine.set_secret(key, value)
     runs = {"cold up": _timed(engine.up)}
     runs["no-op up"] = _timed(lambda: engine.up("--expect-no-changes"))
     worker = engine.root / "service" / "worker.py"

@@ -29,6 +29,8 @@ COMMAND_TIMEOUT_S = 600
 ALL_RESOURCES = {
     "redis",
     "redis-preflight",
+    # The service's ACL users, the default user off, maxmemory (infra/stacks/lab.yaml).
+    "redis-access",
     "redis-groups",
     "orchestrator",
     "orchestrator-preflight",

@@ -7,6 +7,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import redis
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LAB_SCRIPT = REPO_ROOT / "scripts" / "lab"
 ORCHESTRATOR = "127.0.10.8"
@@ -117,3 +119,44 @@ class Lab:
         ]
         self.known_hosts.write_text("\n".join([*lines, f"{host} {new_key}"]) + "\n")
         return Lab.current()
+
+
+# The lab stack turns the Redis's default user off (redisDisableDefaultUser): the tests then
+# read and clean up as a user of their own with every right, which they make through the
+# deploy's user (shield-deploy, same password), as an operator with that password could.
+LAB_TESTS_USER = "shield-lab-tests"
+# The service users' passwords the lab tests' stacks set (redisApiPassword, ...).
+LAB_USER_SECRETS = {"redisApiPassword": "lab-api-3e9c1f", "redisWorkerPassword": "lab-wrk-51a0d7"}
+
+
+def lab_redis(host: str, password: str) -> redis.Redis:
+    """A client with every right on the lab Redis at host: the default user while it is on,
+    else LAB_TESTS_USER (made through the deploy's user when missing)."""
+    default = redis.Redis(host=host, password=password, decode_responses=True)
+    try:
+        default.ping()
+        return default
+    except redis.exceptions.AuthenticationError:
+        default.close()
+    tests = redis.Redis(
+        host=host, username=LAB_TESTS_USER, password=password, decode_responses=True
+    )
+    try:
+        tests.ping()
+        return tests
+    except redis.exceptions.AuthenticationError:
+        pass
+    with redis.Redis(
+        host=host, username="shield-deploy", password=password, decode_responses=True
+    ) as deploy:
+        deploy.execute_command(
+            "ACL", "SETUSER", LAB_TESTS_USER, "on", f">{password}", "+@all", "~*", "&*"
+        )
+    return tests
+
+
+def forget_lab_tests_user(host: str, password: str) -> None:
+    """Delete LAB_TESTS_USER, once a destroy turned the default user back on: the lab's
+    Redis is left as the tests found it."""
+    with lab_redis(host, password) as client:
+        client.execute_command("ACL", "DELUSER", LAB_TESTS_USER)

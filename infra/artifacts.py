@@ -20,8 +20,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVICE_PACKAGE = "service"
 # The dashboard (service/static) ships its page, style and script beside the code, and the
-# task queue its Lua scripts (service/tasks/lua).
-SHIPPED_SUFFIXES = (".py", ".txt", ".html", ".css", ".js", ".lua")
+# task queue its Lua scripts (service/tasks/lua); the requirements go with their lock.
+SHIPPED_SUFFIXES = (".py", ".txt", ".lock", ".html", ".css", ".js", ".lua")
 DIGEST_CHARS = 16
 # Where a handler directory (handlerPath) lands in the release; the worker imports from it.
 HANDLER_DIR = "handler"
@@ -39,7 +39,8 @@ class Release:
 
 @dataclass(frozen=True)
 class Wheelhouse:
-    """Every wheel the pinned requirements need on the target, packed."""
+    """Every wheel the locked requirements need on the target, packed; the digest is of the
+    lock's text (pins and hashes), so one name always holds the same files."""
 
     digest: str
     tarball: Path
@@ -47,7 +48,8 @@ class Wheelhouse:
 
 @dataclass(frozen=True)
 class Artifacts:
-    """What each host of the service gets: the code, its requirements, and their wheels."""
+    """What each host of the service gets: the code, its locked requirements (every line
+    with its hashes), and their wheels."""
 
     release: Release
     requirements: str
@@ -140,11 +142,15 @@ def build_release(
 def pip_download_command(
     requirements: Path, dest: Path, python_version: str, platforms: Sequence[str]
 ) -> list[str]:
-    """pip download of binary wheels for the target's Python and platform."""
+    """pip download of the hashed requirements' binary wheels for the target's Python and
+    platform."""
     command = [
         sys.executable, "-m", "pip", "download",
         "--quiet", "--disable-pip-version-check",
         "--only-binary=:all:",
+        # Every file must match a hash of the lock: what the index serves cannot change
+        # what a wheelhouse of this name holds.
+        "--require-hashes",
         "--python-version", python_version,
         "--implementation", "cp",
         "--dest", str(dest),
@@ -162,8 +168,9 @@ def build_wheelhouse(
     platforms: Sequence[str],
     extra_wheels: Sequence[Path] = (),
 ) -> Wheelhouse:
-    """Download the wheels once per (requirements, extra wheels, Python, platforms), then
-    pack them with the extra wheels (a handler's own wheel)."""
+    """Download the wheels of the locked requirements (every line pinned with its hashes)
+    once per (lock, extra wheels, Python, platforms), checking each file's hash, then pack
+    them with the extra wheels (a handler's own wheel, hashed in the lock's text too)."""
     extras = [
         digest_text(path.name, hashlib.sha256(path.read_bytes()).hexdigest())
         for path in extra_wheels

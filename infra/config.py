@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import ipaddress
 import json
 import re
@@ -16,6 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 from infra.artifacts import REPO_ROOT
 from service.core.consumer_groups import GroupSpec, group_plan
 from service.core.handler_spec import ACCEPTED_FORMS, HandlerKind, parse_handler_spec
+from service.core.redis_acl import API_USER, WORKER_USER, StreamNames
 from service.core.settings import ENV_PREFIX, Settings
 
 PROJECT = "shield-orchestrator"
@@ -37,6 +40,13 @@ _HOST_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A
 _WHEEL = re.compile(r"^[A-Za-z0-9_.]+-[A-Za-z0-9_.+!]+(-[A-Za-z0-9_.]+){2,3}\.whl$")
 _REQUIREMENT = re.compile(
     r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?[ A-Za-z0-9._<>=!~,;'\"()*+-]*$"
+)
+# The hosts install with --require-hashes: each handlerRequirements line is a pin with the
+# sha256 of every file it may install, as `uv pip compile --generate-hashes` writes it.
+_HASH_OPTION = re.compile(r"^--hash=sha256:[0-9a-f]{64}$")
+_HASH_HINT = (
+    "name==version --hash=sha256:<hex> (the hosts install with --require-hashes; "
+    "`uv pip compile --generate-hashes` prints such lines)"
 )
 PACKAGE_SOURCES = ("wheelhouse", "index")
 # The stack keys that list hosts, each entry with its own optional hostKey.
@@ -92,6 +102,25 @@ class Bastion:
 
 
 @dataclass(frozen=True)
+class RedisAccess:
+    """What the stack sets on the Redis it points at; all off by default."""
+
+    # The service's two ACL users (redisApiPassword and redisWorkerPassword are set).
+    acl_users: bool = False
+    disable_default_user: bool = False
+    # maxmemory as Redis spells it (256mb), with maxmemory-policy noeviction; None: untouched.
+    maxmemory: str | None = None
+    # The Redis's own systemd unit on its host, which ours follows.
+    redis_unit: str = "redis-server.service"
+    # The service's streams, for the users' key patterns.
+    streams: StreamNames = StreamNames()
+
+    @property
+    def enabled(self) -> bool:
+        return self.acl_users or self.maxmemory is not None
+
+
+@dataclass(frozen=True)
 class RedisSettings:
     """Where one Redis node is, for redis-cli on its host, and what the service keeps there."""
 
@@ -105,6 +134,8 @@ class RedisSettings:
     companion_keys: tuple[str, str]
     # Every (stream, group, start id), as the service itself would create them.
     groups: tuple[GroupSpec, ...]
+    # What the stack sets on the Redis: ACL users, the default user, maxmemory.
+    access: RedisAccess = RedisAccess()
 
     @property
     def address(self) -> str:
@@ -236,8 +267,10 @@ class HandlerCode:
         """What the venv installs besides the service: the wheel's own pin, then the lines."""
         own: tuple[str, ...] = ()
         if self.wheel is not None:
+            # The wheel is the project's own file: its hash is the one we ship.
             name, version = self.wheel.name.split("-")[:2]
-            own = (f"{name}=={version}",)
+            digest = hashlib.sha256(self.wheel.read_bytes()).hexdigest()
+            own = (f"{name}=={version} --hash=sha256:{digest}",)
         return (*own, *self.requirements)
 
 
@@ -265,9 +298,16 @@ class StackSecrets:
     # The service's secret settings that the stack sets, by Settings field name
     # (redis_password, api_token, ...); each goes to the env file, never on a command line.
     service: dict[str, pulumi.Output[str]]
+    # The deploy's own Redis password (redisPassword) when the service has ACL users of its
+    # own (redisApiPassword, redisWorkerPassword); else the service's is the deploy's.
+    redis_admin_password: pulumi.Output[str] | None = None
+    # The service users' passwords, for the step that sets them (API's, then workers').
+    redis_user_passwords: tuple[pulumi.Output[str], ...] = ()
 
     @property
     def redis_password(self) -> pulumi.Output[str] | None:
+        if self.redis_admin_password is not None:
+            return self.redis_admin_password
         return self.service.get("redis_password")
 
 
@@ -428,6 +468,11 @@ def _is_tuple(field: str) -> bool:
     return "tuple" in str(Settings.model_fields[field].annotation)
 
 
+# Settings the stack derives (the URL from redisHost, the ACL user names from
+# redisApiPassword/redisWorkerPassword), never read from keys of their own.
+_INFRA_FIELDS = ("redis_url", "redis_username", "redis_worker_username")
+
+
 class _StackOnlySettings(Settings):
     """Settings that read only the values given: not this machine's SHIELD_* nor a .env file."""
 
@@ -452,7 +497,7 @@ def app_settings(
     """
     values: dict[str, object] = {"redis_url": redis_url, **(implied or {})}
     for field in Settings.model_fields:
-        if field in SECRET_FIELDS or field == "redis_url":
+        if field in SECRET_FIELDS or field in _INFRA_FIELDS:
             continue
         key = stack_key(field)
         if _is_tuple(field):
@@ -497,7 +542,13 @@ def load(source: ConfigSource, root: Path = REPO_ROOT) -> tuple[StackConfig, Sta
         raise read.fail("redisMode", f"must be one of {', '.join(REDIS_MODES)}")
     # With replicas, a task is accepted only once one of them has it (the service's WAIT).
     implied: dict[str, object] = {"task_replicas": 1} if mode == "sentinel" else {}
+    access = redis_access(read, mode)
+    if access.acl_users:
+        implied.update(redis_username=API_USER, redis_worker_username=WORKER_USER)
     app = app_settings(read, _redis_url(read, primary.host, redis_port, redis_db), implied)
+    access = dataclasses.replace(
+        access, streams=StreamNames(app.stream_ingestion, app.stream_events)
+    )
     if app.stream_ingestion == app.stream_events:
         raise read.fail("streamEvents", "must differ from streamIngestion")
     service = ServiceSettings(
@@ -522,7 +573,7 @@ def load(source: ConfigSource, root: Path = REPO_ROOT) -> tuple[StackConfig, Sta
             "targetPlatforms", ("manylinux2014_x86_64", "manylinux_2_28_x86_64"), _PLATFORM_TAG
         ),
     )
-    redis = redis_settings(app, primary.host, redis_port, redis_db)
+    redis = redis_settings(app, primary.host, redis_port, redis_db, access)
     config = StackConfig(
         bastion=bastion,
         redis=redis,
@@ -537,7 +588,7 @@ def load(source: ConfigSource, root: Path = REPO_ROOT) -> tuple[StackConfig, Sta
     secrets = StackSecrets(
         ssh_private_key=read.required_secret("sshPrivateKey"),
         bastion_private_key=read.secret("bastionPrivateKey"),
-        service=service_secrets(read),
+        **redis_user_secrets(read, access),
     )
     _require_a_handler(read, config)
     _require_safe_edges(read, config, secrets)
@@ -630,11 +681,21 @@ def _requirement_lines(read: _Reader) -> tuple[str, ...]:
         value = [value]
     if not isinstance(value, list) or not all(isinstance(line, str) for line in value):
         raise read.fail("handlerRequirements", "must be a list of requirement lines")
-    lines = tuple(line.strip() for line in value if line.strip())
-    for line in lines:
-        if not _REQUIREMENT.match(line):
+    lines = tuple(" ".join(line.split()) for line in value if line.strip())
+    split = [_split_hashes(line) for line in lines]
+    for line, (requirement, _) in zip(lines, split, strict=True):
+        if not _REQUIREMENT.match(requirement):
             raise read.fail("handlerRequirements", f"not a requirement line: {line!r}")
+    for line, (requirement, hashes) in zip(lines, split, strict=True):
+        if "==" not in requirement or not hashes or not all(map(_HASH_OPTION.match, hashes)):
+            raise read.fail("handlerRequirements", f"{line!r} must be {_HASH_HINT}")
     return lines
+
+
+def _split_hashes(line: str) -> tuple[str, list[str]]:
+    """A requirement line's requirement, and its --hash options."""
+    requirement, marker, rest = line.partition(" --hash=")
+    return requirement, [f"--hash={item}" for item in rest.split(" --hash=")] if marker else []
 
 
 def service_secrets(read: _Reader) -> dict[str, pulumi.Output[str]]:
@@ -647,7 +708,57 @@ def service_secrets(read: _Reader) -> dict[str, pulumi.Output[str]]:
     return found
 
 
-def redis_settings(app: Settings, host: str, port: int, db: int) -> RedisSettings:
+_MAXMEMORY = re.compile(r"^[1-9][0-9]*(kb|mb|gb)?$", re.IGNORECASE)
+
+
+def redis_access(read: _Reader, mode: str) -> RedisAccess:
+    """redisApiPassword and redisWorkerPassword (both or neither), redisDisableDefaultUser,
+    redisMaxmemory and redisSystemdUnit, checked against each other and the mode."""
+    api, worker = read.secret("redisApiPassword"), read.secret("redisWorkerPassword")
+    if (api is None) != (worker is None):
+        missing = "redisWorkerPassword" if worker is None else "redisApiPassword"
+        raise read.fail(missing, "is required with the other service user's password")
+    acl_users = api is not None
+    if acl_users and read.secret("redisPassword") is None:
+        raise read.fail("redisPassword", "is required to create the ACL users")
+    if acl_users and mode == "sentinel":
+        raise read.fail(
+            "redisApiPassword",
+            "ACL users are not supported with redisMode sentinel: ACLs are not replicated,"
+            " and replication and the sentinels authenticate as the default user",
+        )
+    disable_default = read.boolean("redisDisableDefaultUser", False)
+    if disable_default and not acl_users:
+        raise read.fail("redisDisableDefaultUser", "needs redisApiPassword and redisWorkerPassword")
+    maxmemory = read.optional("redisMaxmemory", _MAXMEMORY)
+    if maxmemory is not None and read.secret("redisPassword") is None:
+        raise read.fail("redisPassword", "is required to set redisMaxmemory")
+    return RedisAccess(
+        acl_users=acl_users,
+        disable_default_user=disable_default,
+        maxmemory=maxmemory.lower() if maxmemory else None,
+        redis_unit=read.text("redisSystemdUnit", "redis-server.service", _UNIT_NAME),
+    )
+
+
+def redis_user_secrets(read: _Reader, access: RedisAccess) -> dict[str, Any]:
+    """The service's secrets; with ACL users, the API's Redis password is redisApiPassword
+    and the deploy keeps redisPassword for itself."""
+    service = service_secrets(read)
+    if not access.acl_users:
+        return {"service": service}
+    api = read.required_secret("redisApiPassword")
+    worker = read.required_secret("redisWorkerPassword")
+    return {
+        "service": {**service, "redis_password": api, "redis_worker_password": worker},
+        "redis_admin_password": read.required_secret("redisPassword"),
+        "redis_user_passwords": (api, worker),
+    }
+
+
+def redis_settings(
+    app: Settings, host: str, port: int, db: int, access: RedisAccess | None = None
+) -> RedisSettings:
     """What redis-cli on a node needs, and what the service keeps there, from its Settings."""
     return RedisSettings(
         host=host,
@@ -657,6 +768,7 @@ def redis_settings(app: Settings, host: str, port: int, db: int) -> RedisSetting
         streams=(app.stream_ingestion, app.stream_events),
         companion_keys=(app.dead_letter_stream, app.worker_counters_key),
         groups=group_plan(app),
+        access=access or RedisAccess(),
     )
 
 

@@ -23,6 +23,8 @@ from service.core import names
 from service.core.settings import Settings
 
 HEADER = "set -euo pipefail\n"
+# The deploy's own Redis user, when the stack gives the service ACL users (infra.redis_access).
+DEPLOY_USER = "shield-deploy"
 MARKER = "# Managed by shield-orchestrator (Pulumi): replaced and removed by its deployment."
 MARKER_FILE = ".managed-by-shield-orchestrator"
 UNIT_DIR = "/etc/systemd/system"
@@ -265,7 +267,8 @@ def venv_install(
     wheelhouse_tarball: str | None,
     index_url: str | None,
 ) -> str:
-    """Build venv-<digest> from the pinned requirements, then point venv at it.
+    """Build venv-<digest> from the locked requirements, each file checked against its hash
+    (--require-hashes), then point venv at it.
 
     The requirements travel inside the script, so a change to them changes the command and
     Pulumi re-runs it; a venv that is already complete is reused.
@@ -293,6 +296,7 @@ def venv_install(
         + source.replace("\n", "\n  ").rstrip(" ")
         + f"  python3 -m venv {q(venv)}\n"
         + f"  {q(venv + '/bin/pip')} install --quiet --disable-pip-version-check"
+        + " --require-hashes"
         + ' "${pip_source[@]}"'
         + f" -r {q(requirements_file)} >&2\n"
         + f"  touch {q(venv + '/.complete')}\n"
@@ -606,13 +610,27 @@ def redis_info(host: str, redis: RedisSettings) -> str:
 
 
 def redis_cli_prelude(host: str, redis: RedisSettings) -> str:
-    """Read the password from stdin into REDISCLI_AUTH, so it is on no command line."""
-    return (
+    """Read the password from stdin into REDISCLI_AUTH, so it is on no command line.
+
+    With the stack's ACL users, the deploy is a user of its own (DEPLOY_USER, with the same
+    password), which works where the default user is off; until the first up made it, and
+    after a restart of Redis before our unit set it again, the default user is."""
+    address = f"-h {q(redis.host)} -p {redis.port}"
+    read = (
         _fail_function(host)
         + "IFS= read -r REDISCLI_AUTH || true\n"
         + 'if [ -n "$REDISCLI_AUTH" ]; then export REDISCLI_AUTH; else unset REDISCLI_AUTH; fi\n'
-        + "rcli() { redis-cli --no-auth-warning"
-        + f' -h {q(redis.host)} -p {redis.port} -n {redis.db} "$@"; }}\n'
+    )
+    if not redis.access.acl_users:
+        return read + f'rcli() {{ redis-cli --no-auth-warning {address} -n {redis.db} "$@"; }}\n'
+    return (
+        read
+        + "rcli_as=()\n"
+        + 'if command -v redis-cli >/dev/null 2>&1 && [ "$(redis-cli --no-auth-warning'
+        + f' --user {DEPLOY_USER} {address} PING 2>/dev/null)" = PONG ]; then'
+        + f" rcli_as=(--user {DEPLOY_USER}); fi\n"
+        + 'rcli() { redis-cli --no-auth-warning "${rcli_as[@]}"'
+        + f' {address} -n {redis.db} "$@"; }}\n'
     )
 
 

@@ -23,7 +23,8 @@ from infra.components.service_deployment import ServiceDeployment, ServiceDeploy
 from infra.config import SshTarget, StackConfig, StackConfigError, StackSecrets
 from infra.connection import ssh_connection
 
-REQUIREMENTS = Path("service") / "requirements.txt"
+# Every package the service needs on its hosts, pinned with its hashes (make lock).
+REQUIREMENTS = Path("service") / "requirements.lock"
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ def deploy(
             connection=connect(primary.target),
             redis=config.redis,
             password=secrets.redis_password,
+            user_passwords=secrets.redis_user_passwords,
             install_os_packages=config.install_os_packages,
             drop_on_destroy=config.drop_streams_on_destroy,
             identity=identities.of(primary.host),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pulumi
 from pulumi_command import remote
 
-from infra import host_scripts
+from infra import host_scripts, redis_access
 from infra.components.steps import HostSteps, secret_stdin
 from infra.config import RedisNode, RedisSettings
 
@@ -19,6 +19,8 @@ class RedisStreamsArgs:
     connection: remote.ConnectionArgs
     redis: RedisSettings
     password: pulumi.Output[str] | None
+    # The service users' passwords (API's, then workers'), when the stack has ACL users.
+    user_passwords: tuple[pulumi.Output[str], ...]
     install_os_packages: bool
     drop_on_destroy: bool
     # The host's identity digest (infra.facts): a rebuilt host runs every step again.
@@ -43,16 +45,36 @@ class RedisStreams(pulumi.ComponentResource):
             host_scripts.redis_preflight(host, args.redis, args.install_os_packages),
             stdin=password,
         )
+        ready: list[pulumi.Resource] = [self.preflight]
+        access = args.redis.access
+        if access.enabled:
+            # Users and maxmemory before the groups, so the service's users exist before
+            # any service starts; the deploy's password first, then each user's.
+            self.access = steps.command(
+                "access",
+                redis_access.access_apply(host, args.redis.port, access),
+                delete=redis_access.access_remove(host, args.redis.port, access),
+                stdin=_lines(args.password, *args.user_passwords),
+                after=[self.preflight],
+            )
+            ready = [self.access]
         # Without a delete line, destroy keeps the data and never dials the host.
         self.group_setup = steps.command(
             "groups",
             host_scripts.redis_groups(host, args.redis),
             delete=host_scripts.redis_drop(host, args.redis) if args.drop_on_destroy else None,
             stdin=password,
-            after=[self.preflight],
+            after=ready,
         )
         self.groups = self.group_setup.stdout.apply(_parse_groups)
         self.register_outputs({"groups": self.groups})
+
+
+def _lines(*secrets: pulumi.Output[str] | None) -> pulumi.Output[str]:
+    """Secrets as lines of standard input, still secret (a missing one is an empty line)."""
+    values = [secret if secret is not None else "" for secret in secrets]
+    joined = pulumi.Output.all(*values).apply(lambda texts: "".join(f"{t}\n" for t in texts))
+    return pulumi.Output.secret(joined)
 
 
 def _parse_groups(stdout: str | None) -> dict[str, list[str]]:

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError
 
 from service.agui.run_plan import IngestRefused
 from service.agui.run_store import RunBusy, RunConflict
@@ -32,6 +32,12 @@ log = logging.getLogger(__name__)
 # another request is a moment's work.
 BACKLOG_RETRY_AFTER_S = 2
 BUSY_RETRY_AFTER_S = 1
+# A Redis at its maxmemory (noeviction) frees room only as workers settle tasks and streams
+# are trimmed: a few seconds.
+REDIS_FULL_RETRY_AFTER_S = 5
+REDIS_FULL_DETAIL = (
+    "redis is full (its maxmemory, with noeviction): nothing was written; retry later"
+)
 
 # Domain error → (status, Retry-After seconds or None). The message is the error's own.
 DOMAIN_ANSWERS: dict[type[Exception], tuple[int, int | None]] = {
@@ -78,7 +84,19 @@ async def _domain_answer(request: Request, error: Exception) -> JSONResponse:
     return domain_answer(error)
 
 
+def _is_out_of_memory(error: Exception) -> bool:
+    """Redis refused a write for memory: OOM as the reply, or from a script's write."""
+    return isinstance(error, OutOfMemoryError) or "OOM command not allowed" in str(error)
+
+
 async def _redis_unavailable(request: Request, error: Exception) -> JSONResponse:
+    if _is_out_of_memory(error):
+        log.warning("%s %s: redis is full: %s", request.method, request.url.path, error)
+        return JSONResponse(
+            {"detail": REDIS_FULL_DETAIL},
+            status_code=503,
+            headers={"Retry-After": str(REDIS_FULL_RETRY_AFTER_S)},
+        )
     log.warning("%s %s: redis error: %s", request.method, request.url.path, error)
     return JSONResponse({"detail": f"redis unavailable: {printable(str(error))}"}, status_code=503)
 

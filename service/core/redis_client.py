@@ -48,9 +48,15 @@ def _connection_options(settings: Settings, max_connections: int | None) -> dict
         "health_check_interval": 30,
         "retry": Retry(ExponentialWithJitterBackoff(**RETRY_BACKOFF), RETRIES),
         "retry_on_error": [exceptions.ConnectionError, exceptions.TimeoutError],
+        # No CLIENT SETINFO on connect: Redis 7.0 does not know it, and the ACL users
+        # (service.core.redis_acl) are not allowed it.
+        "lib_name": None,
+        "lib_version": None,
     }
     if password is not None:
         options["password"] = password
+    if settings.redis_username is not None:
+        options["username"] = settings.redis_username
     return options
 
 

@@ -39,6 +39,11 @@ class Settings(BaseSettings):
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_password: SecretStr | None = None
+    # Redis ACL users (infra creates them, service.core.redis_acl): the API connects as
+    # redis_username; a worker as redis_worker_username with its own password, when set.
+    redis_username: str | None = Field(default=None, min_length=1)
+    redis_worker_username: str | None = Field(default=None, min_length=1)
+    redis_worker_password: SecretStr | None = None
     stream_ingestion: str = Field(default=names.INGESTION_STREAM, min_length=1)
     stream_events: str = Field(default=names.EVENTS_STREAM, min_length=1)
     stream_maxlen: PositiveInt = 10000
@@ -151,6 +156,17 @@ class Settings(BaseSettings):
     def auth_configured(self) -> bool:
         """True when some credential is required: the static token or scoped tokens."""
         return any(v is not None for v in (self.api_token, self.jwt_secret, self.jwt_public_key))
+
+    def for_worker(self) -> Settings:
+        """The settings a worker connects with: the worker's Redis user, when one is set."""
+        if self.redis_worker_username is None:
+            return self
+        return self.model_copy(
+            update={
+                "redis_username": self.redis_worker_username,
+                "redis_password": self.redis_worker_password,
+            }
+        )
 
     @property
     def dead_letter_stream(self) -> str:

@@ -73,6 +73,8 @@ class Worker:
         consumer: str,
         tracing: AttemptTracing | None = None,
     ) -> None:
+        # The worker's own Redis user (SHIELD_REDIS_WORKER_USERNAME), when the stack made one.
+        settings = settings.for_worker()
         self._settings = settings
         self._handler = handler
         self._consumer = consumer

@@ -21,7 +21,14 @@ import redis
 import websockets.sync.client
 
 from harness.engine import ALL_RESOURCES, Engine
-from harness.hosts import ORCHESTRATOR, REDIS_HOST, Lab
+from harness.hosts import (
+    LAB_USER_SECRETS,
+    ORCHESTRATOR,
+    REDIS_HOST,
+    Lab,
+    forget_lab_tests_user,
+    lab_redis,
+)
 from service.core import names
 from service.core.settings import ENV_PREFIX, Settings
 from tests.support.clients import follow_sse
@@ -64,6 +71,8 @@ class Deployment:
         self.engine.set_config("redisHostKey", lab.redis_host_key)
         self.engine.set_secret("sshPrivateKey", lab.ssh_key.read_text())
         self.engine.set_secret("redisPassword", lab.redis_password)
+        for key, value in LAB_USER_SECRETS.items():
+            self.engine.set_secret(key, value)
 
     def on_orchestrator(self, command: str) -> str:
         return self.lab.check(ORCHESTRATOR, command)
@@ -72,7 +81,7 @@ class Deployment:
         return self.on_orchestrator(f"systemctl show -p MainPID --value {unit}").strip()
 
     def redis(self) -> redis.Redis:
-        return redis.Redis(host=REDIS_HOST, password=self.lab.redis_password, decode_responses=True)
+        return lab_redis(REDIS_HOST, self.lab.redis_password)
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +94,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     yield deployed
     # Leave the hosts as a destroy would, even when a test failed half-way.
     engine.run("destroy", "--yes", "--stack", "lab", check=False)
+    forget_lab_tests_user(REDIS_HOST, deployed.lab.redis_password)
 
 
 def api() -> httpx.Client:
@@ -165,6 +175,30 @@ def test_worker_processes_a_task_and_the_journal_hides_the_token(deployment: Dep
     assert "access_token=***" in journal
     assert "/events/ws?" in journal
     assert API_TOKEN not in journal
+
+
+def default_user_refused(deployment: Deployment) -> bool:
+    try:
+        redis.Redis(host=REDIS_HOST, password=deployment.lab.redis_password).ping()
+    except redis.exceptions.AuthenticationError:
+        return True
+    return False
+
+
+def test_redis_default_user_is_off_and_stays_off_after_redis_restarts(
+    deployment: Deployment,
+) -> None:
+    assert default_user_refused(deployment)
+    deployment.lab.check(REDIS_HOST, "systemctl restart redis-server")
+    # A restart forgets the users; our unit on the Redis host sets them again.
+    wait_until(lambda: default_user_refused(deployment), "the default user to be off again", 30)
+    wait_until(
+        lambda: api().get("/health/detailed").json()["status"] == "up",
+        "the API to reach Redis as its user again",
+        30,
+    )
+    journal = deployment.lab.check(REDIS_HOST, "journalctl --no-pager -u shield-redis-access")
+    assert "applied again: Redis restarted" in journal
 
 
 def test_systemd_restarts_a_killed_service(deployment: Deployment) -> None:
@@ -301,6 +335,8 @@ def test_no_secret_in_state_engine_output_or_journals(deployment: Deployment) ->
         "redis password": deployment.lab.redis_password,
         "api token": API_TOKEN,
         "handler token": HANDLER_TOKEN,
+        "redis api password": LAB_USER_SECRETS["redisApiPassword"],
+        "redis worker password": LAB_USER_SECRETS["redisWorkerPassword"],
     }
     engine = deployment.engine
     haystacks = {

@@ -16,7 +16,14 @@ import pytest
 import redis
 
 from harness.engine import ALL_RESOURCES, Engine
-from harness.hosts import ORCHESTRATOR, REDIS_HOST, Lab
+from harness.hosts import (
+    LAB_USER_SECRETS,
+    ORCHESTRATOR,
+    REDIS_HOST,
+    Lab,
+    forget_lab_tests_user,
+    lab_redis,
+)
 from service.core import names
 from tests.support.lab_waiting import wait_until
 
@@ -59,7 +66,7 @@ class Stack:
         return self.lab.check(host, command)
 
     def redis(self) -> redis.Redis:
-        return redis.Redis(host=REDIS_HOST, password=self.lab.redis_password, decode_responses=True)
+        return lab_redis(REDIS_HOST, self.lab.redis_password)
 
     def snapshot(self, host: str) -> str:
         """Every file, directory and link under /opt, /etc and /var/lib: path, size, mtime."""
@@ -96,11 +103,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     engine.set_config("redisHostKey", lab.redis_host_key)
     engine.set_secret("sshPrivateKey", lab.ssh_key.read_text())
     engine.set_secret("redisPassword", lab.redis_password)
+    for key, value in LAB_USER_SECRETS.items():
+        engine.set_secret(key, value)
     engine.set_secret("apiToken", API_TOKEN)
     deployed = Stack(engine, lab)
     clear_deployment(deployed)
     yield deployed
     engine.run("destroy", "--yes", "--stack", "lab", check=False)
+    forget_lab_tests_user(REDIS_HOST, deployed.lab.redis_password)
     deployed.lab.ssh(
         ORCHESTRATOR,
         f"systemctl disable --now shield-orchestrator.service; rm -f {FOREIGN_UNIT};"

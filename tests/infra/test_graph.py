@@ -145,8 +145,9 @@ def test_requirements_change_rebuilds_the_venv_and_restarts(
     tmp_path: Path, source_root: Path
 ) -> None:
     before = _inputs(run_program(BASE_CONFIG, tmp_path / "build", source_root))
-    requirements = source_root / "service" / "requirements.txt"
-    requirements.write_text(requirements.read_text() + "# comment\n")
+    # The hosts install the lock (make lock), so a change to the lock is what rebuilds.
+    locked = source_root / "service" / "requirements.lock"
+    locked.write_text(locked.read_text() + "# comment\n")
     after = _inputs(run_program(BASE_CONFIG, tmp_path / "build", source_root))
     changed = {name for name in before if before[name] != after[name]}
     assert {"orchestrator-venv", "orchestrator-units"} <= changed
@@ -158,8 +159,9 @@ def test_wheelhouse_mode_copies_the_wheels_and_installs_without_an_index(
 ) -> None:
     build_dir = tmp_path / "build"
     build_dir.mkdir()
-    requirements = (source_root / "service" / "requirements.txt").read_text()
-    digest = digest_text(requirements, "3.11.2", "manylinux2014_x86_64", "manylinux_2_28_x86_64")
+    # Named by the lock's text: its pins and their hashes.
+    locked = (source_root / "service" / "requirements.lock").read_text()
+    digest = digest_text(locked, "3.11.2", "manylinux2014_x86_64", "manylinux_2_28_x86_64")
     (build_dir / f"wheelhouse-{digest}.tar").write_bytes(b"")  # already built: no download
     run = run_program({**BASE_CONFIG, "packageSource": "wheelhouse"}, build_dir, source_root)
     copy = run.registered["orchestrator-wheelhouse-copy"]

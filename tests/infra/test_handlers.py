@@ -39,12 +39,21 @@ def source_root(tmp_path: Path) -> Path:
     return root
 
 
+# humanize 4.12.3 with the sha256 of its wheel and its sdist, as `uv pip compile
+# --generate-hashes` prints it (and infra/stacks/lab.yaml holds it).
+HUMANIZE = (
+    "humanize==4.12.3"
+    " --hash=sha256:2cbf6370af06568fa6d2da77c86edb7886f3160ecd19ee1ffef07979efc597f6"
+    " --hash=sha256:8430be3a615106fdfceb0b2c1b41c4c98c6b0fc5cc59663a5539b111dd325fb0"
+)
+
+
 def handler_stack(source_root: Path, **extra: str) -> dict[str, str]:
     return {
         **BASE_CONFIG,
         "taskHandler": "python:shield_demo_handler:handle",
         "handlerPath": str(source_root / "handler_src"),
-        "handlerRequirements": "humanize==4.12.3",
+        "handlerRequirements": HUMANIZE,
         **extra,
     }
 
@@ -74,6 +83,19 @@ def test_workers_without_a_handler_fail_naming_taskHandler() -> None:  # noqa: N
             {"handlerRequirements": '["humanize", "--index-url http://evil/simple"]'},
             "shield-orchestrator:handlerRequirements: not a requirement line",
         ),
+        (
+            {"handlerRequirements": "humanize==4.12.3"},
+            "shield-orchestrator:handlerRequirements: 'humanize==4.12.3' must be name==version"
+            " --hash=sha256:<hex>",
+        ),
+        (
+            {"handlerRequirements": "humanize>=4 --hash=sha256:" + "0" * 64},
+            "shield-orchestrator:handlerRequirements: 'humanize>=4 --hash",
+        ),
+        (
+            {"handlerRequirements": "humanize==4.12.3 --hash=md5:00"},
+            "shield-orchestrator:handlerRequirements: 'humanize==4.12.3 --hash=md5:00' must be",
+        ),
     ],
 )
 def test_bad_handler_settings_name_the_key(
@@ -95,7 +117,7 @@ def test_a_handler_directory_ships_in_the_release_on_the_workers_import_path(
     units = script(run, "orchestrator-units")
     assert "Environment=PYTHONPATH=/opt/shield-orchestrator/current/handler\n" in units
     assert units.count("PYTHONPATH") == 1  # the worker's unit only
-    assert "humanize==4.12.3\n" in script(run, "orchestrator-venv")
+    assert HUMANIZE + "\n" in script(run, "orchestrator-venv")
     env = run.registered["orchestrator-units"].inputs["stdin"]
     assert 'SHIELD_TASK_HANDLER="python:shield_demo_handler:handle"' in env
 
@@ -124,8 +146,9 @@ def test_a_handler_wheel_goes_into_the_wheelhouse_and_the_venv(
         "packageSource": "wheelhouse",
         "taskHandler": "python:my_handler:handle",
     }
-    requirements = (source_root / "service" / "requirements.txt").read_text()
-    combined = requirements.rstrip("\n") + "\nmy_handler==1.2.0\nhumanize==4.12.3\n"
+    locked = (source_root / "service" / "requirements.lock").read_text()
+    own = f"my_handler==1.2.0 --hash=sha256:{hashlib.sha256(wheel.read_bytes()).hexdigest()}"
+    combined = locked.rstrip("\n") + f"\n{own}\n{HUMANIZE}\n"
     extra = digest_text(wheel.name, hashlib.sha256(wheel.read_bytes()).hexdigest())
     digest = digest_text(combined, "3.11.2", "manylinux2014_x86_64", "manylinux_2_28_x86_64", extra)
     build = tmp_path / "build"
@@ -137,7 +160,7 @@ def test_a_handler_wheel_goes_into_the_wheelhouse_and_the_venv(
         .inputs["remotePath"]
         .endswith(f"/wheelhouse-{digest}.tar")
     )
-    assert "my_handler==1.2.0\nhumanize==4.12.3\n" in script(run, "orchestrator-venv")
+    assert f"{own}\n{HUMANIZE}\n" in script(run, "orchestrator-venv")
     assert "PYTHONPATH" not in script(run, "orchestrator-units")
     with pytest.raises(StackConfigError, match="handlerPath: a wheel needs packageSource"):
         load(config_source({**stack, "packageSource": "index"}, SECRETS))
@@ -175,10 +198,12 @@ def test_the_lab_stack_names_and_ships_the_demo_handler() -> None:
     values = {key.split(":", 1)[1]: str(value) for key, value in stack["config"].items()}
     key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyForTests"
     pins = {"orchestratorHostKey": key, "redisHostKey": key}
-    config, _ = load(config_source({**values, **pins}, SECRETS))
+    # scripts/deploy-lab sets the lab's Redis passwords, as secrets.
+    users = {"redisPassword": "admin", "redisApiPassword": "api", "redisWorkerPassword": "w"}
+    config, _ = load(config_source({**values, **pins}, {**SECRETS, **users}))
     assert config.app.task_handler == "python:shield_demo_handler:handle"
     assert config.handler.directory == REPO_ROOT / "examples" / "demo_handler"
-    assert config.handler.requirement_lines == ("humanize==4.12.3",)
+    assert config.handler.requirement_lines == (HUMANIZE,)
 
 
 def test_a_shipped_handler_without_taskHandler_names_taskHandler(source_root: Path) -> None:  # noqa: N802

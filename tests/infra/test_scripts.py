@@ -106,6 +106,7 @@ def test_every_name_in_the_env_file_is_a_settings_field() -> None:
     assert names and [name for name in names if name not in fields] == []
     assert {env_name(field) for field in SECRET_FIELDS} == {
         "SHIELD_REDIS_PASSWORD",
+        "SHIELD_REDIS_WORKER_PASSWORD",
         "SHIELD_API_TOKEN",
         "SHIELD_HANDLER_TOKEN",
         "SHIELD_JWT_SECRET",

@@ -364,14 +364,16 @@ def _committed(stack_file: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("stack_file", ["infra/stacks/lab.yaml", "Pulumi.dev.yaml"])
 def test_the_committed_single_host_stacks_still_load(stack_file: str) -> None:
-    # What each lab or user adds: the handler (dev names none), host keys and the token.
+    # What each lab or user adds: the handler (dev names none), host keys and the token, and
+    # (scripts/deploy-lab) the lab's Redis users' passwords.
+    users = {"redisPassword": "admin", "redisApiPassword": "api", "redisWorkerPassword": "w"}
     values = {
         "taskHandler": "log-and-ack",
         **_committed(stack_file),
         "orchestratorHostKey": KEY,
         "redisHostKey": KEY,
     }
-    config, _ = load(config_source(values, {**SECRETS, "apiToken": "t"}))
+    config, _ = load(config_source(values, {**SECRETS, **users, "apiToken": "t"}))
     (host,) = config.topology.app_hosts
     assert host.name == "orchestrator" and host.public_host == values["orchestratorHost"]
     assert (host.api_ports, host.worker_processes) == ((8000,), 1)

@@ -64,6 +64,13 @@ def fail_marked(task: Mapping[str, Any]) -> None:
     record(task)
 
 
+def fail_marked_without_redis(task: Mapping[str, Any]) -> None:
+    """Fail every attempt at a chunk whose content holds FAIL_MARK; succeed quietly
+    otherwise, touching no Redis (for workers whose Redis user reaches only its own keys)."""
+    if FAIL_MARK in task["content"]:
+        raise RuntimeError(f"cannot process {task['chunk_id']}")
+
+
 def hold_marked(task: Mapping[str, Any]) -> None:
     """Hold a chunk whose content holds HOLD_MARK until RELEASE_KEY exists, then record it."""
     if HOLD_MARK in task["content"]:
