@@ -13,6 +13,7 @@ import pytest
 import redis
 import websockets
 
+from harness.processes import terminate
 from harness.redis_server import RedisServer
 from harness.waiting import wait_until
 from service.agui import run_store
@@ -21,7 +22,7 @@ from service.core.redis_acl import API_USER, WORKER_USER, StreamNames
 from tests.service.handlers import FAIL_MARK
 from tests.support.agui_input import run_input
 from tests.support.event_api import sse, ws_url
-from tests.support.processes import api_server, service_env, start_worker, stop_all
+from tests.support.processes import api_server, service_env, start_worker
 
 ADMIN_USER = "test-admin"
 PASSWORDS = {ADMIN_USER: "admin-secret", API_USER: "api-secret", WORKER_USER: "worker-secret"}
@@ -166,7 +167,7 @@ def test_api_and_workers_run_as_their_acl_users_with_nothing_refused(
             20,
             describe="the requeued task to be dead-lettered again",
         )
-    stop_all(workers)
+    terminate(workers)
     assert refusals(admin) == []
 
 
