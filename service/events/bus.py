@@ -24,6 +24,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
@@ -42,6 +43,35 @@ RECONNECT_DELAYS_S = (0.1, 0.25, 0.5, 1.0, 2.0)
 # those copies small however far behind it is: 400 clients each handed a 500-event backlog
 # at once grew the process by hundreds of MiB that the allocator kept.
 HANDOUT_BYTES = 16 * 1024
+# A replay reads its first page with this many entries at most, before it knows how large
+# entries are; later pages are sized from the entries read so far (see ReplayLimits).
+FIRST_REPLAY_PAGE = 4
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayLimits:
+    """How much history one process reads at once for its clients.
+
+    ``page_bytes`` bounds what a replay page holds: each page after the first asks for as
+    many entries as fit in it at the average size read so far (entries are foreign input, so
+    this is an estimate, never below one entry). ``concurrency`` is how many pages are read
+    and encoded at once in the process; the others wait for a slot in arrival order.
+    """
+
+    page_bytes: int = 262_144
+    concurrency: int = 8
+
+
+def _entry_bytes(entry: Entry) -> int:
+    return sum(len(name) + len(value) for name, value in entry[1].items())
+
+
+def next_page_size(read_count: int, page_bytes: int, entries_read: int, bytes_read: int) -> int:
+    """Entries to ask for next: what fits page_bytes at the average entry size, 1..read_count."""
+    if entries_read == 0 or bytes_read == 0:
+        return min(read_count, FIRST_REPLAY_PAGE)
+    average_bytes = bytes_read / entries_read
+    return max(1, min(read_count, int(page_bytes // average_bytes)))
 
 
 class SubscriptionClosed(EventError):
@@ -200,6 +230,9 @@ class Subscription:
         self.cursor = cursor
         self.closed_reason: str | None = None
         self.closed_kind = NoticeKind.SLOW_CLIENT
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_due = False
+        self._last_handout_s = 0.0
 
     def offer(self, batch: list[EncodedEvent], batch_bytes: int) -> None:
         """Called by the hub with each batch it read and its size; never blocks."""
@@ -268,23 +301,47 @@ class Subscription:
                 f"redis unavailable: {error}", NoticeKind.REDIS_UNAVAILABLE
             ) from error
         self._live = True
+        loop = asyncio.get_running_loop()
+        if idle_s is not None:
+            self._last_handout_s = loop.time()
+            self._idle_timer = loop.call_later(idle_s, self._check_idle, loop, idle_s)
+        try:
+            async for batch in self._live_batches(loop):
+                yield batch
+        finally:
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+
+    async def _live_batches(
+        self, loop: asyncio.AbstractEventLoop
+    ) -> AsyncIterator[list[EncodedEvent]]:
         while True:
             if self._buffer:
                 batch = self._drain()
                 if batch:
                     self.cursor = batch[-1].entry_id
+                    self._last_handout_s = loop.time()
                     yield batch
                 continue
             if self.closed_reason is not None:
                 raise SubscriptionClosed(self.closed_reason, self.closed_kind)
-            self._wakeup.clear()
-            if idle_s is None:
-                await self._wakeup.wait()
-                continue
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), idle_s)
-            except TimeoutError:
+            if self._idle_due:
+                self._idle_due = False
                 yield []
+                continue
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    def _check_idle(self, loop: asyncio.AbstractEventLoop, idle_s: float) -> None:
+        # One timer per idle period, not one per wait: a wait_for or a timeout scope around
+        # every wait costs more than the handout it guards when a client gets 100 a second.
+        quiet_s = loop.time() - self._last_handout_s
+        if quiet_s >= idle_s:
+            self._idle_due = True
+            self._last_handout_s = loop.time()
+            self._wakeup.set()
+            quiet_s = 0.0
+        self._idle_timer = loop.call_later(idle_s - quiet_s, self._check_idle, loop, idle_s)
 
     def accepts(self, event: EncodedEvent) -> bool:
         return self._filter.accepts(event)
@@ -320,9 +377,14 @@ class EventHub:
         on_unreadable: Callable[[], None] = lambda: None,
         on_reader_failure: Callable[[], None] = lambda: None,
         restart_delays_s: Sequence[float] = RECONNECT_DELAYS_S,
+        replay_limits: ReplayLimits = ReplayLimits(),
     ) -> None:
+        # redis serves replays and start points only: a client of its own (its own pool),
+        # so clients catching up never take the connections that writes need.
         self._redis = redis
         self._reader = reader or redis
+        self._replay_limits = replay_limits
+        self._replay_slots = asyncio.Semaphore(replay_limits.concurrency)
         self._stream = stream
         self._read_count = read_count
         self._block_ms = block_ms
@@ -358,7 +420,9 @@ class EventHub:
 
         Raises InvalidStreamId for an id the stream has not reached.
         """
-        return plan_start(resume_point, await read_bounds(self._redis, self._stream))
+        async with self._replay_slots:
+            bounds = await read_bounds(self._redis, self._stream)
+        return plan_start(resume_point, bounds)
 
     @asynccontextmanager
     async def subscribe(
@@ -382,23 +446,53 @@ class EventHub:
         self._subscriptions.add(subscription)
 
     async def replay(self, subscription: Subscription) -> AsyncIterator[list[EncodedEvent]]:
-        """Entries after the subscription's cursor, read with XRANGE until the end."""
-        page_size = self._read_count
-        while True:
-            page = entries(
-                await self._redis.xrange(
-                    self._stream, min=f"({subscription.cursor}", max="+", count=page_size
-                )
+        """Entries after the subscription's cursor, read with XRANGE until the end, in pages
+        bounded in bytes, each read and encoded while holding one of the process's slots.
+
+        Handouts are full (HANDOUT_BYTES) until the last: what is left of a page waits for
+        the next, so small first pages do not become small sends.
+        """
+        entries_read, bytes_read = 0, 0
+        wanted: deque[EncodedEvent] = deque()
+        wanted_bytes = 0
+        reached_end = False
+        # The subscription's cursor moves only with what was handed out, so a replay that
+        # loses Redis with events still waiting here tells its client to resume before them.
+        read_through = subscription.cursor
+        while not reached_end:
+            page_size = next_page_size(
+                self._read_count, self._replay_limits.page_bytes, entries_read, bytes_read
             )
+            async with self._replay_slots:
+                page = entries(
+                    await self._redis.xrange(
+                        self._stream, min=f"({read_through}", max="+", count=page_size
+                    )
+                )
+                batch = _encode_readable(page, self._skip)
             if not page:
-                return
-            batch = _encode_readable(page, self._skip)
-            subscription.cursor = page[-1][0]
-            wanted = deque(event for event in batch if subscription.accepts(event))
-            while wanted:
-                yield _take_up_to(wanted, HANDOUT_BYTES)
-            if len(page) < page_size:
-                return
+                break
+            entries_read += len(page)
+            bytes_read += sum(_entry_bytes(entry) for entry in page)
+            reached_end = len(page) < page_size
+            read_through = page[-1][0]
+            for event in batch:
+                if subscription.accepts(event):
+                    wanted.append(event)
+                    wanted_bytes += len(event.sse)
+            # Let go of the page's raw entries and encodings before the client is waited on.
+            del page, batch
+            while wanted_bytes >= HANDOUT_BYTES:
+                handout = _take_up_to(wanted, HANDOUT_BYTES)
+                wanted_bytes -= sum(len(event.sse) for event in handout)
+                subscription.cursor = handout[-1].entry_id
+                yield handout
+        while wanted:
+            handout = _take_up_to(wanted, HANDOUT_BYTES)
+            subscription.cursor = handout[-1].entry_id
+            yield handout
+        # Entries the filter left out are behind the client too.
+        subscription.cursor = read_through
 
     async def _read_forever(self) -> None:
         failures = 0
