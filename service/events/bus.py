@@ -46,6 +46,9 @@ HANDOUT_BYTES = 16 * 1024
 # A replay reads its first page with this many entries at most, before it knows how large
 # entries are; later pages are sized from the entries read so far (see ReplayLimits).
 FIRST_REPLAY_PAGE = 4
+# What the hub keeps of the events it read last, encoded, to serve replays that are near
+# the end of the stream (see RecentHistory).
+RECENT_HISTORY_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,46 @@ def next_page_size(read_count: int, page_bytes: int, entries_read: int, bytes_re
         return min(read_count, FIRST_REPLAY_PAGE)
     average_bytes = bytes_read / entries_read
     return max(1, min(read_count, int(page_bytes // average_bytes)))
+
+
+class RecentHistory:
+    """The events the hub read last, as encoded, bounded in bytes: most replays are a client
+    catching up over the last moments (a reconnect, the read between replay and joining),
+    and these need neither Redis nor encoding again.
+
+    It holds every entry from its first to ``last_id`` (the hub's cursor; unreadable entries
+    were skipped), so a cursor at or after its first entry is served whole from here.
+    """
+
+    def __init__(self, limit_bytes: int) -> None:
+        self._limit_bytes = limit_bytes
+        self._events: deque[EncodedEvent] = deque()
+        self._bytes = 0
+        self.last_id: str | None = None
+
+    def extend(self, batch: list[EncodedEvent], last_id: str) -> None:
+        """Add what the hub just read, through last_id, and forget the oldest beyond the limit."""
+        self._events.extend(batch)
+        self._bytes += sum(len(event.sse) for event in batch)
+        self.last_id = last_id
+        while self._bytes > self._limit_bytes and len(self._events) > 1:
+            self._bytes -= len(self._events.popleft().sse)
+
+    def after(self, cursor: str) -> tuple[list[EncodedEvent], str] | None:
+        """Every held event after cursor and the id they reach (never before cursor), or None
+        when entries after cursor may be missing here."""
+        last_id = self.last_id
+        if not self._events or last_id is None or is_after(self._events[0].entry_id, cursor):
+            return None
+        if not is_after(last_id, cursor):
+            return [], cursor
+        newer: list[EncodedEvent] = []
+        for event in reversed(self._events):
+            if not is_after(event.entry_id, cursor):
+                break
+            newer.append(event)
+        newer.reverse()
+        return newer, last_id
 
 
 class SubscriptionClosed(EventError):
@@ -294,7 +337,7 @@ class Subscription:
             async for batch in self._hub.replay(self):
                 yield batch
             self._hub.join(self)
-            async for batch in self._hub.replay(self):
+            async for batch in self._hub.replay(self, from_recent=True):
                 yield batch
         except RedisError as error:
             raise SubscriptionClosed(
@@ -396,6 +439,7 @@ class EventHub:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._cursor: str | None = None
+        self._recent = RecentHistory(RECENT_HISTORY_BYTES)
         self._restart_delays_s = tuple(restart_delays_s)
         self._backing_off = False
 
@@ -445,9 +489,15 @@ class EventHub:
         """Start handing live batches to a subscription that has caught up."""
         self._subscriptions.add(subscription)
 
-    async def replay(self, subscription: Subscription) -> AsyncIterator[list[EncodedEvent]]:
-        """Entries after the subscription's cursor, read with XRANGE until the end, in pages
-        bounded in bytes, each read and encoded while holding one of the process's slots.
+    async def replay(
+        self, subscription: Subscription, from_recent: bool = False
+    ) -> AsyncIterator[list[EncodedEvent]]:
+        """Entries after the subscription's cursor until the end, read with XRANGE in pages
+        bounded in bytes, each read and encoded while holding one of the process's replay
+        slots; or, from_recent, from the hub's recent history when it holds them all.
+
+        Only the catch-up after joining reads recent history: a resume point is answered
+        from Redis, so entries trimmed there (a gap) are never served from memory.
 
         Handouts are full (HANDOUT_BYTES) until the last: what is left of a page waits for
         the next, so small first pages do not become small sends.
@@ -460,28 +510,34 @@ class EventHub:
         # loses Redis with events still waiting here tells its client to resume before them.
         read_through = subscription.cursor
         while not reached_end:
-            page_size = next_page_size(
-                self._read_count, self._replay_limits.page_bytes, entries_read, bytes_read
-            )
-            async with self._replay_slots:
-                page = entries(
-                    await self._redis.xrange(
-                        self._stream, min=f"({read_through}", max="+", count=page_size
-                    )
+            recent = self._recent.after(read_through) if from_recent else None
+            if recent is not None:
+                # Already read and encoded by the hub: no Redis, no slot, no encoding.
+                (batch, read_through), reached_end = recent, True
+            else:
+                page_size = next_page_size(
+                    self._read_count, self._replay_limits.page_bytes, entries_read, bytes_read
                 )
-                batch = _encode_readable(page, self._skip)
-            if not page:
-                break
-            entries_read += len(page)
-            bytes_read += sum(_entry_bytes(entry) for entry in page)
-            reached_end = len(page) < page_size
-            read_through = page[-1][0]
+                async with self._replay_slots:
+                    page = entries(
+                        await self._redis.xrange(
+                            self._stream, min=f"({read_through}", max="+", count=page_size
+                        )
+                    )
+                    batch = _encode_readable(page, self._skip)
+                if not page:
+                    break
+                entries_read += len(page)
+                bytes_read += sum(_entry_bytes(entry) for entry in page)
+                reached_end = len(page) < page_size
+                read_through = page[-1][0]
+                # Let go of the page's raw entries before the client is waited on.
+                del page
             for event in batch:
                 if subscription.accepts(event):
                     wanted.append(event)
                     wanted_bytes += len(event.sse)
-            # Let go of the page's raw entries and encodings before the client is waited on.
-            del page, batch
+            del batch
             while wanted_bytes >= HANDOUT_BYTES:
                 handout = _take_up_to(wanted, HANDOUT_BYTES)
                 wanted_bytes -= sum(len(event.sse) for event in handout)
@@ -533,6 +589,7 @@ class EventHub:
             return
         batch = _encode_readable(read, self._skip)
         self._cursor = read[-1][0]
+        self._recent.extend(batch, self._cursor)
         if not batch:
             return
         batch_bytes = sum(len(event.sse) for event in batch)
