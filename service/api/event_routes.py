@@ -150,7 +150,9 @@ async def _sse_frames(
         announced = start.cursor
         idle_s = state.settings.sse_ping_s
         async with (
-            state.hub.subscribe(start.cursor, event_filter, front_end) as subscription,
+            state.hub.subscribe(
+                start.cursor, event_filter, front_end, replay_from_recent=not start.gap
+            ) as subscription,
             closed_on_shutdown(shutdown, subscription),
         ):
             try:
@@ -325,7 +327,9 @@ async def websocket_events(
     clients = state.metrics.connected_clients.labels("ws")
     clients.inc()
     try:
-        async with state.hub.subscribe(start.cursor, event_filter, front_end) as subscription:
+        async with state.hub.subscribe(
+            start.cursor, event_filter, front_end, replay_from_recent=not start.gap
+        ) as subscription:
             sender = asyncio.create_task(
                 _ws_send_events(websocket, state, subscription, start, batch)
             )

@@ -32,7 +32,14 @@ from redis.exceptions import RedisError, ResponseError
 from service.core.redis_replies import Entry, entries, first_stream_entries, xadd_fields
 from service.events.errors import EventError
 from service.events.filters import EventFilter
-from service.events.stream_ids import FIRST_ID, StartPoint, StreamBounds, is_after, plan_start
+from service.events.stream_ids import (
+    FIRST_ID,
+    StartPoint,
+    StreamBounds,
+    is_after,
+    parse_entry_id,
+    plan_start,
+)
 from service.events.wire import EncodedEvent, Event, NoticeKind, UnreadableEntry, encode_for_clients
 
 log = logging.getLogger(__name__)
@@ -89,32 +96,37 @@ class RecentHistory:
     def __init__(self, limit_bytes: int) -> None:
         self._limit_bytes = limit_bytes
         self._events: deque[EncodedEvent] = deque()
+        # Each event's id parsed once, beside it: catch-ups compare ids many times a second.
+        self._keys: deque[tuple[int, int]] = deque()
         self._bytes = 0
         self.last_id: str | None = None
 
     def extend(self, batch: list[EncodedEvent], last_id: str) -> None:
         """Add what the hub just read, through last_id, and forget the oldest beyond the limit."""
         self._events.extend(batch)
+        self._keys.extend(parse_entry_id(event.entry_id) for event in batch)
         self._bytes += sum(len(event.sse) for event in batch)
         self.last_id = last_id
         while self._bytes > self._limit_bytes and len(self._events) > 1:
             self._bytes -= len(self._events.popleft().sse)
+            self._keys.popleft()
 
     def after(self, cursor: str) -> tuple[list[EncodedEvent], str] | None:
         """Every held event after cursor and the id they reach (never before cursor), or None
         when entries after cursor may be missing here."""
         last_id = self.last_id
-        if not self._events or last_id is None or is_after(self._events[0].entry_id, cursor):
+        cursor_key = parse_entry_id(cursor)
+        if not self._keys or last_id is None or self._keys[0] > cursor_key:
             return None
-        if not is_after(last_id, cursor):
+        if parse_entry_id(last_id) <= cursor_key:
             return [], cursor
-        newer: list[EncodedEvent] = []
-        for event in reversed(self._events):
-            if not is_after(event.entry_id, cursor):
+        newer = 0
+        for key in reversed(self._keys):
+            if key <= cursor_key:
                 break
-            newer.append(event)
-        newer.reverse()
-        return newer, last_id
+            newer += 1
+        held = len(self._events)
+        return [self._events[index] for index in range(held - newer, held)], last_id
 
 
 class SubscriptionClosed(EventError):
@@ -274,6 +286,7 @@ class Subscription:
         self.closed_reason: str | None = None
         self.closed_kind = NoticeKind.SLOW_CLIENT
         self._idle_timer: asyncio.TimerHandle | None = None
+        self.replay_from_recent = False
         self._idle_due = False
         self._last_handout_s = 0.0
 
@@ -334,7 +347,7 @@ class Subscription:
         has one way to tell its client where to resume.
         """
         try:
-            async for batch in self._hub.replay(self):
+            async for batch in self._hub.replay(self, self.replay_from_recent):
                 yield batch
             self._hub.join(self)
             async for batch in self._hub.replay(self, from_recent=True):
@@ -470,12 +483,22 @@ class EventHub:
 
     @asynccontextmanager
     async def subscribe(
-        self, cursor: str, event_filter: EventFilter, app: str | None = None
+        self,
+        cursor: str,
+        event_filter: EventFilter,
+        app: str | None = None,
+        replay_from_recent: bool = False,
     ) -> AsyncIterator[Subscription]:
-        """A subscription for one client connection, after a cursor from resolve_start."""
+        """A subscription for one client connection, after a cursor from resolve_start.
+
+        With replay_from_recent (a start point without a gap), its replay may be served
+        from the hub's recent history: entries trimmed in Redis since the start was resolved
+        are then still sent, never a gap the client was not told of.
+        """
         subscription = Subscription(
             self, cursor, event_filter, self._buffer_limit, self._buffer_limit_bytes, app
         )
+        subscription.replay_from_recent = replay_from_recent
         try:
             yield subscription
         finally:
@@ -496,8 +519,8 @@ class EventHub:
         bounded in bytes, each read and encoded while holding one of the process's replay
         slots; or, from_recent, from the hub's recent history when it holds them all.
 
-        Only the catch-up after joining reads recent history: a resume point is answered
-        from Redis, so entries trimmed there (a gap) are never served from memory.
+        A resume point after a gap is answered from Redis, so entries the client was told
+        are gone are not served from memory.
 
         Handouts are full (HANDOUT_BYTES) until the last: what is left of a page waits for
         the next, so small first pages do not become small sends.
