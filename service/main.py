@@ -33,9 +33,10 @@ from service.core.instruments import ServiceMetrics
 from service.core.redis_client import create_redis
 from service.core.settings import ConfigError, Settings, load_settings
 from service.core.tokens import TokenAuthority
-from service.events.bus import EventHub, EventPublisher, ReplayLimits
+from service.events.bus import EventHub, EventPublisher
 from service.events.collector import MetricsCollector
 from service.events.frontend_groups import FrontEndCursors
+from service.events.history import ReplayLimits
 from service.tasks.task_queue import TaskQueue
 
 log = logging.getLogger(__name__)

@@ -11,6 +11,10 @@ are dropped, so the client sees every entry once, in order. A client resuming fr
 older than the oldest entry still held is told so (StartPoint.gap), and an id the stream never
 reached is refused.
 
+Reading history is bounded (service.events.history): pages, and the hub's own reads, are
+sized in bytes; a few pages at most are read at once per process, over a Redis client of
+their own; and the read after joining is served from the events the hub encoded last.
+
 Entries are foreign input: one that cannot be served (service.events.UnreadableEntry) is
 skipped, logged and counted, live and in replay alike. The reader task is supervised: any
 failure closes the subscriptions with their resume ids, and it restarts with backoff;
@@ -24,7 +28,6 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
@@ -32,12 +35,19 @@ from redis.exceptions import RedisError, ResponseError
 from service.core.redis_replies import Entry, entries, first_stream_entries, xadd_fields
 from service.events.errors import EventError
 from service.events.filters import EventFilter
+from service.events.history import (
+    DEFAULT_REPLAY_LIMITS,
+    RECENT_HISTORY_BYTES,
+    RecentHistory,
+    ReplayLimits,
+    entry_bytes,
+    next_page_size,
+)
 from service.events.stream_ids import (
     FIRST_ID,
     StartPoint,
     StreamBounds,
     is_after,
-    parse_entry_id,
     plan_start,
 )
 from service.events.wire import EncodedEvent, Event, NoticeKind, UnreadableEntry, encode_for_clients
@@ -50,83 +60,6 @@ RECONNECT_DELAYS_S = (0.1, 0.25, 0.5, 1.0, 2.0)
 # those copies small however far behind it is: 400 clients each handed a 500-event backlog
 # at once grew the process by hundreds of MiB that the allocator kept.
 HANDOUT_BYTES = 16 * 1024
-# A replay reads its first page with this many entries at most, before it knows how large
-# entries are; later pages are sized from the entries read so far (see ReplayLimits).
-FIRST_REPLAY_PAGE = 4
-# What the hub keeps of the events it read last, encoded, to serve replays that are near
-# the end of the stream (see RecentHistory).
-RECENT_HISTORY_BYTES = 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayLimits:
-    """How much history one process reads at once for its clients.
-
-    ``page_bytes`` bounds what a replay page holds: each page after the first asks for as
-    many entries as fit in it at the average size read so far (entries are foreign input, so
-    this is an estimate, never below one entry). ``concurrency`` is how many pages are read
-    and encoded at once in the process; the others wait for a slot in arrival order.
-    """
-
-    page_bytes: int = 262_144
-    concurrency: int = 8
-
-
-def _entry_bytes(entry: Entry) -> int:
-    return sum(len(name) + len(value) for name, value in entry[1].items())
-
-
-def next_page_size(read_count: int, page_bytes: int, entries_read: int, bytes_read: int) -> int:
-    """Entries to ask for next: what fits page_bytes at the average entry size, 1..read_count."""
-    if entries_read == 0 or bytes_read == 0:
-        return min(read_count, FIRST_REPLAY_PAGE)
-    average_bytes = bytes_read / entries_read
-    return max(1, min(read_count, int(page_bytes // average_bytes)))
-
-
-class RecentHistory:
-    """The events the hub read last, as encoded, bounded in bytes: most replays are a client
-    catching up over the last moments (a reconnect, the read between replay and joining),
-    and these need neither Redis nor encoding again.
-
-    It holds every entry from its first to ``last_id`` (the hub's cursor; unreadable entries
-    were skipped), so a cursor at or after its first entry is served whole from here.
-    """
-
-    def __init__(self, limit_bytes: int) -> None:
-        self._limit_bytes = limit_bytes
-        self._events: deque[EncodedEvent] = deque()
-        # Each event's id parsed once, beside it: catch-ups compare ids many times a second.
-        self._keys: deque[tuple[int, int]] = deque()
-        self._bytes = 0
-        self.last_id: str | None = None
-
-    def extend(self, batch: list[EncodedEvent], last_id: str) -> None:
-        """Add what the hub just read, through last_id, and forget the oldest beyond the limit."""
-        self._events.extend(batch)
-        self._keys.extend(parse_entry_id(event.entry_id) for event in batch)
-        self._bytes += sum(len(event.sse) for event in batch)
-        self.last_id = last_id
-        while self._bytes > self._limit_bytes and len(self._events) > 1:
-            self._bytes -= len(self._events.popleft().sse)
-            self._keys.popleft()
-
-    def after(self, cursor: str) -> tuple[list[EncodedEvent], str] | None:
-        """Every held event after cursor and the id they reach (never before cursor), or None
-        when entries after cursor may be missing here."""
-        last_id = self.last_id
-        cursor_key = parse_entry_id(cursor)
-        if not self._keys or last_id is None or self._keys[0] > cursor_key:
-            return None
-        if parse_entry_id(last_id) <= cursor_key:
-            return [], cursor
-        newer = 0
-        for key in reversed(self._keys):
-            if key <= cursor_key:
-                break
-            newer += 1
-        held = len(self._events)
-        return [self._events[index] for index in range(held - newer, held)], last_id
 
 
 class SubscriptionClosed(EventError):
@@ -431,7 +364,7 @@ class EventHub:
         on_unreadable: Callable[[], None] = lambda: None,
         on_reader_failure: Callable[[], None] = lambda: None,
         restart_delays_s: Sequence[float] = RECONNECT_DELAYS_S,
-        replay_limits: ReplayLimits = ReplayLimits(),
+        replay_limits: ReplayLimits = DEFAULT_REPLAY_LIMITS,
     ) -> None:
         # redis serves replays and start points only: a client of its own (its own pool),
         # so clients catching up never take the connections that writes need.
@@ -551,7 +484,7 @@ class EventHub:
                 if not page:
                     break
                 entries_read += len(page)
-                bytes_read += sum(_entry_bytes(entry) for entry in page)
+                bytes_read += sum(entry_bytes(entry) for entry in page)
                 reached_end = len(page) < page_size
                 read_through = page[-1][0]
                 # Let go of the page's raw entries before the client is waited on.
@@ -615,7 +548,7 @@ class EventHub:
         read = first_stream_entries(reply)
         if not read:
             return
-        self._last_read_size = (len(read), sum(_entry_bytes(entry) for entry in read))
+        self._last_read_size = (len(read), sum(entry_bytes(entry) for entry in read))
         batch = _encode_readable(read, self._skip)
         self._cursor = read[-1][0]
         self._recent.extend(batch, self._cursor)

@@ -13,14 +13,14 @@ from redis.asyncio import Redis as AsyncRedis
 
 from bench import wsframes
 from service.core.settings import Settings
-from service.events.bus import (
+from service.events.bus import EventHub
+from service.events.filters import EventFilter
+from service.events.history import (
     FIRST_REPLAY_PAGE,
-    EventHub,
     RecentHistory,
     ReplayLimits,
     next_page_size,
 )
-from service.events.filters import EventFilter
 from service.events.wire import EncodedEvent, Event, encode_for_clients
 from tests.support.event_api import EVENTS
 from tests.support.live_server import serve
