@@ -32,6 +32,7 @@ from contextlib import asynccontextmanager
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from service.core.freed_memory import FreedMemory
 from service.core.redis_replies import Entry, entries, first_stream_entries, xadd_fields
 from service.events.errors import EventError
 from service.events.filters import EventFilter
@@ -385,6 +386,7 @@ class EventHub:
         self._cursor: str | None = None
         self._recent = RecentHistory(RECENT_HISTORY_BYTES)
         self._last_read_size = (0, 0)
+        self._freed_memory = FreedMemory()
         self._restart_delays_s = tuple(restart_delays_s)
         self._backing_off = False
 
@@ -436,6 +438,9 @@ class EventHub:
         finally:
             subscription.stop_idle_timer()
             self._subscriptions.discard(subscription)
+            # What a client held (its replay pages, its buffer) goes back to the OS, not
+            # only to the heap, so a burst of clients does not leave the process bigger.
+            self._freed_memory.release()
 
     def sent_cursors(self) -> list[tuple[str | None, str]]:
         """Each live subscription's application and how far it has been sent."""
