@@ -27,9 +27,9 @@ from urllib.parse import urlparse
 
 from redis.asyncio import Redis
 
-from bench import wsframes
 from bench.centrifugo import subscribe_path as centrifugo_subscribe_path
 from bench.centrifugo import websocket_greeting as centrifugo_ws_greeting
+from harness import wsframes
 
 PUBLISH_TIME = re.compile(rb'"t": ?(\d+)')
 SAMPLE_LIMIT = 200_000

@@ -36,6 +36,7 @@ from service.core.tokens import TokenAuthority
 from service.events.bus import EventHub, EventPublisher
 from service.events.collector import MetricsCollector
 from service.events.frontend_groups import FrontEndCursors
+from service.events.history import ReplayLimits
 from service.tasks.task_queue import TaskQueue
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,12 @@ def build_state(settings: Settings) -> AppState:
     # The hub's blocking XREAD gets a connection of its own, so a burst of clients
     # replaying history can neither starve it nor be starved by it.
     hub_reader = create_redis(settings, max_connections=1)
+    # Replays get a pool of their own, one connection per replay slot: 300 clients catching
+    # up at once then wait for a slot instead of taking every connection POST /tasks needs.
+    replay_redis = create_redis(settings, max_connections=settings.replay_concurrency)
     metrics_ = ServiceMetrics()
     hub = EventHub(
-        redis,
+        replay_redis,
         settings.stream_events,
         reader=hub_reader,
         read_count=max(FANOUT_READ_COUNT, settings.batch_size),
@@ -61,6 +65,7 @@ def build_state(settings: Settings) -> AppState:
         buffer_limit_bytes=settings.client_buffer_bytes,
         on_unreadable=metrics_.event_entries_skipped.inc,
         on_reader_failure=metrics_.fanout_reader_failures.inc,
+        replay_limits=ReplayLimits(settings.replay_page_bytes, settings.replay_concurrency),
     )
     metrics_.fanout_reader_up.set_function(lambda: float(hub.reader_running))
     # The metrics-collector's blocking read gets connections of its own, as the hub's does.
@@ -69,6 +74,7 @@ def build_state(settings: Settings) -> AppState:
         settings=settings,
         redis=redis,
         hub_reader=hub_reader,
+        replay_redis=replay_redis,
         hub=hub,
         publisher=EventPublisher(redis, settings.stream_events, settings.stream_maxlen),
         queue=TaskQueue(redis, settings),
@@ -125,6 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await state.collector_redis.aclose()
             await state.hub.stop()
             await state.hub_reader.aclose()
+            await state.replay_redis.aclose()
             await state.redis.aclose()
 
     app = FastAPI(title="Shield orchestrator", version="1.0.0", lifespan=lifespan)

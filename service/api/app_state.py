@@ -21,6 +21,7 @@ class AppState:
     settings: Settings
     redis: Redis
     hub_reader: Redis
+    replay_redis: Redis
     hub: EventHub
     publisher: EventPublisher
     queue: TaskQueue

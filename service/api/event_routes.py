@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -50,7 +51,9 @@ router = APIRouter(prefix="/events", tags=["events"])
 # How a send fails when the client has just gone: starlette raises RuntimeError for a send
 # after the close, the transport an OSError.
 CLIENT_GONE = (WebSocketDisconnect, RuntimeError, OSError)
-# A stuck client is cut off after this long; its buffer already stopped growing.
+# The slow-client notice is queued behind what a stuck client has not read; a send of it
+# that still waits after this long is given up, and the socket closed.
+NOTICE_SEND_S = 1.0
 
 ResumeQuery = Annotated[
     str | None,
@@ -147,7 +150,9 @@ async def _sse_frames(
         announced = start.cursor
         idle_s = state.settings.sse_ping_s
         async with (
-            state.hub.subscribe(start.cursor, event_filter, front_end) as subscription,
+            state.hub.subscribe(
+                start.cursor, event_filter, front_end, replay_from_recent=not start.gap
+            ) as subscription,
             closed_on_shutdown(shutdown, subscription),
         ):
             try:
@@ -212,6 +217,15 @@ async def stream_events(
     )
 
 
+class WebSocketSendTimeout(Exception):
+    """A client did not take a message within the send timeout; ``resume_from`` is the id
+    after which nothing is known to have reached it."""
+
+    def __init__(self, timeout_s: float, resume_from: str) -> None:
+        super().__init__(f"client too slow: a message was not taken within {timeout_s:g}s")
+        self.resume_from = resume_from
+
+
 async def _ws_send_events(
     websocket: WebSocket,
     state: AppState,
@@ -220,26 +234,59 @@ async def _ws_send_events(
     batched: bool,
 ) -> None:
     delivered = state.metrics.events_delivered.labels("ws")
+    timeout_s = state.settings.ws_send_timeout_s
+    # The id of the last event whose send completed: where a client cut off resumes.
+    sent_through = start.cursor
+
+    async def send_text(message: str) -> None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await websocket.send_text(message)
+        except TimeoutError:
+            raise WebSocketSendTimeout(timeout_s, sent_through) from None
 
     async def send_one(message: str) -> None:
         # A batching client gets arrays only, notices included: one shape to parse.
-        await websocket.send_text(encode_ws_batch([message]) if batched else message)
+        await send_text(encode_ws_batch([message]) if batched else message)
 
-    if start.gap:
-        await send_one(encode_ws_gap(start.cursor, start.first_held_id))
     try:
-        async for batch in subscription.batches():
-            if batched:
-                # One frame and one send per handout instead of one per event: the
-                # per-message cost, not the bytes, is what saturates a process.
-                await websocket.send_text(encode_ws_batch([event.ws for event in batch]))
-            else:
-                for event in batch:
-                    await websocket.send_text(event.ws)
-            delivered.inc(len(batch))
-    except SubscriptionClosed as closed:
-        await send_one(encode_ws_notice(closed.kind, str(closed), subscription.cursor))
-    await websocket.close(code=1011)
+        if start.gap:
+            await send_one(encode_ws_gap(start.cursor, start.first_held_id))
+        try:
+            async for batch in subscription.batches():
+                if batched:
+                    # One frame and one send per handout instead of one per event: the
+                    # per-message cost, not the bytes, is what saturates a process.
+                    await send_text(encode_ws_batch([event.ws for event in batch]))
+                    sent_through = batch[-1].entry_id
+                else:
+                    for event in batch:
+                        await send_text(event.ws)
+                        sent_through = event.entry_id
+                delivered.inc(len(batch))
+        except SubscriptionClosed as closed:
+            await send_one(encode_ws_notice(closed.kind, str(closed), subscription.cursor))
+    except WebSocketSendTimeout as stuck:
+        await _send_last_notice(websocket, batched, stuck)
+    await _close_within(websocket, timeout_s)
+
+
+async def _send_last_notice(
+    websocket: WebSocket, batched: bool, stuck: WebSocketSendTimeout
+) -> None:
+    """Queue the slow-client notice behind what the client has not read, without waiting
+    for it to be taken: the client sees it if it ever reads on, and resumes from its id."""
+    notice = encode_ws_notice(NoticeKind.SLOW_CLIENT, str(stuck), stuck.resume_from)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(NOTICE_SEND_S):
+            await websocket.send_text(encode_ws_batch([notice]) if batched else notice)
+
+
+async def _close_within(websocket: WebSocket, timeout_s: float) -> None:
+    # A client that reads nothing may not answer the close either; the server then drops it.
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await websocket.close(code=1011)
 
 
 async def _cancel_until_done(tasks: set[asyncio.Task[None]]) -> None:
@@ -290,7 +337,9 @@ async def websocket_events(
     clients = state.metrics.connected_clients.labels("ws")
     clients.inc()
     try:
-        async with state.hub.subscribe(start.cursor, event_filter, front_end) as subscription:
+        async with state.hub.subscribe(
+            start.cursor, event_filter, front_end, replay_from_recent=not start.gap
+        ) as subscription:
             sender = asyncio.create_task(
                 _ws_send_events(websocket, state, subscription, start, batch)
             )

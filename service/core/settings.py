@@ -71,6 +71,14 @@ class Settings(BaseSettings):
     client_buffer_events: PositiveInt = 1000
     client_buffer_bytes: PositiveInt = 1_048_576
     redis_max_connections: PositiveInt = 50
+    # Replay (history before a client joins the live feed): pages of about this many bytes,
+    # at most this many read at once per process over a pool of their own, so clients
+    # catching up can neither exhaust memory nor take the connections that writes need.
+    replay_page_bytes: int = Field(default=262_144, ge=4096, le=16_777_216)
+    replay_concurrency: int = Field(default=8, ge=1, le=256)
+    # A WebSocket that has not taken a message for this long is closed with a notice naming
+    # its resume id, as a slow SSE client is.
+    ws_send_timeout_s: float = Field(default=30.0, gt=0, le=600.0)
     # Sentinel mode: with sentinels set, redis_url gives only the db, TLS and password.
     redis_sentinels: Annotated[tuple[str, ...], NoDecode] = ()
     redis_sentinel_master: str = Field(default=names.SENTINEL_MASTER, min_length=1)

@@ -11,6 +11,10 @@ are dropped, so the client sees every entry once, in order. A client resuming fr
 older than the oldest entry still held is told so (StartPoint.gap), and an id the stream never
 reached is refused.
 
+Reading history is bounded (service.events.history): pages, and the hub's own reads, are
+sized in bytes; a few pages at most are read at once per process, over a Redis client of
+their own; and the read after joining is served from the events the hub encoded last.
+
 Entries are foreign input: one that cannot be served (service.events.UnreadableEntry) is
 skipped, logged and counted, live and in replay alike. The reader task is supervised: any
 failure closes the subscriptions with their resume ids, and it restarts with backoff;
@@ -28,10 +32,25 @@ from contextlib import asynccontextmanager
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from service.core.freed_memory import FreedMemory
 from service.core.redis_replies import Entry, entries, first_stream_entries, xadd_fields
 from service.events.errors import EventError
 from service.events.filters import EventFilter
-from service.events.stream_ids import FIRST_ID, StartPoint, StreamBounds, is_after, plan_start
+from service.events.history import (
+    DEFAULT_REPLAY_LIMITS,
+    RECENT_HISTORY_BYTES,
+    RecentHistory,
+    ReplayLimits,
+    entry_bytes,
+    next_page_size,
+)
+from service.events.stream_ids import (
+    FIRST_ID,
+    StartPoint,
+    StreamBounds,
+    is_after,
+    plan_start,
+)
 from service.events.wire import EncodedEvent, Event, NoticeKind, UnreadableEntry, encode_for_clients
 
 log = logging.getLogger(__name__)
@@ -200,6 +219,10 @@ class Subscription:
         self.cursor = cursor
         self.closed_reason: str | None = None
         self.closed_kind = NoticeKind.SLOW_CLIENT
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self.replay_from_recent = False
+        self._idle_due = False
+        self._last_handout_s = 0.0
 
     def offer(self, batch: list[EncodedEvent], batch_bytes: int) -> None:
         """Called by the hub with each batch it read and its size; never blocks."""
@@ -258,33 +281,55 @@ class Subscription:
         has one way to tell its client where to resume.
         """
         try:
-            async for batch in self._hub.replay(self):
+            async for batch in self._hub.replay(self, self.replay_from_recent):
                 yield batch
             self._hub.join(self)
-            async for batch in self._hub.replay(self):
+            async for batch in self._hub.replay(self, from_recent=True):
                 yield batch
         except RedisError as error:
             raise SubscriptionClosed(
                 f"redis unavailable: {error}", NoticeKind.REDIS_UNAVAILABLE
             ) from error
         self._live = True
+        loop = asyncio.get_running_loop()
+        if idle_s is not None:
+            self._last_handout_s = loop.time()
+            self._idle_timer = loop.call_later(idle_s, self._check_idle, loop, idle_s)
+        # Inline, not a generator of its own: each layer of async generator costs about a
+        # microsecond per handout, and a process hands out 100,000 a second.
         while True:
             if self._buffer:
                 batch = self._drain()
                 if batch:
                     self.cursor = batch[-1].entry_id
+                    self._last_handout_s = loop.time()
                     yield batch
                 continue
             if self.closed_reason is not None:
                 raise SubscriptionClosed(self.closed_reason, self.closed_kind)
-            self._wakeup.clear()
-            if idle_s is None:
-                await self._wakeup.wait()
-                continue
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), idle_s)
-            except TimeoutError:
+            if self._idle_due:
+                self._idle_due = False
                 yield []
+                continue
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    def stop_idle_timer(self) -> None:
+        """Called when the client's connection ends: the idle timer must not outlive it."""
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _check_idle(self, loop: asyncio.AbstractEventLoop, idle_s: float) -> None:
+        # One timer per idle period, not one per wait: a wait_for or a timeout scope around
+        # every wait costs more than the handout it guards when a client gets 100 a second.
+        quiet_s = loop.time() - self._last_handout_s
+        if quiet_s >= idle_s:
+            self._idle_due = True
+            self._last_handout_s = loop.time()
+            self._wakeup.set()
+            quiet_s = 0.0
+        self._idle_timer = loop.call_later(idle_s - quiet_s, self._check_idle, loop, idle_s)
 
     def accepts(self, event: EncodedEvent) -> bool:
         return self._filter.accepts(event)
@@ -320,9 +365,14 @@ class EventHub:
         on_unreadable: Callable[[], None] = lambda: None,
         on_reader_failure: Callable[[], None] = lambda: None,
         restart_delays_s: Sequence[float] = RECONNECT_DELAYS_S,
+        replay_limits: ReplayLimits = DEFAULT_REPLAY_LIMITS,
     ) -> None:
+        # redis serves replays and start points only: a client of its own (its own pool),
+        # so clients catching up never take the connections that writes need.
         self._redis = redis
         self._reader = reader or redis
+        self._replay_limits = replay_limits
+        self._replay_slots = asyncio.Semaphore(replay_limits.concurrency)
         self._stream = stream
         self._read_count = read_count
         self._block_ms = block_ms
@@ -334,6 +384,9 @@ class EventHub:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._cursor: str | None = None
+        self._recent = RecentHistory(RECENT_HISTORY_BYTES)
+        self._last_read_size = (0, 0)
+        self._freed_memory = FreedMemory()
         self._restart_delays_s = tuple(restart_delays_s)
         self._backing_off = False
 
@@ -358,20 +411,36 @@ class EventHub:
 
         Raises InvalidStreamId for an id the stream has not reached.
         """
-        return plan_start(resume_point, await read_bounds(self._redis, self._stream))
+        async with self._replay_slots:
+            bounds = await read_bounds(self._redis, self._stream)
+        return plan_start(resume_point, bounds)
 
     @asynccontextmanager
     async def subscribe(
-        self, cursor: str, event_filter: EventFilter, app: str | None = None
+        self,
+        cursor: str,
+        event_filter: EventFilter,
+        app: str | None = None,
+        replay_from_recent: bool = False,
     ) -> AsyncIterator[Subscription]:
-        """A subscription for one client connection, after a cursor from resolve_start."""
+        """A subscription for one client connection, after a cursor from resolve_start.
+
+        With replay_from_recent (a start point without a gap), its replay may be served
+        from the hub's recent history: entries trimmed in Redis since the start was resolved
+        are then still sent, never a gap the client was not told of.
+        """
         subscription = Subscription(
             self, cursor, event_filter, self._buffer_limit, self._buffer_limit_bytes, app
         )
+        subscription.replay_from_recent = replay_from_recent
         try:
             yield subscription
         finally:
+            subscription.stop_idle_timer()
             self._subscriptions.discard(subscription)
+            # What a client held (its replay pages, its buffer) goes back to the OS, not
+            # only to the heap, so a burst of clients does not leave the process bigger.
+            self._freed_memory.release()
 
     def sent_cursors(self) -> list[tuple[str | None, str]]:
         """Each live subscription's application and how far it has been sent."""
@@ -381,24 +450,66 @@ class EventHub:
         """Start handing live batches to a subscription that has caught up."""
         self._subscriptions.add(subscription)
 
-    async def replay(self, subscription: Subscription) -> AsyncIterator[list[EncodedEvent]]:
-        """Entries after the subscription's cursor, read with XRANGE until the end."""
-        page_size = self._read_count
-        while True:
-            page = entries(
-                await self._redis.xrange(
-                    self._stream, min=f"({subscription.cursor}", max="+", count=page_size
+    async def replay(
+        self, subscription: Subscription, from_recent: bool = False
+    ) -> AsyncIterator[list[EncodedEvent]]:
+        """Entries after the subscription's cursor until the end, read with XRANGE in pages
+        bounded in bytes, each read and encoded while holding one of the process's replay
+        slots; or, from_recent, from the hub's recent history when it holds them all.
+
+        A resume point after a gap is answered from Redis, so entries the client was told
+        are gone are not served from memory.
+
+        Handouts are full (HANDOUT_BYTES) until the last: what is left of a page waits for
+        the next, so small first pages do not become small sends.
+        """
+        entries_read, bytes_read = 0, 0
+        wanted: deque[EncodedEvent] = deque()
+        wanted_bytes = 0
+        reached_end = False
+        # The subscription's cursor moves only with what was handed out, so a replay that
+        # loses Redis with events still waiting here tells its client to resume before them.
+        read_through = subscription.cursor
+        while not reached_end:
+            recent = self._recent.after(read_through) if from_recent else None
+            if recent is not None:
+                # Already read and encoded by the hub: no Redis, no slot, no encoding.
+                (batch, read_through), reached_end = recent, True
+            else:
+                page_size = next_page_size(
+                    self._read_count, self._replay_limits.page_bytes, entries_read, bytes_read
                 )
-            )
-            if not page:
-                return
-            batch = _encode_readable(page, self._skip)
-            subscription.cursor = page[-1][0]
-            wanted = deque(event for event in batch if subscription.accepts(event))
-            while wanted:
-                yield _take_up_to(wanted, HANDOUT_BYTES)
-            if len(page) < page_size:
-                return
+                async with self._replay_slots:
+                    page = entries(
+                        await self._redis.xrange(
+                            self._stream, min=f"({read_through}", max="+", count=page_size
+                        )
+                    )
+                    batch = _encode_readable(page, self._skip)
+                if not page:
+                    break
+                entries_read += len(page)
+                bytes_read += sum(entry_bytes(entry) for entry in page)
+                reached_end = len(page) < page_size
+                read_through = page[-1][0]
+                # Let go of the page's raw entries before the client is waited on.
+                del page
+            for event in batch:
+                if subscription.accepts(event):
+                    wanted.append(event)
+                    wanted_bytes += len(event.sse)
+            del batch
+            while wanted_bytes >= HANDOUT_BYTES:
+                handout = _take_up_to(wanted, HANDOUT_BYTES)
+                wanted_bytes -= sum(len(event.sse) for event in handout)
+                subscription.cursor = handout[-1].entry_id
+                yield handout
+        while wanted:
+            handout = _take_up_to(wanted, HANDOUT_BYTES)
+            subscription.cursor = handout[-1].entry_id
+            yield handout
+        # Entries the filter left out are behind the client too.
+        subscription.cursor = read_through
 
     async def _read_forever(self) -> None:
         failures = 0
@@ -431,14 +542,21 @@ class EventHub:
     async def _read_once(self) -> None:
         if self._cursor is None:
             self._cursor = await last_entry_id(self._reader, self._stream)
+        # Sized in bytes like a replay page, from the entries of the last read: 500 entries
+        # of 65 KB, encoded three ways, grew the process by hundreds of MiB it then kept.
+        count = next_page_size(
+            self._read_count, self._replay_limits.page_bytes, *self._last_read_size
+        )
         reply = await self._reader.xread(
-            {self._stream: self._cursor}, count=self._read_count, block=self._block_ms
+            {self._stream: self._cursor}, count=count, block=self._block_ms
         )
         read = first_stream_entries(reply)
         if not read:
             return
+        self._last_read_size = (len(read), sum(entry_bytes(entry) for entry in read))
         batch = _encode_readable(read, self._skip)
         self._cursor = read[-1][0]
+        self._recent.extend(batch, self._cursor)
         if not batch:
             return
         batch_bytes = sum(len(event.sse) for event in batch)

@@ -32,3 +32,28 @@ def test_a_negative_replica_count_names_the_variable(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("SHIELD_TASK_REPLICAS", "-1")
     with pytest.raises(ConfigError, match="^SHIELD_TASK_REPLICAS: "):
         load_settings(_env_file=None)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SHIELD_REPLAY_PAGE_BYTES", "100"),
+        ("SHIELD_REPLAY_PAGE_BYTES", "lots"),
+        ("SHIELD_REPLAY_CONCURRENCY", "0"),
+        ("SHIELD_REPLAY_CONCURRENCY", "1000"),
+        ("SHIELD_WS_SEND_TIMEOUT_S", "0"),
+        ("SHIELD_WS_SEND_TIMEOUT_S", "3600"),
+    ],
+)
+def test_a_bad_replay_or_send_limit_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=f"^{name}: "):
+        load_settings(_env_file=None)
+
+
+def test_replay_and_send_limits_have_bounded_defaults() -> None:
+    settings = load_settings(_env_file=None)
+    assert (settings.replay_page_bytes, settings.replay_concurrency) == (262_144, 8)
+    assert settings.ws_send_timeout_s == 30.0

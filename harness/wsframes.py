@@ -1,4 +1,4 @@
-"""The least a WebSocket client must do, for the bench: a handshake, and reading frames.
+"""The least a WebSocket client must do (bench, replay tests): a handshake, and reading frames.
 
 The SSE bench client reads raw chunks and searches them with a regex; a WebSocket client
 built on a full library (handshake checks, UTF-8 validation, a message queue, a task per

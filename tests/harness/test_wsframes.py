@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 import pytest
 import redis
 
-from bench import wsframes
+from harness import wsframes
 from harness.redis_server import RedisServer
 from tests.support.live_server import http, serve
 from tests.support.service_settings import make_settings
