@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +15,7 @@ import redis
 from service.core import names
 from service.core.settings import Settings
 from tests.service.job_handlers import BEGAN_KEY, FAIL_MARK, HANDLED_KEY, HOLD_MARK
+from tests.support.http_standin import HttpStandin, Reply
 from tests.support.live_server import http, serve
 from tests.support.processes import service_env, start_worker
 from tests.support.redis_server import RedisServer
@@ -60,6 +62,7 @@ def start(
     env = service_env(
         redis_server.url, block_ms=200, claim_idle_ms=400, task_handler=f"{HANDLERS}:{handler}"
     )
+    # A handler spec of its own (http:<url>) replaces the module's handler.
     env.update({f"SHIELD_{name.upper()}": str(value) for name, value in settings.items()})
     workers.append(start_worker(env))
 
@@ -309,3 +312,40 @@ def test_a_limited_token_sees_and_cancels_only_its_jobs(
         reader = mint("jobs:read")
         with http(base_url, token=reader) as read_only:
             assert read_only.delete("/jobs/mine-2").status_code == 403
+
+
+def test_an_http_handler_stops_waiting_when_its_job_is_cancelled(
+    api: str, redis_server: RedisServer, workers: list[subprocess.Popen[str]]
+) -> None:
+    with HttpStandin(Reply(delay_s=8.0)) as service, http(api) as client:
+        start(workers, redis_server, "unused", task_handler=f"http:{service.url}")
+        assert client.post("/jobs", json=job_body("slow-http", ["x"])).status_code == 201
+        wait_until(lambda: len(service.received) == 1, timeout_s=20)
+        cancelled_at = time.monotonic()
+        assert client.delete("/jobs/slow-http").status_code == 202
+        wait_until(lambda: job(api, "slow-http")["state"] == "cancelled", timeout_s=20)
+        # Well before the service's answer: the worker stopped waiting for it.
+        assert time.monotonic() - cancelled_at < 5
+    answer = job(api, "slow-http")
+    assert answer["chunks"][0]["state"] == "cancelled"
+    assert "cancelled" in answer["chunks"][0]["error"]
+
+
+def test_jobs_whose_last_chunks_settle_together_complete_once(
+    api: str,
+    redis_client: redis.Redis,
+    redis_server: RedisServer,
+    workers: list[subprocess.Popen[str]],
+) -> None:
+    job_ids = [f"pair-{index}" for index in range(40)]
+    with http(api) as client:
+        for job_id in job_ids:
+            assert client.post("/jobs", json=job_body(job_id, ["a", "b"])).status_code == 201
+    # Two workers, one chunk at a time each: a job's two chunks usually run side by side.
+    for _ in range(2):
+        start(workers, redis_server, "record_or_fail", worker_concurrency=1, batch_size=1)
+    wait_until(lambda: all(job(api, j)["state"] == "done" for j in job_ids), timeout_s=60)
+    for job_id in job_ids:
+        assert job_events(redis_client, "job.completed", job_id) == [
+            {"total": 2, "done": 2, "failed": 0, "cancelled": 0}
+        ]
