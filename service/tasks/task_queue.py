@@ -113,6 +113,8 @@ class Delivery:
     entry_id: str
     fields: Mapping[str, str]
     deliveries: int
+    # True when the read already began it (counted running, or acked for a cancelled job).
+    begun: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +210,7 @@ class TaskQueue:
         self._admit = LuaScript(redis, _SCRIPTS, "admit", (*_JOBS, IDEMPOTENCY_PRELUDE))
         self._ack = LuaScript(redis, _SCRIPTS, "ack", _JOBS)
         self._begin = LuaScript(redis, _SCRIPTS, "begin", _JOBS)
+        self._read_begin = LuaScript(redis, _SCRIPTS, "read_begin", _JOBS)
         self._ack_cancelled = LuaScript(redis, _SCRIPTS, "ack_cancelled", _JOBS)
         self._dead_letter = LuaScript(redis, _SCRIPTS, "dead_letter", _JOBS)
         self._defer = LuaScript(redis, _SCRIPTS, "defer", _JOBS)
@@ -302,21 +305,41 @@ class TaskQueue:
         block_ms for them unless block is False.
 
         `events`, then the acks and events of finished tasks, go first in the same round
-        trip: a worker announces the batch it has just started with its next read.
+        trip: a worker announces the batch it has just started with its next read. A read
+        that does not block also begins what it reads (see begin), in the same script: the
+        tasks of cancelled jobs are acked and not returned, the others come back begun.
         """
         async with self._redis.pipeline(transaction=False) as pipeline:
             calls = self._queue_outbox(pipeline, consumer, finished, events)
-            pipeline.xreadgroup(
-                self._group,
-                consumer,
-                {self._stream: ">"},
-                count=count or self._batch_size,
-                block=self._block_ms if block else None,
-            )
+            if block:
+                pipeline.xreadgroup(
+                    self._group,
+                    consumer,
+                    {self._stream: ">"},
+                    count=count or self._batch_size,
+                    block=self._block_ms,
+                )
+                read_calls = {}
+            else:
+                args: Args = [self._group, consumer, count or self._batch_size]
+                args.append(self._jobs.script_context())
+                index = len(pipeline)
+                read_calls = {
+                    index: self._read_begin.queue(pipeline, [self._stream, self._counters], args)
+                }
             replies = await pipeline.execute(raise_on_error=False)
-        await self._settle_outbox(replies, calls)
+        replies = await self._settle_outbox(replies, calls, read_calls)
+        if block:
+            return [
+                Delivery(entry_id, fields, 1)
+                for entry_id, fields in first_stream_entries(replies[-1])
+            ]
+        read, cancelled = replies[-1]
+        gone = {str(entry_id) for entry_id in cancelled}
         return [
-            Delivery(entry_id, fields, 1) for entry_id, fields in first_stream_entries(replies[-1])
+            Delivery(str(entry_id), dict(zip(flat[::2], flat[1::2], strict=True)), 1, begun=True)
+            for entry_id, flat in read
+            if flat is not None and str(entry_id) not in gone
         ]
 
     async def ack(
@@ -332,7 +355,8 @@ class TaskQueue:
         async with self._redis.pipeline(transaction=False) as pipeline:
             calls = self._queue_outbox(pipeline, consumer, finished, events)
             replies = await pipeline.execute(raise_on_error=False)
-        return await self._settle_outbox(replies, calls)
+        replies = await self._settle_outbox(replies, calls)
+        return [str(entry_id) for index in calls for entry_id in replies[index]]
 
     def _queue_outbox(
         self,
@@ -358,11 +382,15 @@ class TaskQueue:
         pipeline.xadd(self._events, xadd_fields(event), maxlen=self._maxlen, approximate=True)
 
     async def _settle_outbox(
-        self, replies: list[Any], calls: dict[int, PipelinedCall]
-    ) -> list[str]:
-        """Raise the pipeline's first error; return (and log) the finished ids that another
-        worker owns now."""
-        replies = await settle(replies, calls)
+        self,
+        replies: list[Any],
+        calls: dict[int, PipelinedCall],
+        other_calls: dict[int, PipelinedCall] | None = None,
+    ) -> list[Any]:
+        """Rerun what met NOSCRIPT (the acks in `calls` and any `other_calls`) and raise the
+        pipeline's first error; log the finished ids that another worker owns now. Returns
+        the settled replies."""
+        replies = await settle(replies, {**calls, **(other_calls or {})})
         lost = [str(entry_id) for index in calls for entry_id in replies[index]]
         if lost:
             log.warning(
@@ -371,7 +399,7 @@ class TaskQueue:
                 len(lost),
                 lost,
             )
-        return lost
+        return replies
 
     async def has_abandoned(self) -> bool:
         """True when a task has sat pending, unrenewed, for claim_idle_ms: its worker died or

@@ -14,8 +14,10 @@ worker first checks that something is abandoned (without claiming it), lets what
 drain (for twice the reclaim interval at most), then claims one task, runs it and acks it.
 
 Before a batch runs, one script counts its chunks running and acks those of cancelled jobs
-unrun (``begin``). While handlers run, the canceller looks every CANCEL_POLL_S at which of
-their jobs are being cancelled, and tells those handlers (processor.cancel_jobs).
+unrun (``begin``): the read itself when it does not block, so a busy worker keeps to one
+round trip per batch, and a script of its own after a blocking read or a reclaim. While
+handlers run, the canceller looks every CANCEL_POLL_S at which of their jobs are being
+cancelled, and tells those handlers (processor.cancel_jobs).
 
 On SIGTERM or SIGINT it stops reading, finishes the tasks running, acks them and exits;
 tasks it read and had not started stay pending, for another worker to reclaim.
@@ -304,11 +306,11 @@ class Worker:
     async def _begin(
         self, runnable: list[tuple[Delivery, Task]], held: list[str]
     ) -> list[tuple[Delivery, Task]]:
-        """What of a batch may run: the begin script acks the tasks of cancelled jobs."""
+        """What of a batch may run: the begin script acks the tasks of cancelled jobs (a read
+        that did not block has begun its batch already)."""
+        ids = [delivery.entry_id for delivery, _ in runnable if not delivery.begun]
         try:
-            cancelled = set(
-                await self._queue.begin(self._consumer, [d.entry_id for d, _ in runnable])
-            )
+            cancelled = set(await self._queue.begin(self._consumer, ids))
         except RedisError:
             self._ledger.release(held)
             raise

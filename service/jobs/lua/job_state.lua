@@ -146,6 +146,24 @@ local function job_requeued(job, chunk, old_entry, new_entry, from)
   return true
 end
 
+-- Begin a task just delivered to `consumer`: one of a cancelled job is acked as cancelled
+-- (true: no handler may be given it); any other counts running, one attempt more (false).
+local function job_begin(stream, group, consumer, counters, id)
+  local job, chunk = entry_job(stream, id)
+  local state = job and redis.call('HGET', job_key(job), 'state')
+  if state == 'cancelling' or state == 'cancelled' then
+    if #redis.call('XPENDING', stream, group, id, id, 1, consumer) == 1 then
+      redis.call('XACK', stream, group, id)
+      redis.call('HINCRBY', counters, 'cancelled', 1)
+      job_move(job, chunk, id, 'cancelled', nil, false)
+      return true
+    end
+  elseif job then
+    job_move(job, chunk, id, 'running', nil, true)
+  end
+  return false
+end
+
 -- Whether stream id a is after b.
 local function id_after(a, b)
   local a_ms, a_seq = string.match(a, '^(%d+)-(%d+)$')
