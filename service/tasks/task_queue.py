@@ -369,14 +369,17 @@ class TaskQueue:
             self._queue_event(pipeline, event)
         if finished is None or not finished.entry_ids:
             return {}
+        # The tasks' ingestion.completed go first: the ack script may finish their job, and
+        # job.completed is to be the job's last word on the stream.
+        for event in finished.events:
+            self._queue_event(pipeline, event)
         # The script checks ownership over the range from the first id to the last.
         ids = sorted(finished.entry_ids, key=parse_entry_id)
         keys = [self._stream, self._counters]
         args: Args = [self._group, consumer, self._maxlen, self._jobs.script_context(), *ids]
+        index = len(pipeline)
         call = self._ack.queue(pipeline, keys, args)
-        for event in finished.events:
-            self._queue_event(pipeline, event)
-        return {len(events): call}
+        return {index: call}
 
     def _queue_event(self, pipeline: Pipeline, event: Mapping[str, str]) -> None:
         pipeline.xadd(self._events, xadd_fields(event), maxlen=self._maxlen, approximate=True)

@@ -349,3 +349,31 @@ def test_jobs_whose_last_chunks_settle_together_complete_once(
         assert job_events(redis_client, "job.completed", job_id) == [
             {"total": 2, "done": 2, "failed": 0, "cancelled": 0}
         ]
+
+
+def test_a_job_of_the_largest_size_is_taken_whole(api: str, redis_client: redis.Redis) -> None:
+    chunks = [{"chunk_id": f"c{index}", "content": "x" * 100} for index in range(10_000)]
+    with http(api) as client:
+        reply = client.post("/jobs", json={"job_id": "largest", "chunks": chunks})
+        assert reply.status_code == 201, reply.text
+        assert len(reply.json()["ids"]) == 10_000
+        assert client.get("/jobs/largest").json()["queued"] == 10_000
+    assert redis_client.xlen(names.INGESTION_STREAM) == 10_000
+
+
+def test_job_completed_comes_after_every_chunk_of_its_job(
+    api: str,
+    redis_client: redis.Redis,
+    redis_server: RedisServer,
+    workers: list[subprocess.Popen[str]],
+) -> None:
+    with http(api) as client:
+        assert client.post("/jobs", json=job_body("ordered", ["x"] * 25)).status_code == 201
+    start(workers, redis_server, "record_or_fail")
+    wait_until(lambda: job(api, "ordered")["state"] == "done", timeout_s=30)
+    types = [
+        fields["type"]
+        for _, fields in redis_client.xrange(names.EVENTS_STREAM)
+        if fields["job_id"] == "ordered"
+    ]
+    assert types[-1] == "job.completed" and types.count("job.completed") == 1
