@@ -246,6 +246,19 @@ def queue_section(results: dict[str, Any], out: Path) -> list[str]:
     return lines
 
 
+def jobs_section(jobs: dict[str, Any]) -> list[str]:
+    """The jobs row: one POST /jobs against the same chunks posted one task at a time."""
+    return [
+        "## Jobs: a document in one request",
+        "",
+        f"{jobs['chunks']:,} chunks of {jobs['content_bytes']:,} bytes, admitted with no worker"
+        f" running; medians of {jobs['runs']} runs in turns.",
+        "",
+        _table(jobs["rows"], ["request", "seconds", "chunks_per_s", "times_post_jobs"]),
+        "",
+    ]
+
+
 def concurrency_section(row: dict[str, Any]) -> list[str]:
     """The slow-handler row: how close one worker at high concurrency gets to the ideal."""
     verdict = "within" if row["ratio"] <= 1.5 else "past"
@@ -399,6 +412,8 @@ def write(results: dict[str, Any], out: Path) -> Path:
         sections += queue_section(results, out)
     if results.get("concurrency"):
         sections += concurrency_section(results["concurrency"])
+    if results.get("jobs"):
+        sections += jobs_section(results["jobs"])
     if results.get("memory"):
         sections += memory_section(results["memory"], out)
     if results.get("deploy"):

@@ -16,6 +16,7 @@ from typing import Any
 from bench.deploy import measure_deploy
 from bench.fanout import run_cell
 from bench.fanout_peers import measure_fanout_peers
+from bench.jobs import measure_jobs
 from bench.memory import rss_with_clients
 from bench.peers.install import PeerUnavailable
 from bench.peers.noop_handler import SLOW_HANDLER_S
@@ -196,6 +197,12 @@ def concurrency(results: dict[str, Any], quick: bool, workdir: Path) -> None:
     }
 
 
+def jobs(results: dict[str, Any], quick: bool, workdir: Path) -> None:
+    """POST /jobs with 1,000 chunks against the same chunks as 1,000 POST /tasks calls."""
+    results["jobs"] = measure_jobs(workdir / "jobs", quick)
+    results["jobs"]["measured"] = datetime.now(UTC).isoformat(timespec="seconds")
+
+
 def deploy(results: dict[str, Any], quick: bool, workdir: Path) -> None:
     """The real `pulumi up` timings on a freshly rebuilt lab (quick changes nothing here)."""
     started = datetime.now(UTC).isoformat(timespec="seconds")
@@ -214,7 +221,8 @@ SECTIONS: dict[str, Section] = {
     "queue": queue,
     "queue-peers": queue_peers,
     "concurrency": concurrency,
+    "jobs": jobs,
     "deploy": deploy,
     "scale": scale,
 }
-FULL_RUN = ("fanout", "fanout-peers", "queue", "concurrency", "deploy")
+FULL_RUN = ("fanout", "fanout-peers", "queue", "concurrency", "jobs", "deploy")

@@ -18,6 +18,7 @@ from service.api import (
     dashboard_routes,
     event_routes,
     health_routes,
+    job_routes,
     metrics_routes,
     task_routes,
     token_routes,
@@ -37,6 +38,7 @@ from service.events.bus import EventHub, EventPublisher
 from service.events.collector import MetricsCollector
 from service.events.frontend_groups import FrontEndCursors
 from service.events.history import ReplayLimits
+from service.jobs.job_store import JobStore
 from service.tasks.task_queue import TaskQueue
 
 log = logging.getLogger(__name__)
@@ -76,7 +78,9 @@ def build_state(settings: Settings) -> AppState:
         hub_reader=hub_reader,
         replay_redis=replay_redis,
         hub=hub,
-        publisher=EventPublisher(redis, settings.stream_events, settings.stream_maxlen),
+        publisher=EventPublisher(
+            redis, settings.stream_events, settings.stream_maxlen, settings.idempotency_ttl_s
+        ),
         queue=TaskQueue(redis, settings),
         metrics=metrics_,
         collector=MetricsCollector(
@@ -84,6 +88,7 @@ def build_state(settings: Settings) -> AppState:
         ),
         collector_redis=collector_redis,
         front_end_groups=FrontEndCursors(redis, settings.stream_events, hub.sent_cursors),
+        jobs=JobStore(redis, settings),
     )
 
 
@@ -138,6 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     routers = (
         event_routes.router,
         task_routes.router,
+        job_routes.router,
         agui_routes.router,
         health_routes.router,
         metrics_routes.router,
@@ -153,7 +159,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     # Outermost last: CORS, then auth (401/403), then the body size (413), then JSON only (415).
     app.add_middleware(JsonBodyOnly)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_event_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_event_bytes,
+        max_bytes_by_route={("POST", "/jobs"): settings.max_job_bytes},
+    )
     app.add_middleware(BearerAuth, credentials=credentials(settings, authority))
     redact_logs(secret_value(settings.api_token), secret_value(settings.jwt_secret))
     add_cors(app, settings.cors_origins)

@@ -13,6 +13,7 @@ from service.core.settings import Settings
 from service.events.bus import EventHub, EventPublisher
 from service.events.collector import MetricsCollector
 from service.events.frontend_groups import FrontEndCursors
+from service.jobs.job_store import JobStore
 from service.tasks.task_queue import TaskQueue
 
 
@@ -29,6 +30,7 @@ class AppState:
     collector: MetricsCollector
     collector_redis: Redis
     front_end_groups: FrontEndCursors
+    jobs: JobStore
 
 
 def get_state(request: Request) -> AppState:

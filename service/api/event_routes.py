@@ -13,11 +13,12 @@ from fastapi import APIRouter, Header, Query, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 from sse_starlette import EventSourceResponse
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from service.api.app_state import AppState, State, WsState
 from service.api.auth import CurrentGrant, deny_websocket
 from service.api.http_errors import domain_answer
+from service.api.idempotent_answers import IdempotencyKey, created, idempotent_write
 from service.api.origins import refuse_foreign_origin
 from service.api.sse_response import event_stream_response
 from service.api.stream_shutdown import closed_on_shutdown
@@ -88,15 +89,23 @@ class EventCreated(BaseModel):
     event_id: str
 
 
-@router.post("", status_code=201)
-async def publish_event(body: EventIn, state: State, grant: CurrentGrant) -> EventCreated:
+@router.post("", status_code=201, response_model=EventCreated)
+async def publish_event(
+    body: EventIn, state: State, grant: CurrentGrant, idempotency_key: IdempotencyKey = None
+) -> Response:
     """Append one event to the events stream; the service's own types need an admin token."""
     grant.check_event_write(body.type, body.job_id or "")
+    write = idempotent_write("POST /events", idempotency_key, body)
     event = Event(type=body.type, job_id=body.job_id or "", data=body.data, metadata=body.metadata)
     with state.metrics.redis_latency.time():
-        entry_id = await state.publisher.publish(event)
-    state.metrics.events_published.inc()
-    return EventCreated(id=entry_id, event_id=event.event_id)
+        if write is None:
+            entry_id, event_id = await state.publisher.publish(event), event.event_id
+            replayed = False
+        else:
+            entry_id, event_id, replayed = await state.publisher.publish_once(event, write)
+    if not replayed:
+        state.metrics.events_published.inc()
+    return created(EventCreated(id=entry_id, event_id=event_id), replayed)
 
 
 @router.get("/stats")

@@ -19,11 +19,13 @@ from redis.exceptions import OutOfMemoryError, RedisError
 from service.agui.run_plan import IngestRefused
 from service.agui.run_store import RunBusy, RunConflict
 from service.core.grants import AccessDenied
+from service.core.idempotency import IdempotencyKeyReused, InvalidIdempotencyKey
 from service.core.json_safety import printable
 from service.core.tokens import MintRefused
 from service.events.filters import TooManyPatterns
 from service.events.frontend_groups import UnknownApplication
 from service.events.stream_ids import InvalidStreamId
+from service.jobs.errors import InvalidJobId, JobConflict, JobNotFound, TooManyChunks
 from service.tasks.task_queue import NotReplicated, QueueFull
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,12 @@ DOMAIN_ANSWERS: dict[type[Exception], tuple[int, int | None]] = {
     TooManyPatterns: (400, None),
     AccessDenied: (403, None),
     MintRefused: (422, None),
+    InvalidJobId: (400, None),
+    JobNotFound: (404, None),
+    JobConflict: (409, None),
+    TooManyChunks: (413, None),
+    InvalidIdempotencyKey: (400, None),
+    IdempotencyKeyReused: (422, None),
 }
 
 

@@ -27,10 +27,11 @@ from service.core.server_names import is_loopback_host, split_authority
 
 ANY_ORIGIN = "*"
 DEFAULT_PORTS = {"http": 80, "https": 443}
-# What a cross-origin page needs: the token, JSON bodies, and resuming a stream by hand.
-ALLOWED_HEADERS = ["Authorization", "Content-Type", "Last-Event-ID"]
-# Lets a page honour a 429 or 503 as the API asks it to.
-EXPOSED_HEADERS = ["Retry-After"]
+# What a cross-origin page needs: the token, JSON bodies, resuming a stream by hand, and
+# retrying a write safely.
+ALLOWED_HEADERS = ["Authorization", "Content-Type", "Last-Event-ID", "Idempotency-Key"]
+# Lets a page honour a 429 or 503 as the API asks it to, and tell a replayed answer.
+EXPOSED_HEADERS = ["Retry-After", "Idempotent-Replayed"]
 PREFLIGHT_MAX_AGE_S = 600
 
 
@@ -114,7 +115,7 @@ def add_cors(app: Starlette, allowed: Collection[str]) -> None:
     app.add_middleware(
         CORSMiddleware,
         allow_origins=list(allowed),
-        allow_methods=["GET", "POST"],
+        allow_methods=["GET", "POST", "DELETE"],
         allow_headers=ALLOWED_HEADERS,
         expose_headers=EXPOSED_HEADERS,
         allow_credentials=False,

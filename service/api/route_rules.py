@@ -42,12 +42,11 @@ RULES: tuple[RouteRule, ...] = (
     RouteRule("POST", "/agui/ingest", (Scope.JOBS_WRITE, Scope.EVENTS_READ), json_body=True),
     RouteRule("GET", "/metrics", (Scope.METRICS,)),
     RouteRule("POST", "/tokens", (Scope.ADMIN,), json_body=True),
-    # The jobs API (issue 17 part 3 names it; its routes land with the jobs issue). A limited
-    # token must see only its jobs there: filter with Grant.may_use_job / check_job.
+    # The jobs API. A limited token sees only its jobs there (Grant.may_use_job / check_job).
     RouteRule("GET", "/jobs", (Scope.JOBS_READ,)),
     RouteRule("GET", "/jobs/{job_id}", (Scope.JOBS_READ,)),
     RouteRule("POST", "/jobs", (Scope.JOBS_WRITE,), json_body=True),
-    RouteRule("POST", "/jobs/{job_id}/cancel", (Scope.JOBS_CANCEL,)),
+    RouteRule("DELETE", "/jobs/{job_id}", (Scope.JOBS_CANCEL,)),
     RouteRule("GET", "/docs", ()),
     RouteRule("GET", "/docs/oauth2-redirect", ()),
     RouteRule("GET", "/redoc", ()),

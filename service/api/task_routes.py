@@ -6,9 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
 
 from service.api.app_state import State
 from service.api.auth import CurrentGrant
+from service.api.idempotent_answers import IdempotencyKey, created, idempotent_write
 from service.api.trace_header import Traceparent
 from service.core.identifiers import Identifier
 from service.core.json_safety import JsonSafeModel
@@ -81,6 +83,7 @@ class Requeued(BaseModel):
 @router.post(
     "",
     status_code=201,
+    response_model=TaskCreated,
     responses={
         503: {
             "description": "the backlog is full, or too few replicas confirmed the task in "
@@ -89,14 +92,22 @@ class Requeued(BaseModel):
     },
 )
 async def enqueue_task(
-    body: TaskIn, state: State, grant: CurrentGrant, traceparent: Traceparent
-) -> TaskCreated:
-    """Add one task to the ingestion stream, or refuse with 503 while the backlog is full."""
+    body: TaskIn,
+    state: State,
+    grant: CurrentGrant,
+    traceparent: Traceparent,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """Add one task to the ingestion stream, or refuse with 503 while the backlog is full.
+    Its job is counted (GET /jobs/{job_id}), with no known total."""
     grant.check_job(body.job_id)
+    # The traceparent is a header, not the body: a replay under a new trace gets the first
+    # answer, and the task keeps the first trace.
+    write = idempotent_write("POST /tasks", idempotency_key, body)
     task = Task(**body.model_dump(), traceparent=traceparent)
     with state.metrics.redis_latency.time():
-        entry_id = await state.queue.enqueue(task)
-    return TaskCreated(id=entry_id)
+        admitted = await state.queue.admit(task.job_id, [task], whole=False, idempotency=write)
+    return created(TaskCreated(id=admitted.entry_ids[0]), admitted.replayed)
 
 
 def _entry_id(value: str) -> str:

@@ -9,6 +9,10 @@ pipelined call that met NOSCRIPT; it did not run, so running it now is its only 
 
 Names that Lua and Python share (field prefixes, key names) reach the scripts as KEYS or
 ARGV, never as literals in the Lua text.
+
+A script may be given preludes: ``.lua`` files of local functions put before its own text, so
+that rules several scripts share (a job's counters, an idempotency record) are written once
+and still run inside each script's one atomic call.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
 Args = list[str | int | float]
+# A prelude: (package, name) of a ``.lua`` file put before a script's text.
+Prelude = tuple[str, str]
 
 
 @cache
@@ -43,9 +49,12 @@ class PipelinedCall:
 class LuaScript:
     """One script registered on one client."""
 
-    def __init__(self, client: Redis, package: str, name: str) -> None:
+    def __init__(
+        self, client: Redis, package: str, name: str, preludes: tuple[Prelude, ...] = ()
+    ) -> None:
         self.name = name
-        self._registered = client.register_script(lua_source(package, name))
+        source = "".join(lua_source(*prelude) + "\n" for prelude in preludes)
+        self._registered = client.register_script(source + lua_source(package, name))
 
     async def __call__(self, keys: list[str], args: Args) -> Any:
         """Run the script in a round trip of its own."""

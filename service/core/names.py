@@ -57,6 +57,30 @@ def delayed_tasks_key(ingestion_stream: str) -> str:
     return ingestion_stream + DELAYED_TASKS_SUFFIX
 
 
+# Jobs: each job's hash and its chunks' hash under one prefix, an index of jobs by creation
+# time (ms), and the set of jobs being cancelled, which workers watch.
+JOB_PREFIX_SUFFIX = ":jobs:"
+JOB_INDEX_SUFFIX = ":jobs"
+CANCELLING_JOBS_SUFFIX = ":jobs-cancelling"
+# Idempotency records of POST /tasks, /jobs and /events, by route and the client's key.
+IDEMPOTENCY_PREFIX = "shield:idempotency:"
+
+
+def job_key_prefix(ingestion_stream: str) -> str:
+    """Prefix of the keys that hold jobs: <prefix>job:<id> and <prefix>chunks:<id>."""
+    return ingestion_stream + JOB_PREFIX_SUFFIX
+
+
+def job_index_key(ingestion_stream: str) -> str:
+    """Name of the sorted set of job ids scored by creation time in ms."""
+    return ingestion_stream + JOB_INDEX_SUFFIX
+
+
+def cancelling_jobs_key(ingestion_stream: str) -> str:
+    """Name of the set of jobs being cancelled, whose running chunks workers stop."""
+    return ingestion_stream + CANCELLING_JOBS_SUFFIX
+
+
 def handler_rate_key(ingestion_stream: str) -> str:
     """Name of the hash holding the handler rate limit's token bucket."""
     return ingestion_stream + HANDLER_RATE_SUFFIX

@@ -93,6 +93,13 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = None
     jwt_public_key: str | None = None
     jwt_audience: str = Field(default=DEFAULT_JWT_AUDIENCE, min_length=1)
+    # Jobs (POST /jobs): chunks per job at most (413 past it), the body size of POST /jobs
+    # (every other route keeps max_event_bytes), and how long a finished job is kept.
+    max_job_chunks: PositiveInt = 10_000
+    max_job_bytes: PositiveInt = 32 * 1024 * 1024
+    job_ttl_s: PositiveInt = 7 * 24 * 3600
+    # How long an Idempotency-Key's first answer is kept, to be given again.
+    idempotency_ttl_s: PositiveInt = 24 * 3600
 
     @field_validator("redis_url")
     @classmethod

@@ -33,6 +33,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from service.core.freed_memory import FreedMemory
+from service.core.idempotency import IDEMPOTENCY_PRELUDE, IdempotentWrite, replayed_result
+from service.core.lua import LuaScript
 from service.core.redis_replies import Entry, entries, first_stream_entries, xadd_fields
 from service.events.errors import EventError
 from service.events.filters import EventFilter
@@ -119,10 +121,16 @@ def _encode_readable(
 class EventPublisher:
     """Writes events to the events stream with approximate trimming."""
 
-    def __init__(self, redis: Redis, stream: str, maxlen: int) -> None:
+    def __init__(
+        self, redis: Redis, stream: str, maxlen: int, idempotency_ttl_s: int = 24 * 3600
+    ) -> None:
         self._redis = redis
         self._stream = stream
         self._maxlen = maxlen
+        self._idempotency_ttl_s = idempotency_ttl_s
+        self._publish_once = LuaScript(
+            redis, "service.events", "publish_once", (IDEMPOTENCY_PRELUDE,)
+        )
 
     async def publish(self, event: Event) -> str:
         """XADD one event and return its entry id."""
@@ -130,6 +138,20 @@ class EventPublisher:
             self._stream, xadd_fields(event.to_fields()), maxlen=self._maxlen, approximate=True
         )
         return str(entry_id)
+
+    async def publish_once(self, event: Event, write: IdempotentWrite) -> tuple[str, str, bool]:
+        """XADD one event under an Idempotency-Key: its entry id and event_id, and True when
+        this is the replay of the key's first request (nothing written, the first event's
+        ids); IdempotencyKeyReused for a key used with another body."""
+        args: list[str | int | float] = [self._maxlen, write.request_hash]
+        args += [
+            self._idempotency_ttl_s,
+            *[item for pair in event.to_fields().items() for item in pair],
+        ]
+        reply = list(await self._publish_once([self._stream, write.record_key], args))
+        replayed = replayed_result(reply)
+        result = replayed or reply
+        return str(result[1]), str(result[2]), replayed is not None
 
 
 class GroupEventConsumer:

@@ -22,7 +22,8 @@ from service.core.json_safety import printable
 from service.core.raw_text import is_utf8
 from service.events.stream_ids import InvalidStreamId, parse_entry_id
 
-SETTLING_EVENTS = ("ingestion.completed", "ingestion.dead_lettered")
+# job.cancelled settles the chunks its cancellation took: no task event says so for them.
+SETTLING_EVENTS = ("ingestion.completed", "ingestion.dead_lettered", "job.cancelled")
 
 
 @dataclass
@@ -82,9 +83,12 @@ def fold(
                 except InvalidStreamId:
                     continue
             settled = len(message_ids)
+        elif event_type == "job.cancelled":
+            cancelled = data.get("cancelled")
+            settled = cancelled if isinstance(cancelled, int) and cancelled > 0 else 0
         else:
             settled = 1
-        if job_id and is_utf8(job_id):
+        if job_id and is_utf8(job_id) and settled:
             batch.settled_by_job[job_id] += settled
     return batch
 

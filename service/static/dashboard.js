@@ -303,16 +303,82 @@
     refresh();
   }
 
+  // ---- jobs ------------------------------------------------------------------------------
+
+  const FINISHED = new Set(["done", "failed", "cancelled"]);
+
+  function progressCell(job) {
+    const settled = job.done + job.failed + job.cancelled;
+    const meter = document.createElement("progress");
+    meter.max = Math.max(job.total, 1);
+    meter.value = settled;
+    const td = document.createElement("td");
+    const label = job.total_known ? `${settled}/${job.total}` : `${settled}/${job.total}+`;
+    td.append(meter, document.createTextNode(` ${label}`));
+    return td;
+  }
+
+  function renderJobs(page) {
+    fillTable(
+      "jobs",
+      page.jobs.map((job) => {
+        const action = document.createElement("td");
+        if (!FINISHED.has(job.state) && job.state !== "cancelling") {
+          const button = document.createElement("button");
+          button.type = "button";
+          button.className = "cancel";
+          button.textContent = "Cancel";
+          button.addEventListener("click", () => cancelJob(job.job_id, button));
+          action.append(button);
+        }
+        const tr = row([
+          cell(job.job_id, "id"),
+          cell(job.state, `state ${job.state}`),
+          progressCell(job),
+          cell(job.done, "number"),
+          cell(job.failed, "number"),
+          cell(job.cancelled, "number"),
+          cell(job.running, "number"),
+          cell(job.queued + job.retrying, "number"),
+          cell(job.created_at, "time"),
+          action,
+        ]);
+        tr.dataset.job = job.job_id;
+        tr.dataset.state = job.state;
+        return tr;
+      }),
+    );
+  }
+
+  async function cancelJob(jobId, button) {
+    button.disabled = true;
+    try {
+      const result = await api(`jobs/${encodeURIComponent(jobId)}`, { method: "DELETE" });
+      byId("job-message").textContent = `job ${jobId} is ${result.state}`;
+    } catch (error) {
+      byId("job-message").textContent = `cancel of ${jobId} failed: ${error.message}`;
+      button.disabled = false;
+    }
+    refresh();
+  }
+
   // ---- polling ---------------------------------------------------------------------------
 
   async function refresh() {
     try {
-      const [stats, deadLetters] = await Promise.all([
+      const [stats, deadLetters, jobs] = await Promise.all([
         api("events/stats"),
         api("tasks/dead-letters?count=50"),
+        // A token without jobs:read still sees the rest of the page.
+        api("jobs?limit=20").catch((error) => {
+          if (error instanceof Unauthorized) throw error;
+          byId("job-message").textContent = `jobs: ${error.message}`;
+          return { jobs: [], next_cursor: null };
+        }),
       ]);
       renderStats(stats);
       renderDeadLetters(deadLetters);
+      renderJobs(jobs);
       setStatus("status", `updated ${new Date().toLocaleTimeString()}`, "good");
     } catch (error) {
       if (!(error instanceof Unauthorized)) setStatus("status", error.message, "bad");

@@ -9,7 +9,11 @@ this module decides which move, and which events tell the front-ends about it:
 - PermanentFailure (another 4xx): dead-lettered after this one attempt;
 - any other exception: a failed attempt, deferred with backoff, dead-lettered at the last;
 - a malformed entry, or one delivered more than retry_attempts times without an ack (it
-  kills its worker): dead-lettered before any handler sees it.
+  kills its worker): dead-lettered before any handler sees it;
+- its job cancelled while it runs (``cancel_jobs``): the context says so, an interruptible
+  handler's call is cancelled, and if the handler then stops with any error the chunk is
+  acked as cancelled, neither retried nor dead-lettered. A handler that returns has done
+  its work, and the chunk is done.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ import asyncio
 import hashlib
 import logging
 import random
+import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -69,6 +75,13 @@ def _age_ms(timestamp: str, now_ms: int) -> int | None:
     return now_ms - int(enqueued.timestamp() * 1000)
 
 
+@dataclass(frozen=True, slots=True)
+class _Running:
+    job_id: str
+    cancel: threading.Event
+    call: asyncio.Future[None]
+
+
 def _describe(error: Exception) -> str:
     if isinstance(error, FailedAttempt):
         return str(error)
@@ -101,6 +114,23 @@ class TaskProcessor:
         self._draw = draw
         self._now_ms = now_ms
         self._tracing = tracing
+        self._running: dict[str, _Running] = {}
+
+    def running_jobs(self) -> list[str]:
+        """The jobs of the handlers running now."""
+        return sorted({running.job_id for running in self._running.values()})
+
+    def cancel_jobs(self, job_ids: set[str]) -> int:
+        """Tell the running handlers of these jobs that they are cancelled, and cancel the
+        calls that can be; returns how many were told."""
+        told = 0
+        for running in self._running.values():
+            if running.job_id in job_ids and not running.cancel.is_set():
+                running.cancel.set()
+                if self._handler.interruptible:
+                    running.call.cancel()
+                told += 1
+        return told
 
     async def screen(self, delivery: Delivery) -> Task | None:
         """Decode a delivery; malformed and poison tasks go straight to the dead letters."""
@@ -122,8 +152,11 @@ class TaskProcessor:
         if not self._ledger.start(delivery.entry_id):
             log.warning("task %s was reclaimed by another worker; skipped", task.message_id)
             return
+        cancel = threading.Event()
+        stopped_by_cancel = False
         try:
-            # The attempt's span (when tracing) sees the handler's outcome, and ends with it.
+            # The attempt's span (when tracing) is current in the handler's own task, which
+            # copies the context when it is made, and sees the outcome read inside it.
             with self._tracing.attempt(task) as traceparent:
                 context = HandlerContext(
                     message_id=task.message_id,
@@ -132,8 +165,21 @@ class TaskProcessor:
                     idempotency_key=idempotency_key(task),
                     _report_progress=self._progress_reporter(task, announced),
                     traceparent=traceparent,
+                    _cancel=cancel,
                 )
-                await self._handler(task.as_handler_payload(), context)
+                call = asyncio.ensure_future(self._handler(task.as_handler_payload(), context))
+                self._running[delivery.entry_id] = _Running(task.job_id, cancel, call)
+                try:
+                    await asyncio.wait({call})
+                except asyncio.CancelledError:
+                    call.cancel()
+                    raise
+                finally:
+                    self._running.pop(delivery.entry_id, None)
+                if cancel.is_set() and (call.cancelled() or call.exception() is not None):
+                    stopped_by_cancel = True
+                else:
+                    call.result()
         except RetryLater as busy:
             await self._defer_busy(delivery, task, busy, announced)
         except PermanentFailure as refused:
@@ -141,6 +187,15 @@ class TaskProcessor:
         except Exception as error:  # noqa: BLE001 - any other handler failure is a failed attempt
             await self._fail(delivery, task, _describe(error), announced)
         else:
+            if stopped_by_cancel:
+                await self._move(
+                    delivery,
+                    announced,
+                    lambda: self._queue.ack_cancelled(
+                        self._consumer, delivery.entry_id, "stopped: its job was cancelled"
+                    ),
+                )
+                return
             if not self._ledger.finish(delivery.entry_id, task):
                 log.warning(
                     "task %s was reclaimed by another worker while it ran; not acked",
@@ -218,7 +273,7 @@ class TaskProcessor:
             delivery,
             announced,
             lambda: self._queue.defer(
-                self._consumer, delivery, task, due_ms, counter, [failed.to_fields()]
+                self._consumer, delivery, task, due_ms, counter, [failed.to_fields()], error
             ),
         )
         if moved:

@@ -16,6 +16,11 @@
   by its due time (and acks its delivery) in one script, and ``promote`` adds due tasks back
   to the stream, judged by the Redis server's clock. A waiting task is pending under no
   worker, so no reclaim takes it early, and it survives every worker's death.
+- **Jobs.** Every script that adds, starts, acks, retries, dead-letters, requeues or cancels a
+  task also moves its chunk's state and its job's counters (service/jobs/lua/job_state.lua),
+  in the same call: the counters cannot drift from the tasks, whatever crashes in between.
+  ``admit`` adds a whole job (POST /jobs) or one task (POST /tasks) all or nothing, and keeps
+  the Idempotency-Key record in that call too.
 - **Trim.** Only entries the worker group has acked are trimmed: below the oldest pending id,
   or up to the last delivered id when nothing is pending (Redis 7.0 has no ACKED trim mode).
   Observer groups on the same stream, such as metrics-collector, may miss trimmed entries.
@@ -23,6 +28,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +38,12 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from service.core import names
+from service.core.idempotency import (
+    IDEMPOTENCY_PRELUDE,
+    IdempotentWrite,
+    replayed_result,
+    script_args,
+)
 from service.core.lua import Args, LuaScript, PipelinedCall, settle
 from service.core.raw_text import base64_of, is_utf8
 from service.core.redis_replies import entries, first_stream_entries, xadd_fields
@@ -39,6 +51,8 @@ from service.core.settings import Settings
 from service.core.trace_context import trace_metadata
 from service.events.stream_ids import FIRST_ID, parse_entry_id
 from service.events.wire import Event, utc_now_iso
+from service.jobs.errors import JobConflict
+from service.jobs.job_context import JOB_STATE_PRELUDE, JobKeys
 from service.tasks.errors import TaskError
 from service.tasks.task_format import Task
 
@@ -53,6 +67,13 @@ PROMOTE_BATCH = 100
 LAST_POSSIBLE_ID = f"{2**64 - 1}-{2**64 - 1}"
 
 _SCRIPTS = "service.tasks"
+_JOBS = (JOB_STATE_PRELUDE,)
+
+_CONFLICTS = {
+    "exists": "job {job_id!r} exists already",
+    "whole": "job {job_id!r} was submitted whole with POST /jobs; it takes no more tasks",
+    "cancelled": "job {job_id!r} is cancelled",
+}
 
 
 class QueueFull(TaskError):
@@ -76,12 +97,25 @@ class NotReplicated(TaskError):
 
 
 @dataclass(frozen=True, slots=True)
+class Admitted:
+    """Tasks admitted: their entry ids, the events cursor before their events, and whether
+    this is the replay of an earlier request with the same Idempotency-Key."""
+
+    job_id: str
+    entry_ids: list[str]
+    cursor: str
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Delivery:
     """A task entry handed to this consumer, with the number of times it has been delivered."""
 
     entry_id: str
     fields: Mapping[str, str]
     deliveries: int
+    # True when the read already began it (counted running, or acked for a cancelled job).
+    begun: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,43 +206,94 @@ class TaskQueue:
         self._reclaim_from = FIRST_ID
         self._replicas = settings.task_replicas
         self._replica_timeout_ms = settings.task_replica_timeout_ms
-        self._admit = LuaScript(redis, _SCRIPTS, "admit")
-        self._ack = LuaScript(redis, _SCRIPTS, "ack")
-        self._dead_letter = LuaScript(redis, _SCRIPTS, "dead_letter")
-        self._defer = LuaScript(redis, _SCRIPTS, "defer")
-        self._promote = LuaScript(redis, _SCRIPTS, "promote")
+        self._jobs = JobKeys.of(settings)
+        self._idempotency_ttl_s = settings.idempotency_ttl_s
+        self._admit = LuaScript(redis, _SCRIPTS, "admit", (*_JOBS, IDEMPOTENCY_PRELUDE))
+        self._ack = LuaScript(redis, _SCRIPTS, "ack", _JOBS)
+        self._begin = LuaScript(redis, _SCRIPTS, "begin", _JOBS)
+        self._read_begin = LuaScript(redis, _SCRIPTS, "read_begin", _JOBS)
+        self._ack_cancelled = LuaScript(redis, _SCRIPTS, "ack_cancelled", _JOBS)
+        self._dead_letter = LuaScript(redis, _SCRIPTS, "dead_letter", _JOBS)
+        self._defer = LuaScript(redis, _SCRIPTS, "defer", _JOBS)
+        self._promote = LuaScript(redis, _SCRIPTS, "promote", _JOBS)
         self._renew = LuaScript(redis, _SCRIPTS, "renew")
-        self._requeue = LuaScript(redis, _SCRIPTS, "requeue")
+        self._requeue = LuaScript(redis, _SCRIPTS, "requeue", _JOBS)
 
-    async def enqueue(self, task: Task) -> str:
-        """Add one task and its ingestion.queued event, or raise QueueFull when the backlog
-        is at its cap.
+    async def enqueue(self, task: Task, idempotency: IdempotentWrite | None = None) -> str:
+        """Add one task (its job counted, of unknown total) and its ingestion.queued event;
+        see admit for what it raises."""
+        admitted = await self.admit(task.job_id, [task], whole=False, idempotency=idempotency)
+        return admitted.entry_ids[0]
+
+    async def admit(
+        self,
+        job_id: str,
+        tasks: Sequence[Task],
+        whole: bool,
+        job_metadata: Mapping[str, Any] | None = None,
+        idempotency: IdempotentWrite | None = None,
+    ) -> Admitted:
+        """Add every task of one job and its ingestion.queued event, or none: QueueFull when
+        the backlog has no room for all, JobConflict when the job cannot take them. `whole`
+        makes a new job of known total (POST /jobs); otherwise the tasks join their job.
 
         With task_replicas set, WAIT on the same connection for that many replicas to have
-        it, or raise NotReplicated: a failover to a replica without it would lose it.
+        them, or raise NotReplicated: a failover to a replica without them would lose them.
         """
-        queued = Event(
-            type="ingestion.queued",
-            job_id=task.job_id,
-            timestamp=task.timestamp,
-            data={"chunk_id": task.chunk_id},
-            metadata=trace_metadata(task.traceparent),
-        )
-        keys = [self._stream, self._events]
-        args: Args = [self._group, self._maxlen, self._maxlen]
-        args += _counted(_flatten(queued.to_fields()))
-        args += _flatten(task.to_fields())
+        record_key, request_hash = script_args(idempotency)
+        keys = [self._stream, self._events, record_key]
+        args: Args = [self._group, self._maxlen, self._maxlen, self._jobs.script_context()]
+        args += ["job" if whole else "task", job_id, json.dumps(dict(job_metadata or {}))]
+        args += [request_hash, self._idempotency_ttl_s, len(tasks)]
+        for task in tasks:
+            queued = Event(
+                type="ingestion.queued",
+                job_id=task.job_id,
+                timestamp=task.timestamp,
+                data={"chunk_id": task.chunk_id},
+                metadata=trace_metadata(task.traceparent),
+            )
+            args += [task.chunk_id, *_counted(_flatten(queued.to_fields()))]
+            args += _counted(_flatten(task.to_fields()))
         async with self._redis.pipeline(transaction=False) as pipeline:
             calls = {0: self._admit.queue(pipeline, keys, args)}
             if self._replicas:
                 pipeline.wait(self._replicas, self._replica_timeout_ms)
             replies = await settle(await pipeline.execute(raise_on_error=False), calls)
-        admitted, value = replies[0]
-        if not admitted:
-            raise QueueFull(int(value), self._maxlen)
+        reply = list(replies[0])
+        replayed = replayed_result(reply)
+        if replayed is not None:
+            reply = replayed
+        if int(reply[0]) == 0:
+            raise QueueFull(int(reply[1]), self._maxlen)
+        if int(reply[0]) == 2:
+            raise JobConflict(_CONFLICTS[str(reply[1])].format(job_id=job_id))
+        entry_ids = [str(entry_id) for entry_id in reply[3:]]
         if self._replicas and replies[1] < self._replicas:
-            raise NotReplicated(str(value), replies[1], self._replicas)
-        return str(value)
+            raise NotReplicated(entry_ids[-1], replies[1], self._replicas)
+        return Admitted(str(reply[2]), entry_ids, str(reply[1]), replayed is not None)
+
+    async def begin(self, consumer: str, entry_ids: Sequence[str]) -> list[str]:
+        """Count a batch's chunks running, and ack those of cancelled jobs instead: returns
+        the ids acked as cancelled, which no handler may be given."""
+        if not entry_ids:
+            return []
+        keys = [self._stream, self._counters]
+        args: Args = [self._group, consumer, self._jobs.script_context(), *entry_ids]
+        return [str(entry_id) for entry_id in await self._begin(keys, args)]
+
+    async def ack_cancelled(self, consumer: str, entry_id: str, why: str) -> bool:
+        """Ack a task whose handler its job's cancellation stopped; False when another's."""
+        keys = [self._stream, self._counters]
+        args: Args = [self._group, consumer, self._jobs.script_context(), entry_id, why]
+        return bool(await self._ack_cancelled(keys, args))
+
+    async def cancelling_jobs(self, job_ids: Sequence[str]) -> set[str]:
+        """Which of these jobs are being cancelled, in one round trip."""
+        if not job_ids:
+            return set()
+        flags = await self._redis.smismember(self._jobs.cancelling, list(job_ids))
+        return {job_id for job_id, flag in zip(job_ids, flags, strict=True) if flag}
 
     async def read(
         self,
@@ -222,21 +307,41 @@ class TaskQueue:
         block_ms for them unless block is False.
 
         `events`, then the acks and events of finished tasks, go first in the same round
-        trip: a worker announces the batch it has just started with its next read.
+        trip: a worker announces the batch it has just started with its next read. A read
+        that does not block also begins what it reads (see begin), in the same script: the
+        tasks of cancelled jobs are acked and not returned, the others come back begun.
         """
         async with self._redis.pipeline(transaction=False) as pipeline:
             calls = self._queue_outbox(pipeline, consumer, finished, events)
-            pipeline.xreadgroup(
-                self._group,
-                consumer,
-                {self._stream: ">"},
-                count=count or self._batch_size,
-                block=self._block_ms if block else None,
-            )
+            if block:
+                pipeline.xreadgroup(
+                    self._group,
+                    consumer,
+                    {self._stream: ">"},
+                    count=count or self._batch_size,
+                    block=self._block_ms,
+                )
+                read_calls = {}
+            else:
+                args: Args = [self._group, consumer, count or self._batch_size]
+                args.append(self._jobs.script_context())
+                index = len(pipeline)
+                read_calls = {
+                    index: self._read_begin.queue(pipeline, [self._stream, self._counters], args)
+                }
             replies = await pipeline.execute(raise_on_error=False)
-        await self._settle_outbox(replies, calls)
+        replies = await self._settle_outbox(replies, calls, read_calls)
+        if block:
+            return [
+                Delivery(entry_id, fields, 1)
+                for entry_id, fields in first_stream_entries(replies[-1])
+            ]
+        read, cancelled = replies[-1]
+        gone = {str(entry_id) for entry_id in cancelled}
         return [
-            Delivery(entry_id, fields, 1) for entry_id, fields in first_stream_entries(replies[-1])
+            Delivery(str(entry_id), dict(zip(flat[::2], flat[1::2], strict=True)), 1, begun=True)
+            for entry_id, flat in read
+            if flat is not None and str(entry_id) not in gone
         ]
 
     async def ack(
@@ -252,7 +357,8 @@ class TaskQueue:
         async with self._redis.pipeline(transaction=False) as pipeline:
             calls = self._queue_outbox(pipeline, consumer, finished, events)
             replies = await pipeline.execute(raise_on_error=False)
-        return await self._settle_outbox(replies, calls)
+        replies = await self._settle_outbox(replies, calls)
+        return [str(entry_id) for index in calls for entry_id in replies[index]]
 
     def _queue_outbox(
         self,
@@ -265,23 +371,31 @@ class TaskQueue:
             self._queue_event(pipeline, event)
         if finished is None or not finished.entry_ids:
             return {}
+        # The tasks' ingestion.completed go first: the ack script may finish their job, and
+        # job.completed is to be the job's last word on the stream.
+        for event in finished.events:
+            self._queue_event(pipeline, event)
         # The script checks ownership over the range from the first id to the last.
         ids = sorted(finished.entry_ids, key=parse_entry_id)
         keys = [self._stream, self._counters]
-        call = self._ack.queue(pipeline, keys, [self._group, consumer, self._maxlen, *ids])
-        for event in finished.events:
-            self._queue_event(pipeline, event)
-        return {len(events): call}
+        args: Args = [self._group, consumer, self._maxlen, self._jobs.script_context(), *ids]
+        index = len(pipeline)
+        call = self._ack.queue(pipeline, keys, args)
+        return {index: call}
 
     def _queue_event(self, pipeline: Pipeline, event: Mapping[str, str]) -> None:
         pipeline.xadd(self._events, xadd_fields(event), maxlen=self._maxlen, approximate=True)
 
     async def _settle_outbox(
-        self, replies: list[Any], calls: dict[int, PipelinedCall]
-    ) -> list[str]:
-        """Raise the pipeline's first error; return (and log) the finished ids that another
-        worker owns now."""
-        replies = await settle(replies, calls)
+        self,
+        replies: list[Any],
+        calls: dict[int, PipelinedCall],
+        other_calls: dict[int, PipelinedCall] | None = None,
+    ) -> list[Any]:
+        """Rerun what met NOSCRIPT (the acks in `calls` and any `other_calls`) and raise the
+        pipeline's first error; log the finished ids that another worker owns now. Returns
+        the settled replies."""
+        replies = await settle(replies, {**calls, **(other_calls or {})})
         lost = [str(entry_id) for index in calls for entry_id in replies[index]]
         if lost:
             log.warning(
@@ -290,7 +404,7 @@ class TaskQueue:
                 len(lost),
                 lost,
             )
-        return lost
+        return replies
 
     async def has_abandoned(self) -> bool:
         """True when a task has sat pending, unrenewed, for claim_idle_ms: its worker died or
@@ -353,11 +467,13 @@ class TaskQueue:
         due_ms: int,
         counter: str,
         events: Sequence[Mapping[str, str]],
+        error: str = "",
     ) -> bool:
         """Hold the task until due_ms (ms since the epoch) and ack this delivery, atomically;
         False when the task is no longer this consumer's."""
         keys = [self._stream, self._delayed, self._delayed_tasks, self._counters, self._events]
         args: Args = [self._group, consumer, delivery.entry_id, counter, self._maxlen, due_ms]
+        args += [self._jobs.script_context(), error]
         args += _counted(_flatten(task.to_fields())) + _events_args(events)
         return bool(await self._defer(keys, args))
 
@@ -365,7 +481,7 @@ class TaskQueue:
         """Add due retries back to the stream: how many moved, and the ms until the next one
         is due (None when none waits)."""
         keys = [self._delayed, self._delayed_tasks, self._stream]
-        moved, wait_ms = await self._promote(keys, [PROMOTE_BATCH])
+        moved, wait_ms = await self._promote(keys, [PROMOTE_BATCH, self._jobs.script_context()])
         return int(moved), (None if int(wait_ms) < 0 else int(wait_ms))
 
     async def waiting_count(self) -> int:
@@ -397,6 +513,7 @@ class TaskQueue:
         )
         keys = [self._stream, self._dead_letters, self._counters, self._events]
         args: Args = [self._group, consumer, delivery.entry_id, "dead_lettered", self._maxlen]
+        args += [self._jobs.script_context(), reason]
         args += _counted(_flatten(letter)) + _events_args(events)
         return bool(await self._dead_letter(keys, args))
 
@@ -418,6 +535,6 @@ class TaskQueue:
         """Put a dead letter back on the task stream; None when there is no such entry."""
         new_id = await self._requeue(
             [self._dead_letters, self._stream],
-            [entry_id, names.DLQ_FIELD_PREFIX, "retry_count"],
+            [entry_id, names.DLQ_FIELD_PREFIX, "retry_count", self._jobs.script_context()],
         )
         return str(new_id) if new_id else None

@@ -13,6 +13,12 @@ poison that killed that worker, it must not charge a delivery to innocent neighb
 worker first checks that something is abandoned (without claiming it), lets what it runs
 drain (for twice the reclaim interval at most), then claims one task, runs it and acks it.
 
+Before a batch runs, one script counts its chunks running and acks those of cancelled jobs
+unrun (``begin``): the read itself when it does not block, so a busy worker keeps to one
+round trip per batch, and a script of its own after a blocking read or a reclaim. While
+handlers run, the canceller looks every CANCEL_POLL_S at which of their jobs are being
+cancelled, and tells those handlers (processor.cancel_jobs).
+
 On SIGTERM or SIGINT it stops reading, finishes the tasks running, acks them and exits;
 tasks it read and had not started stay pending, for another worker to reclaim.
 """
@@ -55,6 +61,8 @@ MAX_RECLAIM_INTERVAL_S = 5.0
 LEASE_RENEWALS_PER_IDLE_TIME = 3
 # Other workers' retries come due unannounced: look for them at least this often.
 PROMOTE_POLL_S = 1.0
+# How soon a running handler hears that its job was cancelled, at most.
+CANCEL_POLL_S = 0.5
 UNSETTLED = (DeliveryState.RECEIVED, DeliveryState.RUNNING, DeliveryState.MOVING)
 
 
@@ -139,6 +147,7 @@ class Worker:
         helpers = [
             asyncio.create_task(self._ack_loop(), name="acker"),
             asyncio.create_task(self._promote_loop(), name="promoter"),
+            asyncio.create_task(self._cancel_loop(), name="canceller"),
         ]
         try:
             while not self._stop_requested:
@@ -250,6 +259,7 @@ class Worker:
             # Cut short: what was not dead-lettered is left for reclaim, not held for an hour.
             self._ledger.release(delivery.entry_id for delivery in deliveries)
             raise
+        runnable = await self._begin(runnable, [d.entry_id for d in deliveries])
         if not runnable:
             return
         announced = asyncio.Event()
@@ -291,7 +301,7 @@ class Worker:
         except RedisError:
             self._ledger.release([delivery.entry_id])
             raise
-        if task is None:
+        if task is None or not await self._begin([(delivery, task)], [delivery.entry_id]):
             return
         self._outbox_events += batch_event_fields("ingestion.started", [task])
         try:
@@ -303,6 +313,22 @@ class Worker:
         announced.set()
         await self._run(delivery, task, announced)
         await self._send_outbox()
+
+    async def _begin(
+        self, runnable: list[tuple[Delivery, Task]], held: list[str]
+    ) -> list[tuple[Delivery, Task]]:
+        """What of a batch may run: the begin script acks the tasks of cancelled jobs (a read
+        that did not block has begun its batch already)."""
+        ids = [delivery.entry_id for delivery, _ in runnable if not delivery.begun]
+        try:
+            cancelled = set(await self._queue.begin(self._consumer, ids))
+        except RedisError:
+            self._ledger.release(held)
+            raise
+        if cancelled:
+            log.info("%d task(s) of cancelled jobs acked unrun", len(cancelled))
+            self._ledger.release(cancelled)
+        return [(d, t) for d, t in runnable if d.entry_id not in cancelled]
 
     async def _run(self, delivery: Delivery, task: Task, announced: asyncio.Event) -> None:
         try:
@@ -422,6 +448,22 @@ class Worker:
                 continue
             wait_s = PROMOTE_POLL_S if wait_ms is None else min(PROMOTE_POLL_S, wait_ms / 1000)
             await self._wait_either(self._promote_soon, timeout_s=wait_s)
+
+    # Cancelled jobs ------------------------------------------------------------------------
+
+    async def _cancel_loop(self) -> None:
+        while not self._stop_requested:
+            await self._sleep_unless_stopping(CANCEL_POLL_S)
+            jobs = self._processor.running_jobs()
+            if not jobs:
+                continue
+            try:
+                cancelling = await self._queue.cancelling_jobs(jobs)
+            except RedisError as error:
+                log.warning("could not look for cancelled jobs: %s", error)
+                continue
+            if cancelling and self._processor.cancel_jobs(cancelling):
+                log.info("told the handlers of cancelled job(s) %s", sorted(cancelling))
 
     # Stopping -----------------------------------------------------------------------------
 

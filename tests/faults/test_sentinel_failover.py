@@ -8,7 +8,6 @@ promoted replica has it and a worker completes it. Refusals (503) are retried by
 from __future__ import annotations
 
 import random
-import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -20,67 +19,16 @@ import redis
 
 from harness.ports import free_port
 from harness.processes import terminate
-from harness.redis_server import RedisServer, SentinelServer
+from harness.redis_server import RedisServer
 from harness.waiting import wait_until
 from tests.faults.handlers import COMPLETIONS_KEY
 from tests.support.live_server import http, serve
 from tests.support.processes import service_env, start_api, start_worker
+from tests.support.sentinel_cluster import Cluster
 from tests.support.service_settings import make_settings
 
 TASKS = 5_000
 DEADLINE_S = 120
-RESTART_AFTER_S = 3.0
-
-
-class Cluster:
-    """A primary, one replica and three sentinels, all on loopback."""
-
-    def __init__(self, root: Path) -> None:
-        self.primary = RedisServer(root / "primary")
-        self.replica = RedisServer(
-            root / "replica",
-            extra_args=["--replicaof", "127.0.0.1", str(self.primary.port)],
-        )
-        self.sentinels = [
-            SentinelServer(root / f"sentinel{index}", self.primary.port) for index in range(3)
-        ]
-
-    def start(self) -> None:
-        self.primary.start()
-        self.replica.start()
-        for sentinel in self.sentinels:
-            sentinel.start()
-        primary = redis.Redis(port=self.primary.port, decode_responses=True)
-        wait_until(lambda: primary.info("replication")["connected_slaves"] == 1, timeout_s=20)
-        watcher = redis.Redis(port=self.sentinels[0].port, decode_responses=True)
-        # Sentinels learn of each other over the primary's hello channel; a failover needs it.
-        wait_until(
-            lambda: int(watcher.sentinel_master("shield")["num-other-sentinels"]) == 2,
-            timeout_s=30,
-        )
-
-    def kill_primary(self) -> threading.Thread:
-        """SIGKILL the primary; like systemd, start it again a few seconds later.
-
-        Sentinel makes it a replica of the promoted one, so WAIT 1 can succeed again: with no
-        replica at all, every POST /tasks is refused, as it must be.
-        """
-        process = self.primary.process
-        assert process is not None
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        restarter = threading.Timer(RESTART_AFTER_S, self.primary.start)
-        restarter.start()
-        return restarter
-
-    def stop(self) -> None:
-        for server in [*self.sentinels, self.replica, self.primary]:
-            if server.process is not None and server.process.poll() is None:
-                server.stop()
-
-    @property
-    def sentinel_setting(self) -> str:
-        return ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
 
 
 @pytest.fixture

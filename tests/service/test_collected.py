@@ -42,6 +42,20 @@ def test_dead_letters_settle_their_task_and_foreign_entries_are_skipped() -> Non
     assert batch.events_by_type == {"ingestion.dead_lettered": 1, "ingestion.completed": 2}
 
 
+def test_a_cancelled_job_settles_the_chunks_its_cancellation_took() -> None:
+    cancelled = json.dumps({"total": 3, "done": 1, "failed": 0, "cancelled": 2})
+    batch = fold(
+        tasks=[("1-0", {"job_id": "c"}), ("2-0", {"job_id": "c"}), ("3-0", {"job_id": "c"})],
+        events=[
+            completed("4-0", "c", ["1-0"]),
+            ("5-0", {"type": "job.cancelled", "job_id": "c", "data": cancelled}),
+            ("6-0", {"type": "job.cancelled", "job_id": "d", "data": '{"cancelled": "x"}'}),
+        ],
+    )
+    assert batch.queued_by_job == {"c": 3}
+    assert batch.settled_by_job == {"c": 3}
+
+
 def test_buckets_are_prometheus_upper_bounds_and_add_up() -> None:
     assert bucket_bound(0.01, LATENCY_BUCKETS_S) == "0.01"
     assert bucket_bound(0.011, LATENCY_BUCKETS_S) == "0.05"

@@ -170,3 +170,11 @@ async def test_origin_is_checked_before_the_resume_point(cors_api: str) -> None:
         async with websockets.connect(url, origin=websockets.Origin(FOREIGN)):
             pass
     assert refused.value.response.status_code == 403
+
+
+def test_a_page_may_cancel_a_job_and_retry_a_write_safely(cors_api: str) -> None:
+    headers = {**preflight(LISTED, "DELETE"), "Access-Control-Request-Headers": "idempotency-key"}
+    reply = httpx.options(f"{cors_api}/jobs/j1", headers=headers)
+    assert reply.status_code == 200
+    assert "DELETE" in reply.headers["access-control-allow-methods"]
+    assert "idempotency-key" in reply.headers["access-control-allow-headers"].lower()

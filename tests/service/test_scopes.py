@@ -74,6 +74,10 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, str]] = [
     ("POST", "/tokens", {"scope": "metrics", "ttl_s": 60}, "admin"),
     ("POST", "/agui/ingest", {}, "jobs:write"),
     ("POST", "/agui/ingest", {}, "events:read"),
+    ("GET", "/jobs", None, "jobs:read"),
+    ("GET", "/jobs/j", None, "jobs:read"),
+    ("POST", "/jobs", {"chunks": [{"chunk_id": "c", "content": "x"}]}, "jobs:write"),
+    ("DELETE", "/jobs/j", None, "jobs:cancel"),
 ]
 
 

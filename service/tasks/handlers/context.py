@@ -1,9 +1,10 @@
-"""What a handler that takes a second parameter is given: progress and retry_after."""
+"""What a handler that takes a second parameter is given: progress, retry_after, cancelled."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from service.tasks.handlers.outcomes import RetryLater
 
@@ -22,6 +23,14 @@ class HandlerContext:
     # W3C traceparent for the calls this attempt makes: its span's when the worker traces,
     # else the one the task was submitted with; "" when untraced.
     traceparent: str = ""
+    # Set by the worker's loop, read from a sync handler's thread: a threading.Event.
+    _cancel: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the task's job is cancelled (DELETE /jobs/{id}): a handler that can stop
+        should, raising any error; the chunk then counts as cancelled, not failed."""
+        return self._cancel.is_set()
 
     def progress(self, fraction: float, message: str = "") -> None:
         """Emit ``ingestion.progress`` with this chunk's id, the fraction (0 to 1) and a

@@ -58,6 +58,9 @@ def describe_transport_error(error: httpx.HTTPError) -> str:
 class HttpHandler:
     """Posts each task to one URL."""
 
+    # Cancelling the call stops waiting for the service.
+    interruptible = True
+
     def __init__(
         self,
         url: str,

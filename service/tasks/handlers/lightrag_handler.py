@@ -113,6 +113,9 @@ class _Resend(Exception):
 class LightRagHandler:
     """Inserts each chunk into one LightRAG Server and waits for it to be processed."""
 
+    # Cancelling the call stops waiting for the service.
+    interruptible = True
+
     def __init__(
         self, base_url: str, client: httpx.AsyncClient, api_key: str | None, timeout_s: float
     ) -> None:

@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 class Handler(Protocol):
     """What the worker calls for each attempt at a task."""
 
+    # True when cancelling the call stops the work (an async handler, an HTTP call); a sync
+    # function in a thread cannot be stopped and is only told, through context.cancelled.
+    interruptible: bool
+
     async def __call__(self, payload: Mapping[str, Any], context: HandlerContext) -> None: ...
 
     async def aclose(self) -> None: ...
@@ -38,6 +42,8 @@ class Handler(Protocol):
 
 class LogAndAck:
     """``log-and-ack``: logs each task and acks it. For demos and load tests only."""
+
+    interruptible = True
 
     async def __call__(self, payload: Mapping[str, Any], context: HandlerContext) -> None:
         log.info(

@@ -59,6 +59,7 @@ class PythonHandler:
         self._executor = executor
         self._with_context = _takes_context(function)
         self._is_coroutine = inspect.iscoroutinefunction(function)
+        self.interruptible = self._is_coroutine
 
     async def __call__(self, payload: Mapping[str, Any], context: HandlerContext) -> None:
         args: tuple[Any, ...] = (payload, context) if self._with_context else (payload,)

@@ -1,6 +1,8 @@
--- Ack the tasks still pending for this consumer, and trim what the group has acked.
+-- Ack the tasks still pending for this consumer, count their chunks done, and trim what the
+-- group has acked.
 -- KEYS[1] task stream, KEYS[2] counters hash
--- ARGV[1] group, ARGV[2] consumer, ARGV[3] maxlen, ARGV[4..] entry ids in stream order
+-- ARGV[1] group, ARGV[2] consumer, ARGV[3] maxlen, ARGV[4] job context (JSON, see job_state),
+-- ARGV[5..] entry ids in stream order
 -- Returns the ids that were not pending for this consumer (another owns them now).
 --
 -- One XPENDING over the ids' range, not one per id. Past maxlen, the stream is trimmed below
@@ -9,16 +11,21 @@
 -- Not below an id that was not pending here: after a failover the promoted replica may never
 -- have seen that delivery, and the entries before it are still to be delivered.
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
-local first, last, count = ARGV[4], ARGV[#ARGV], #ARGV - 3
+local first, last, count = ARGV[5], ARGV[#ARGV], #ARGV - 4
+jobs_open(ARGV[4])
 local pending = {}
 for _, row in ipairs(redis.call('XPENDING', stream, group, first, last, count + 100, consumer)) do
   pending[row[1]] = true
 end
 local mine, lost = {}, {}
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   if pending[ARGV[i]] then table.insert(mine, ARGV[i]) else table.insert(lost, ARGV[i]) end
 end
 if #mine > 0 then
+  for _, id in ipairs(mine) do
+    local job, chunk = entry_job(stream, id)
+    job_move(job, chunk, id, 'done', nil, false)
+  end
   redis.call('XACK', stream, group, unpack(mine))
   redis.call('HINCRBY', KEYS[2], 'acked', #mine)
 end

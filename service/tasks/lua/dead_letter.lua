@@ -1,19 +1,25 @@
--- Move a task this consumer owns to the dead-letter stream, ack it, count it, add events.
+-- Move a task this consumer owns to the dead-letter stream, ack it, count it and its chunk
+-- failed, add events.
 -- KEYS[1] task stream, KEYS[2] dead-letter stream, KEYS[3] counters hash, KEYS[4] events
 -- ARGV[1] group, ARGV[2] consumer, ARGV[3] entry id, ARGV[4] counter name,
--- ARGV[5] events maxlen, ARGV[6] n, ARGV[7..6+n] the dead letter's field-value items,
--- then per event: m and its m items.
+-- ARGV[5] events maxlen, ARGV[6] job context (JSON, see job_state), ARGV[7] the reason,
+-- ARGV[8] n, ARGV[9..8+n] the dead letter's field-value items, then per event: m and its
+-- m items.
 -- Returns 0, and does nothing, when the task is no longer this consumer's.
 local stream, group, consumer, id = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 if #redis.call('XPENDING', stream, group, id, id, 1, consumer) == 0 then return 0 end
-local n = tonumber(ARGV[6])
-redis.call('XADD', KEYS[2], '*', unpack(ARGV, 7, 6 + n))
+jobs_open(ARGV[6])
+local job, chunk = entry_job(stream, id)
+local n = tonumber(ARGV[8])
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 9, 8 + n))
 redis.call('XACK', stream, group, id)
 redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
-local i = 7 + n
+local i = 9 + n
 while i <= #ARGV do
   local m = tonumber(ARGV[i])
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, i + 1, i + m))
   i = i + 1 + m
 end
+-- After the task's own events, so that job.completed is the job's last word.
+job_move(job, chunk, id, 'failed', ARGV[7], false)
 return 1

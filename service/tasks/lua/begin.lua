@@ -1,0 +1,13 @@
+-- Begin a batch: a chunk of a cancelled job is acked as cancelled, never run; any other is
+-- counted running, one attempt more (job_begin in job_state.lua).
+-- KEYS[1] task stream, KEYS[2] counters hash
+-- ARGV[1] group, ARGV[2] consumer, ARGV[3] job context (JSON, see job_state), ARGV[4..] ids
+-- Returns the ids acked as cancelled.
+jobs_open(ARGV[3])
+local cancelled = {}
+for i = 4, #ARGV do
+  if job_begin(KEYS[1], ARGV[1], ARGV[2], KEYS[2], ARGV[i]) then
+    table.insert(cancelled, ARGV[i])
+  end
+end
+return cancelled

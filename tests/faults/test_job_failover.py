@@ -1,0 +1,145 @@
+"""Jobs under Sentinel: a retry after the replica check's 503 writes nothing twice, and the
+job counters stay consistent through a failover (the primary SIGKILLed mid-job)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from harness.waiting import wait_until
+from service.core import names
+from tests.faults.handlers import COMPLETIONS_KEY
+from tests.support.job_checks import check_counters, check_settled, job_event_counts, read_job
+from tests.support.live_server import serve
+from tests.support.processes import service_env, start_worker
+from tests.support.sentinel_cluster import Cluster
+from tests.support.service_settings import make_settings
+
+DEADLINE_S = 180
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    cluster = Cluster(tmp_path)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def caught_up(cluster: Cluster) -> bool:
+    primary = redis.Redis(port=cluster.primary.port)
+    replica = redis.Redis(port=cluster.replica.port)
+    offset = primary.info("replication")["master_repl_offset"]
+    return bool(replica.info("replication")["slave_repl_offset"] >= offset)
+
+
+def test_a_retry_after_the_replica_checks_503_gives_one_task(
+    cluster: Cluster, redis_client: redis.Redis
+) -> None:
+    settings = make_settings(
+        cluster.primary,
+        redis_sentinels=cluster.sentinel_setting,
+        task_replicas=1,
+        task_replica_timeout_ms=300,
+    )
+    primary = redis.Redis(port=cluster.primary.port, decode_responses=True)
+    replica = cluster.replica.process
+    assert replica is not None
+    task = {"job_id": "once", "chunk_id": "c0", "content": "x"}
+    job = {"job_id": "doc", "chunks": [{"chunk_id": f"c{i}", "content": "x"} for i in range(5)]}
+    with serve(settings) as base_url, httpx.Client(base_url=base_url, timeout=10) as client:
+        for path, body, key, written in (("/tasks", task, "t-1", 1), ("/jobs", job, "j-1", 6)):
+            replica.send_signal(signal.SIGSTOP)
+            try:
+                refused = client.post(path, json=body, headers={"Idempotency-Key": key})
+            finally:
+                replica.send_signal(signal.SIGCONT)
+            assert refused.status_code == 503, refused.text
+            assert "replica" in refused.json()["detail"]
+            wait_until(lambda: caught_up(cluster), timeout_s=20)
+            retried = client.post(path, json=body, headers={"Idempotency-Key": key})
+            assert retried.status_code == 201, retried.text
+            assert retried.headers["Idempotent-Replayed"] == "true"
+            assert primary.xlen(names.INGESTION_STREAM) == written
+        assert client.get("/jobs/once").json()["total"] == 1
+        assert client.get("/jobs/doc").json()["total"] == 5
+
+
+def submit(client: httpx.Client, job_id: str, chunks: int) -> None:
+    body = {
+        "job_id": job_id,
+        "chunks": [{"chunk_id": f"{job_id}-c{i}", "content": "x"} for i in range(chunks)],
+    }
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            reply = client.post("/jobs", json=body, headers={"Idempotency-Key": job_id})
+        except httpx.TransportError:
+            reply = None
+        if reply is not None and reply.status_code == 201:
+            return
+        assert reply is None or reply.status_code == 503, reply.text
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_job_counters_hold_through_a_failover(
+    cluster: Cluster,
+    redis_client: redis.Redis,
+    workers: list[subprocess.Popen[str]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    tally = redis_client  # the session's redis-server, which no failover touches
+    tally.delete(COMPLETIONS_KEY)
+    settings = make_settings(
+        cluster.primary, redis_sentinels=cluster.sentinel_setting, task_replicas=1
+    )
+    env = service_env(
+        cluster.primary.url,
+        redis_sentinels=cluster.sentinel_setting,
+        block_ms=200,
+        claim_idle_ms=1000,
+        task_handler="tests.faults.handlers:count_in_tally",
+    )
+    env["TALLY_REDIS_URL"] = f"redis://127.0.0.1:{tally.connection_pool.connection_kwargs['port']}"
+    job_ids = [f"fo-{index}" for index in range(3)]
+    chunks = 1_000
+    with serve(settings) as base_url, httpx.Client(base_url=base_url, timeout=10) as client:
+        for job_id in job_ids:
+            submit(client, job_id, chunks)
+        workers.extend(start_worker(env) for _ in range(2))
+        wait_until(lambda: tally.hlen(COMPLETIONS_KEY) >= chunks, timeout_s=60)
+        restarter = cluster.kill_primary()
+        deadline = time.monotonic() + DEADLINE_S
+        last: dict[str, dict[str, Any]] = {}
+        while not (
+            len(last) == len(job_ids) and all(job["state"] == "done" for job in last.values())
+        ):
+            assert time.monotonic() < deadline, {k: v["done"] for k, v in last.items()}
+            for job_id in job_ids:
+                job = read_job(client, job_id)
+                if job is not None:
+                    check_counters(job)
+                    last[job_id] = job
+            time.sleep(0.5)
+        restarter.join()
+    for job in last.values():
+        check_settled(job)
+        assert job["done"] == chunks
+    promoted = redis.Redis(port=cluster.sentinels[0].master_port(), decode_responses=True)
+    events = job_event_counts(promoted)
+    assert {f"job.completed {job_id}": 1 for job_id in job_ids}.items() <= events.items()
+    assert tally.hlen(COMPLETIONS_KEY) == chunks * len(job_ids)
+    with capsys.disabled():
+        print(f"\njob failover: {len(job_ids)} jobs of {chunks}, primary killed, all settled")

@@ -1,0 +1,65 @@
+"""A primary, one replica and three sentinels on loopback, for the Sentinel fault tests."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+
+import redis
+
+from harness.redis_server import RedisServer, SentinelServer
+from harness.waiting import wait_until
+
+RESTART_AFTER_S = 3.0
+
+
+class Cluster:
+    """A primary, one replica and three sentinels, all on loopback."""
+
+    def __init__(self, root: Path) -> None:
+        self.primary = RedisServer(root / "primary")
+        self.replica = RedisServer(
+            root / "replica",
+            extra_args=["--replicaof", "127.0.0.1", str(self.primary.port)],
+        )
+        self.sentinels = [
+            SentinelServer(root / f"sentinel{index}", self.primary.port) for index in range(3)
+        ]
+
+    def start(self) -> None:
+        self.primary.start()
+        self.replica.start()
+        for sentinel in self.sentinels:
+            sentinel.start()
+        primary = redis.Redis(port=self.primary.port, decode_responses=True)
+        wait_until(lambda: primary.info("replication")["connected_slaves"] == 1, timeout_s=20)
+        watcher = redis.Redis(port=self.sentinels[0].port, decode_responses=True)
+        # Sentinels learn of each other over the primary's hello channel; a failover needs it.
+        wait_until(
+            lambda: int(watcher.sentinel_master("shield")["num-other-sentinels"]) == 2,
+            timeout_s=30,
+        )
+
+    def kill_primary(self) -> threading.Thread:
+        """SIGKILL the primary; like systemd, start it again a few seconds later.
+
+        Sentinel makes it a replica of the promoted one, so WAIT 1 can succeed again: with no
+        replica at all, every POST /tasks is refused, as it must be.
+        """
+        process = self.primary.process
+        assert process is not None
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        restarter = threading.Timer(RESTART_AFTER_S, self.primary.start)
+        restarter.start()
+        return restarter
+
+    def stop(self) -> None:
+        for server in [*self.sentinels, self.replica, self.primary]:
+            if server.process is not None and server.process.poll() is None:
+                server.stop()
+
+    @property
+    def sentinel_setting(self) -> str:
+        return ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
