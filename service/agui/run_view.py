@@ -15,7 +15,7 @@ Mapping of the worker's events (service/tasks/processor.py) after that:
 - ``ingestion.dead_lettered`` (message_id only): CUSTOM with the reason and the chunk id, then
   STEP_FINISHED and a STATE_DELTA. The chunk is found by message id: the job state knows each
   chunk's entry id, and started events name the entry id of every retry.
-- ``job.cancelled``: CUSTOM, and the run ends.
+- ``job.cancelled``: CUSTOM, and the run ends. ``job.completed``: nothing; RUN_FINISHED says it.
 - anything else of the job (``ingestion.failed`` of a retry, a producer's own events): CUSTOM
   named by the event type, valued by its data.
 
@@ -65,6 +65,7 @@ COMPLETED = "ingestion.completed"
 FAILED = "ingestion.failed"
 DEAD_LETTERED = "ingestion.dead_lettered"
 JOB_CANCELLED = "job.cancelled"
+JOB_COMPLETED = "job.completed"
 DEAD_LETTERED_REASON = "dead_lettered"
 # What an answer to a dead-letter interrupt carries as its payload.
 RESUME_SCHEMA: dict[str, Any] = {
@@ -162,6 +163,9 @@ class RunProgress:
             COMPLETED: self._completed,
             DEAD_LETTERED: self._dead_lettered,
             JOB_CANCELLED: self._job_cancelled,
+            # The run's own RUN_FINISHED says it, and the queue may write it before the
+            # last chunk's ingestion.completed.
+            JOB_COMPLETED: lambda data: [],
         }
 
     @property
