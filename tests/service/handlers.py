@@ -162,3 +162,16 @@ async def busy_once_then_record(task: Mapping[str, Any], context: Any) -> None:
     if first:
         context.retry_after(1)
     record(task)
+
+
+HEALED_KEY = "test:healed"
+
+
+def fail_marked_until_healed(task: Mapping[str, Any]) -> None:
+    """Fail a FAIL_MARK chunk until HEALED_KEY exists (a fix deployed), then record it like any
+    other: a dead letter requeued after the fix succeeds."""
+    if FAIL_MARK in task["content"]:
+        with _client() as client:
+            if not client.exists(HEALED_KEY):
+                raise RuntimeError(f"cannot process {task['chunk_id']} yet")
+    record(task)
