@@ -248,3 +248,23 @@ def test_a_token_limited_to_a_job_runs_and_resumes_only_that_jobs_runs(
         body = run_input("run-mine", "a short text", threadId="thread-mine")
         with agui_run(base_url, body, token=mine) as reader:
             assert reader.until_end()[-1]["result"] == {"total": 1, "done": 1, "failed": 0}
+
+
+def test_every_chunk_gets_both_steps_even_when_a_worker_finishes_it_before_the_stream(
+    api: str, redis_server: RedisServer, redis_client: redis.Redis, workers: list
+) -> None:
+    # A worker already waiting takes the chunks the moment they are admitted, so some finish
+    # before the stream's opening is read: the race seen once in three runs before.
+    workers.append(start(redis_server, "tests.service.handlers:record"))
+    document = "\n\n".join(letter * PARAGRAPH for letter in "abcd")
+    for attempt in range(3):
+        run_id = f"run-fast-{attempt}"
+        with agui_run(api, run_input(run_id, document)) as reader:
+            events = reader.until_end()
+        shown = [brief(event) for event in events]
+        for number in range(1, 5):
+            assert shown.count(f"STEP_STARTED {run_id}-{number}") == 1, shown
+            assert shown.count(f"STEP_FINISHED {run_id}-{number}") == 1, shown
+        assert_steps_pair_up(events)
+        assert final_state(events) == {"total": 4, "done": 4, "failed": 0}
+        assert events[-1]["result"] == {"total": 4, "done": 4, "failed": 0}
