@@ -8,8 +8,8 @@ A continuation (a re-POST with Last-Event-ID) needs the run's view at an older c
 is rebuilt from the snapshot and the job's events between C and the snapshot's cursor only
 (the window the client missed), never by folding from the job's start: a chunk the window
 does not touch was in the same state at C; one the window touches was running at C when its
-first event there is a completion, a failure or a dead letter, and not yet started when it
-is a start.
+first event there is a completion, a failure or a dead letter, or a start after an attempt
+made before C (a retry), and not yet started when it is its first start.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ class ChunkRecord:
     entry_id: str
     dead_letter_id: str = ""
     error: str = ""
+    attempts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +71,7 @@ def chunk_records(stored: Mapping[str, str]) -> tuple[ChunkRecord, ...]:
             continue
         if not isinstance(record, dict):
             continue
-        seq = record.get("seq")
+        seq, attempts = record.get("seq"), record.get("attempts")
         rows.append(
             (
                 seq if isinstance(seq, int) else 0,
@@ -80,6 +81,7 @@ def chunk_records(stored: Mapping[str, str]) -> tuple[ChunkRecord, ...]:
                     entry_id=_text(record.get("entry_id")),
                     dead_letter_id=_text(record.get("dead_letter_id")),
                     error=_text(record.get("error")),
+                    attempts=attempts if isinstance(attempts, int) else 0,
                 ),
             )
         )
@@ -108,17 +110,30 @@ def seed_of(snapshot: JobSnapshot) -> RunSeed:
 def seed_before(snapshot: JobSnapshot, window: Iterable[JobEvent]) -> RunSeed:
     """The run's view before the window's events, which end at the snapshot's cursor."""
     seed = seed_of(snapshot)
+    records = {chunk.chunk_id: chunk for chunk in snapshot.chunks}
     firsts: dict[str, str] = {}
+    starts: dict[str, int] = {}
     for event in window:
         if event.type == JOB_CANCELLED:
             seed.cancelled = False
         _learn(seed.message_chunks, event)
         for chunk_id in chunks_named(event, seed.message_chunks):
             firsts.setdefault(chunk_id, event.type)
+            if event.type == STARTED:
+                starts[chunk_id] = starts.get(chunk_id, 0) + 1
     for chunk_id, first in firsts.items():
         seed.done.discard(chunk_id)
         seed.failed.discard(chunk_id)
-        running = first in _RUNNING_AT_CURSOR
+        record = records.get(chunk_id)
+        # Started again in the window after an attempt before it: it was waiting for its
+        # retry (or redelivery), its step open, unless it was a dead letter requeued since
+        # (its record keeps the dead letter's id), whose step had closed.
+        retried = (
+            record is not None
+            and record.attempts > starts.get(chunk_id, 0)
+            and not record.dead_letter_id
+        )
+        running = first in _RUNNING_AT_CURSOR or retried
         if running and chunk_id not in seed.open:
             seed.open.append(chunk_id)
         elif not running and chunk_id in seed.open:

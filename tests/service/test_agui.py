@@ -527,9 +527,9 @@ def snapshot(state: str = "") -> JobSnapshot:
 
 def test_chunk_records_come_in_submission_order_and_skip_unreadable_ones() -> None:
     assert chunk_records(CHUNK_HASH) == (
-        ChunkRecord("r-1", "done", "11-0"),
-        ChunkRecord("r-2", "failed", "12-0", dead_letter_id="20-0", error="boom"),
-        ChunkRecord("r-3", "running", "13-0"),
+        ChunkRecord("r-1", "done", "11-0", attempts=1),
+        ChunkRecord("r-2", "failed", "12-0", dead_letter_id="20-0", error="boom", attempts=3),
+        ChunkRecord("r-3", "running", "13-0", attempts=1),
     )
 
 
@@ -553,8 +553,17 @@ def test_the_view_before_a_window_undoes_only_what_the_window_did() -> None:
     assert (seed.done, seed.failed) == (set(), set())
     assert sorted(seed.open) == ["r-1", "r-2", "r-3"]
     assert not seed.cancelled
-    # A chunk whose first window event is its start had not started.
+    # A chunk whose first window event is its first start had not started; one started
+    # again after an attempt before the window was waiting for its retry, its step open.
     assert seed_before(snapshot(), [batch("ingestion.started", "r-3")]).open == []
+    retry = batch("ingestion.started", "r-3", message_ids=["14-0"])
+    assert seed_before(snapshot(), [retry, retry]).open == []
+    two_attempts = {
+        **CHUNK_HASH,
+        "r-3": CHUNK_HASH["r-3"].replace('"attempts": 1', '"attempts": 2'),
+    }
+    retried = JobSnapshot("r", "", chunk_records(two_attempts), cursor="30-0")
+    assert seed_before(retried, [retry]).open == ["r-3"]
 
 
 def test_a_resume_reads_each_answer() -> None:
