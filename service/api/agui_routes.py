@@ -145,6 +145,8 @@ async def _ingest(state: AppState, runs: RunStore, run_input: RunAgentInput, gra
 async def _resume(state: AppState, runs: RunStore, run_input: RunAgentInput, grant: Grant) -> str:
     """Answer the dead letters of the thread's job; the run then shows that job."""
     plan = plan_resume(run_input)
+    # Its runId names a run record too: a limited token may not take one outside its jobs.
+    grant.check_job(plan.run_id)
     job_id = await runs.thread_job(plan.thread_id)
     if job_id is None:
         raise RunConflict(f"thread {plan.thread_id!r} has no run whose interrupts to resume")

@@ -245,9 +245,18 @@ def test_a_token_limited_to_a_job_runs_and_resumes_only_that_jobs_runs(
             resume = resume_input("run-mine-resume", [(theirs, {"action": "retry"})])
             assert client.post("/agui/ingest", json=resume).status_code == 403
         assert [entry_id for entry_id, _ in redis_client.xrange(DLQ)] == [theirs]
-        body = run_input("run-mine", "a short text", threadId="thread-mine")
+        body = run_input("run-mine", two_chunk_document(FAIL_MARK), threadId="thread-mine")
         with agui_run(base_url, body, token=mine) as reader:
-            assert reader.until_end()[-1]["result"] == {"total": 1, "done": 1, "failed": 0}
+            [my_dead_letter] = interrupt_ids(reader.until_end()[-1])
+        answer = [(my_dead_letter, {"action": "skip"})]
+        with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {mine}"}) as client:
+            # Its own thread's job, but a resume runId outside its jobs: refused.
+            outside = {**resume_input("other-resume", answer), "threadId": "thread-mine"}
+            assert client.post("/agui/ingest", json=outside).status_code == 403
+        inside = {**resume_input("run-mine-resume", answer), "threadId": "thread-mine"}
+        with agui_run(base_url, inside, token=mine) as reader:
+            assert reader.until_end()[-1]["result"] == {"total": 2, "done": 1, "failed": 1}
+        assert [entry_id for entry_id, _ in redis_client.xrange(DLQ)] == [theirs]
 
 
 def test_every_chunk_gets_both_steps_even_when_a_worker_finishes_it_before_the_stream(
