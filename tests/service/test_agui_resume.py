@@ -277,3 +277,27 @@ def test_every_chunk_gets_both_steps_even_when_a_worker_finishes_it_before_the_s
         assert_steps_pair_up(events)
         assert final_state(events) == {"total": 4, "done": 4, "failed": 0}
         assert events[-1]["result"] == {"total": 4, "done": 4, "failed": 0}
+
+
+def test_a_run_goes_on_through_a_worker_sigkilled_mid_chunk(
+    api: str, redis_server: RedisServer, redis_client: redis.Redis, workers: list
+) -> None:
+    document = "a" * PARAGRAPH + "\n\n" + HOLD_MARK + "b" * PARAGRAPH
+    with agui_run(api, run_input("run-k", document)) as reader:
+        doomed = start(redis_server, "tests.service.handlers:hold_marked")
+        workers.append(doomed)
+        while "STEP_STARTED run-k-2" not in [brief(event) for event in reader.events]:
+            reader.next()
+        doomed.kill()
+        doomed.wait()
+        # The next worker reclaims the held chunk once it has been idle claim_idle_ms.
+        redis_client.set("test:release", "1")
+        workers.append(start(redis_server, "tests.service.handlers:hold_marked"))
+        events = reader.until_end()
+    whole = reader.events
+    assert events[-1]["result"] == {"total": 2, "done": 2, "failed": 0}
+    assert "outcome" not in events[-1]
+    assert_steps_pair_up(whole)
+    assert [brief(event) for event in whole].count("STEP_STARTED run-k-2") == 1
+    answer = job(api, "run-k")
+    assert (answer["state"], answer["done"]) == ("done", 2)
