@@ -151,9 +151,9 @@ async def _resume(state: AppState, runs: RunStore, run_input: RunAgentInput, gra
     if job_id is None:
         raise RunConflict(f"thread {plan.thread_id!r} has no run whose interrupts to resume")
     grant.check_job(job_id)
-    record = await runs.open(plan.run_id, job_id, plan.digest)
-    if record.job_id != job_id:
-        raise RunConflict(f"runId {plan.run_id!r} resumed the job {record.job_id!r} already")
+    # A re-POST of the run keeps to the job it resumed, though the thread moved on since.
+    job_id = (await runs.open(plan.run_id, job_id, plan.digest)).job_id
+    grant.check_job(job_id)
     await runs.answer(job_id, plan.answers, state.queue)
     return job_id
 
