@@ -20,22 +20,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
-from ag_ui.core import RunAgentInput, TextPart, UserMessage
+from ag_ui.core import ResumeEntry, RunAgentInput, TextPart, UserMessage
 from pydantic import ValidationError
 
 from service.agui.errors import AguiError
 from service.core.json_safety import json_safety_problem
-from service.tasks.task_format import Task
+from service.jobs.job_admission import ChunkSpec
 
 CHUNK_CHARS = 4000
 # Leaves room for "-<n>" within the 256 characters POST /tasks allows a chunk id.
 RUN_ID_MAX_CHARS = 200
 THREAD_ID_MAX_CHARS = 256
 _CUT_AFTER = ("\n\n", "\n", " ")
+# An interrupt id is a dead letter's entry id.
+_ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 # Separates the parts of a Redis key name.
 KEY_SEPARATOR = ":"
 
@@ -67,16 +71,33 @@ class IngestPlan:
     def chunk_ids(self) -> tuple[str, ...]:
         return tuple(chunk.chunk_id for chunk in self.chunks)
 
-    def task_of(self, chunk: Chunk) -> Task:
-        """The task of one chunk, as POST /tasks would enqueue it."""
-        return Task(
-            job_id=self.run_id,
-            chunk_id=chunk.chunk_id,
-            content=chunk.content,
-            source_uri=self.source_uri,
-            source_type=self.source_type,
-            metadata=self.metadata,
-        )
+    def chunk_specs(self) -> list[ChunkSpec]:
+        """The chunks as POST /jobs takes them."""
+        return [ChunkSpec(chunk.chunk_id, chunk.content) for chunk in self.chunks]
+
+
+class ResumeAction(StrEnum):
+    RETRY = "retry"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeAnswer:
+    """One answered interrupt: the dead letter's entry id and what to do with it."""
+
+    interrupt_id: str
+    action: ResumeAction
+
+
+@dataclass(frozen=True, slots=True)
+class ResumePlan:
+    """A run that answers the interrupts of an earlier run on its thread."""
+
+    thread_id: str
+    run_id: str
+    answers: tuple[ResumeAnswer, ...]
+    # Tells a re-attach (same answers) from different answers under a reused runId.
+    digest: str
 
 
 def parse_run_input(body: bytes) -> RunAgentInput:
@@ -119,6 +140,50 @@ def plan_ingest(run_input: RunAgentInput) -> IngestPlan:
         metadata=metadata,
         digest=_digest(document, source_uri, source_type, metadata),
     )
+
+
+def is_resume(run_input: RunAgentInput) -> bool:
+    """A run whose resume answers interrupts; it ingests nothing."""
+    return bool(run_input.resume)
+
+
+def plan_resume(run_input: RunAgentInput) -> ResumePlan:
+    """Check a resume run's ids and read each answer: status ``cancelled`` or payload
+    ``{"action": "skip"}`` drops the dead letter, ``{"action": "retry"}`` requeues it."""
+    run_id = _checked_id("runId", run_input.run_id, RUN_ID_MAX_CHARS)
+    if KEY_SEPARATOR in run_id:
+        raise IngestRefused(f"runId must not contain {KEY_SEPARATOR!r}")
+    thread_id = _checked_id("threadId", run_input.thread_id, THREAD_ID_MAX_CHARS)
+    answers: dict[str, ResumeAnswer] = {}
+    for index, entry in enumerate(run_input.resume or []):
+        where = f"resume.{index}"
+        if not _ENTRY_ID.match(entry.interrupt_id):
+            raise IngestRefused(f"{where}.interruptId is not an interrupt of this service")
+        if entry.interrupt_id in answers:
+            raise IngestRefused(f"{where}.interruptId {entry.interrupt_id!r} is answered twice")
+        answers[entry.interrupt_id] = ResumeAnswer(entry.interrupt_id, _action(where, entry))
+    canonical = json.dumps(
+        [[answer.interrupt_id, answer.action.value] for answer in answers.values()],
+        separators=(",", ":"),
+    )
+    return ResumePlan(
+        thread_id=thread_id,
+        run_id=run_id,
+        answers=tuple(answers.values()),
+        digest=hashlib.sha256(canonical.encode("ascii")).hexdigest(),
+    )
+
+
+def _action(where: str, entry: ResumeEntry) -> ResumeAction:
+    if entry.status == "cancelled":
+        return ResumeAction.SKIP
+    payload = entry.payload
+    action = payload.get("action") if isinstance(payload, dict) else None
+    if action not in (ResumeAction.RETRY.value, ResumeAction.SKIP.value):
+        raise IngestRefused(
+            f'{where}.payload must be {{"action": "retry"}} or {{"action": "skip"}}'
+        )
+    return ResumeAction(action)
 
 
 def document_of(run_input: RunAgentInput) -> str:

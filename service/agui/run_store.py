@@ -1,185 +1,190 @@
-"""AG-UI runs in Redis: the run record that makes a re-POST re-attach, and the job's history.
+"""AG-UI runs in Redis: which job a run shows, a thread's job, job snapshots, dead-letter answers.
 
-The record is a hash at ``shield:agui:run:<runId>``:
-- ``plan``: JSON ``{"start", "digest", "chunks"}``, written once with HSETNX. ``start`` is the
-  last events-stream id taken before anything was enqueued, so a replay from it misses none
-  of the job's events; ``digest`` tells the same document from a different one.
-- ``entry:<chunk id>``: the task-stream id of each chunk, set as soon as it is enqueued.
+A run record is a hash at ``shield:agui:run:<runId>`` with ``job`` (the job it shows: its own
+runId for a run that ingests, the thread's job for a run that resumes) and ``digest`` (tells
+a re-POST of the same run from another document or other answers under a reused runId),
+written once with HSETNX. ``shield:agui:thread:<threadId>`` names the job of the thread's last
+ingesting run, so a resume run finds the job its interrupts belong to. Both are kept as long
+as a finished job (SHIELD_JOB_TTL_S) after the last POST.
 
-A POST enqueues only the chunks without an entry, holding a short lock so two concurrent POSTs
-of one run cannot both enqueue a chunk. A POST that failed half-way (backpressure, Redis gone)
-is completed by the next POST of the same runId, and nothing is enqueued twice. The record
-expires ``RUN_TTL_S`` after the last POST; after that the runId is free for a new run.
+The job itself (its chunks, their state) is the job state of service.jobs: a snapshot is read
+from it, in one MULTI with the events stream's last id, never folded from the events stream.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from redis.asyncio.lock import Lock
-from redis.exceptions import LockError, ResponseError
+from redis.exceptions import ResponseError
 
 from service.agui.errors import AguiError
-from service.agui.run_plan import IngestPlan
+from service.agui.job_snapshot import JobSnapshot, chunk_records
+from service.agui.run_plan import ResumeAction, ResumeAnswer
 from service.agui.run_view import JobEvent
 from service.core.redis_replies import entries, fields
-from service.events.stream_ids import InvalidStreamId, is_after, normalize_resume_point
+from service.events.stream_ids import FIRST_ID, is_after
 from service.events.wire import Event
-from service.tasks.task_format import Task
+from service.jobs.job_context import JobKeys
+from service.tasks.task_queue import TaskQueue
 
 RUN_KEY_PREFIX = "shield:agui:run:"
-ENQUEUE_LOCK_SUFFIX = ":enqueuing"
-ENTRY_FIELD_PREFIX = "entry:"
-PLAN_FIELD = "plan"
-RUN_TTL_S = 24 * 3600
-# Long enough for any document the body limit lets through; a crashed holder frees it then.
-ENQUEUE_LOCK_TIMEOUT_S = 30.0
-ENQUEUE_LOCK_WAIT_S = 5.0
-REPLAY_PAGE = 500
-
-Enqueue = Callable[[Task], Awaitable[str]]
+THREAD_KEY_PREFIX = "shield:agui:thread:"
+JOB_FIELD = "job"
+DIGEST_FIELD = "digest"
+WINDOW_PAGE = 500
 
 
 class RunConflict(AguiError):
-    """The runId is taken by another document, or its record cannot be read."""
-
-
-class RunBusy(AguiError):
-    """Another request is still enqueuing this run."""
+    """The runId is taken by another document, or a record cannot be read, or a resume
+    answers what is not its thread's."""
 
 
 def run_key(run_id: str) -> str:
     return RUN_KEY_PREFIX + run_id
 
 
+def thread_key(thread_id: str) -> str:
+    return THREAD_KEY_PREFIX + thread_id
+
+
 @dataclass(frozen=True, slots=True)
 class RunRecord:
-    """A run as stored: where its events start, its chunks, and what is enqueued."""
-
-    start: str
+    job_id: str
     digest: str
-    chunk_ids: tuple[str, ...]
-    entries: Mapping[str, str]
-
-    @property
-    def message_chunks(self) -> dict[str, str]:
-        """Chunk id by task-stream entry id."""
-        return {entry_id: chunk_id for chunk_id, entry_id in self.entries.items()}
-
-    def missing(self) -> list[str]:
-        return [chunk_id for chunk_id in self.chunk_ids if chunk_id not in self.entries]
-
-
-def plan_record(plan: IngestPlan, start: str) -> str:
-    """The JSON of the plan field."""
-    return json.dumps(
-        {"start": start, "digest": plan.digest, "chunks": list(plan.chunk_ids)},
-        separators=(",", ":"),
-    )
-
-
-def decode_record(run_id: str, stored: Mapping[str, str]) -> RunRecord:
-    """Read a run hash; anyone can write to Redis, so a bad one is a conflict, not a crash."""
-    unreadable = RunConflict(f"{run_key(run_id)} holds no readable AG-UI run record")
-    try:
-        plan = json.loads(stored.get(PLAN_FIELD) or "")
-    except ValueError:
-        raise unreadable from None
-    if not isinstance(plan, dict):
-        raise unreadable
-    start, digest, chunk_ids = plan.get("start"), plan.get("digest"), plan.get("chunks")
-    if not isinstance(start, str) or not isinstance(digest, str) or not isinstance(chunk_ids, list):
-        raise unreadable
-    if not all(isinstance(chunk_id, str) for chunk_id in chunk_ids):
-        raise unreadable
-    try:
-        start = normalize_resume_point(start)
-    except InvalidStreamId:
-        raise unreadable from None
-    recorded = {
-        name.removeprefix(ENTRY_FIELD_PREFIX): value
-        for name, value in stored.items()
-        if name.startswith(ENTRY_FIELD_PREFIX)
-    }
-    return RunRecord(start=start, digest=digest, chunk_ids=tuple(chunk_ids), entries=recorded)
+    created: bool
 
 
 class RunStore:
-    """Run records and the enqueue-once protocol, on an injected Redis client."""
+    """Run and thread records, job snapshots and dead-letter answers, on an injected client."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, keys: JobKeys, dead_letter_stream: str) -> None:
         self._redis = redis
+        self._keys = keys
+        self._dead_letters = dead_letter_stream
 
-    async def open(self, plan: IngestPlan, start: str) -> RunRecord:
-        """Create the run's record, or read the one a previous POST created."""
-        key = run_key(plan.run_id)
+    async def open(self, run_id: str, job_id: str, digest: str) -> RunRecord:
+        """Create the run's record, or read the one an earlier POST of the runId made."""
+        key = run_key(run_id)
         try:
             async with self._redis.pipeline(transaction=True) as transaction:
-                transaction.hsetnx(key, PLAN_FIELD, plan_record(plan, start))
-                transaction.expire(key, RUN_TTL_S)
+                transaction.hsetnx(key, JOB_FIELD, job_id)
+                transaction.hsetnx(key, DIGEST_FIELD, digest)
+                transaction.expire(key, self._keys.ttl_s)
                 transaction.hgetall(key)
-                *_, stored = await transaction.execute()
+                created, *_, stored = await transaction.execute()
         except ResponseError as error:
             # A pipeline wraps the reply: "Command # 1 (...) caused error: WRONGTYPE ...".
             if "WRONGTYPE" not in str(error):
                 raise
             raise RunConflict(f"{key} holds no readable AG-UI run record (not a hash)") from None
-        record = decode_record(plan.run_id, fields(stored))
-        if record.digest != plan.digest:
-            raise RunConflict(f"runId {plan.run_id!r} is already a run of a different document")
-        return record
+        record = fields(stored)
+        stored_job, stored_digest = record.get(JOB_FIELD), record.get(DIGEST_FIELD)
+        if not stored_job or not stored_digest:
+            raise RunConflict(f"{key} holds no readable AG-UI run record")
+        if stored_digest != digest:
+            raise RunConflict(f"runId {run_id!r} is already a run of a different document")
+        return RunRecord(stored_job, stored_digest, bool(created))
 
-    async def enqueue_missing(
-        self, plan: IngestPlan, record: RunRecord, enqueue: Enqueue
-    ) -> RunRecord:
-        """Enqueue the chunks that have no entry yet, one at a time, recording each."""
-        if not record.missing():
-            return record
-        key = run_key(plan.run_id)
-        lock = self._redis.lock(
-            key + ENQUEUE_LOCK_SUFFIX,
-            timeout=ENQUEUE_LOCK_TIMEOUT_S,
-            blocking_timeout=ENQUEUE_LOCK_WAIT_S,
-        )
-        if not await lock.acquire():
-            raise RunBusy(f"run {plan.run_id!r} is being enqueued by another request")
+    async def remember_thread(self, thread_id: str, job_id: str) -> None:
+        await self._redis.set(thread_key(thread_id), job_id, ex=self._keys.ttl_s)
+
+    async def thread_job(self, thread_id: str) -> str | None:
         try:
-            # Whoever held the lock before may have enqueued some or all of them.
-            record = decode_record(plan.run_id, fields(await self._redis.hgetall(key)))
-            entries_now = dict(record.entries)
-            for chunk in plan.chunks:
-                if chunk.chunk_id in entries_now:
-                    continue
-                entry_id = await enqueue(plan.task_of(chunk))
-                await self._redis.hset(key, ENTRY_FIELD_PREFIX + chunk.chunk_id, entry_id)
-                entries_now[chunk.chunk_id] = entry_id
-        finally:
-            await _release(lock)
-        return RunRecord(record.start, record.digest, record.chunk_ids, entries_now)
+            job_id = await self._redis.get(thread_key(thread_id))
+        except ResponseError:
+            return None
+        return job_id if isinstance(job_id, str) else None
 
+    async def snapshot(self, job_id: str) -> JobSnapshot | None:
+        """The job's state and the events stream's last id, read in one MULTI: the scripts
+        that move chunks write their events in the same call, so nothing falls between."""
+        events = self._keys.events
+        async with self._redis.pipeline(transaction=True) as transaction:
+            transaction.hgetall(self._keys.job_key(job_id))
+            transaction.hgetall(self._keys.chunks_key(job_id))
+            transaction.xrevrange(events, count=1)
+            transaction.xrange(events, count=1)
+            job, chunks, newest, oldest = await transaction.execute()
+        job_fields = fields(job)
+        if not job_fields:
+            return None
+        newest_entries, oldest_entries = entries(newest), entries(oldest)
+        return JobSnapshot(
+            job_id=job_id,
+            state=job_fields.get("state", ""),
+            chunks=chunk_records(fields(chunks)),
+            cursor=newest_entries[0][0] if newest_entries else FIRST_ID,
+            oldest=oldest_entries[0][0] if oldest_entries else None,
+        )
 
-async def _release(lock: Lock) -> None:
-    try:
-        await lock.release()
-    except LockError:
-        # It expired and may be someone else's now; their enqueue skips what we recorded.
-        pass
+    async def window(
+        self, job_id: str, start: str, until: str, inclusive: bool
+    ) -> list[tuple[str, JobEvent]]:
+        """The job's events from `start` (itself included when `inclusive`) to `until`: the
+        part of the stream a continuing client missed, read page by page."""
+        found: list[tuple[str, JobEvent]] = []
+        low = start if inclusive else f"({start}"
+        while True:
+            page = entries(
+                await self._redis.xrange(self._keys.events, min=low, max=until, count=WINDOW_PAGE)
+            )
+            for entry_id, entry_fields in page:
+                event = Event.from_fields(entry_fields)
+                if event.job_id == job_id:
+                    found.append((entry_id, JobEvent(type=event.type, data=event.data)))
+            if len(page) < WINDOW_PAGE or not is_after(until, page[-1][0]):
+                return found
+            low = f"({page[-1][0]}"
 
+    async def waiting_dead_letters(self, dead_letter_ids: Sequence[str]) -> set[str]:
+        """Which of these dead letters are still in the dead-letter stream."""
+        if not dead_letter_ids:
+            return set()
+        async with self._redis.pipeline(transaction=False) as pipeline:
+            for entry_id in dead_letter_ids:
+                pipeline.xrange(self._dead_letters, min=entry_id, max=entry_id)
+            replies = await pipeline.execute()
+        return {
+            entry_id
+            for entry_id, reply in zip(dead_letter_ids, replies, strict=True)
+            if entries(reply)
+        }
 
-async def job_history(
-    redis: Redis, stream: str, job_id: str, after: str, until: str
-) -> AsyncIterator[JobEvent]:
-    """The job's events after one entry id up to another, read with XRANGE page by page."""
-    cursor = after
-    while is_after(until, cursor):
-        page = entries(await redis.xrange(stream, min=f"({cursor}", max=until, count=REPLAY_PAGE))
-        for _, entry_fields in page:
-            event = Event.from_fields(entry_fields)
-            if event.job_id == job_id:
-                yield JobEvent(type=event.type, data=event.data)
-        if len(page) < REPLAY_PAGE:
-            return
-        cursor = page[-1][0]
+    async def answer(
+        self, job_id: str, answers: Sequence[ResumeAnswer], queue: TaskQueue
+    ) -> dict[str, str]:
+        """Requeue (retry) or drop (skip) each answered dead letter of the job: what became
+        of each. One already gone (answered by an earlier POST of the run) is left alone;
+        one of another job is a RunConflict, checked for all before any is touched."""
+        letters = await self._letters([answer.interrupt_id for answer in answers])
+        for answer in answers:
+            letter = letters.get(answer.interrupt_id)
+            if letter is not None and letter.get("job_id") != job_id:
+                raise RunConflict(
+                    f"interrupt {answer.interrupt_id!r} is not a dead letter of job {job_id!r}"
+                )
+        outcome: dict[str, str] = {}
+        for answer in answers:
+            if answer.interrupt_id not in letters:
+                outcome[answer.interrupt_id] = "gone"
+            elif answer.action is ResumeAction.RETRY:
+                new_id = await queue.requeue_dead_letter(answer.interrupt_id)
+                outcome[answer.interrupt_id] = "requeued" if new_id else "gone"
+            else:
+                dropped = await self._redis.xdel(self._dead_letters, answer.interrupt_id)
+                outcome[answer.interrupt_id] = "dropped" if dropped else "gone"
+        return outcome
+
+    async def _letters(self, entry_ids: Sequence[str]) -> dict[str, Mapping[str, str]]:
+        async with self._redis.pipeline(transaction=False) as pipeline:
+            for entry_id in entry_ids:
+                pipeline.xrange(self._dead_letters, min=entry_id, max=entry_id)
+            replies = await pipeline.execute()
+        found: dict[str, Mapping[str, str]] = {}
+        for entry_id, reply in zip(entry_ids, replies, strict=True):
+            page = entries(reply)
+            if page:
+                found[entry_id] = page[0][1]
+        return found

@@ -1,26 +1,37 @@
 """An ingestion job seen as an AG-UI run: the job's stream events in, AG-UI events out; pure.
 
-The state is ``{total, done, failed}``: chunks of the run, chunks completed, chunks
+The state is ``{total, done, failed}``: chunks of the job, chunks completed, chunks
 dead-lettered. Each chunk is one step named by its chunk id.
 
-Mapping of the worker's events (service/processing.py):
+A stream opens from the job's state (a RunSeed, see service.agui.job_snapshot), not from its
+history: RUN_STARTED, STATE_SNAPSHOT, then STEP_STARTED and STEP_FINISHED for every chunk that
+has settled already and STEP_STARTED for every one running, so every chunk gets both steps
+even when a fast worker finished it before the stream began.
+
+Mapping of the worker's events (service/tasks/processor.py) after that:
 - ``ingestion.started`` (one per job per batch, naming chunk_ids): STEP_STARTED per chunk whose
   step is not open yet. A retry or a redelivery starts a chunk again; its step stays open.
 - ``ingestion.completed`` (same shape): STEP_FINISHED per chunk, then one STATE_DELTA.
 - ``ingestion.dead_lettered`` (message_id only): CUSTOM with the reason and the chunk id, then
-  STEP_FINISHED and a STATE_DELTA. The chunk is found by message id: the run record knows the
-  entry ids it enqueued, and started/failed events name the entry id of every retry.
+  STEP_FINISHED and a STATE_DELTA. The chunk is found by message id: the job state knows each
+  chunk's entry id, and started events name the entry id of every retry.
+- ``job.cancelled``: CUSTOM, and the run ends. ``job.completed``: nothing; RUN_FINISHED says it.
 - anything else of the job (``ingestion.failed`` of a retry, a producer's own events): CUSTOM
   named by the event type, valued by its data.
 
 Choices:
-- A chunk completed or dead-lettered whose step never opened here (its start was trimmed from
-  the stream, or a client re-attached) gets STEP_STARTED right before STEP_FINISHED, so every
-  stream passes a client's sequence checks.
+- A chunk completed or dead-lettered whose step never opened here gets STEP_STARTED right
+  before STEP_FINISHED, so every stream passes a client's sequence checks.
 - Events are idempotent: at-least-once delivery may complete a chunk twice. A completion wins
   over an earlier dead letter (the dead letter was requeued and then succeeded).
-- The run ends when every chunk is settled: RUN_FINISHED when none is dead-lettered, else
-  RUN_ERROR naming the dead-lettered chunks. Chunk ids outside the run are ignored.
+- The run ends when every chunk is settled or the job is cancelled, with RUN_FINISHED after
+  any open step is closed: outcome ``cancelled`` for a cancelled job; outcome ``interrupt``
+  with one interrupt per dead letter still waiting (id = its dead-letter entry id, reason
+  ``dead_lettered``, message = the error, responseSchema offering retry or skip), answered by
+  a new run's ``resume``; else success. Chunk ids outside the job are ignored.
+- Every frame carries an ``id:`` line: ``<events-stream id>/<n>`` for the n-th frame shown for
+  that event, ``<snapshot cursor>/s<n>`` for the n-th frame of an opening. A re-POST with
+  Last-Event-ID continues after it (service.agui.frame_ids).
 """
 
 from __future__ import annotations
@@ -33,8 +44,12 @@ from typing import Any
 from ag_ui.core import (
     BaseEvent,
     CustomEvent,
+    Interrupt,
     RunErrorEvent,
+    RunFinishedCancelledOutcome,
     RunFinishedEvent,
+    RunFinishedInterruptOutcome,
+    RunFinishedOutcome,
     RunStartedEvent,
     StateDeltaEvent,
     StateSnapshotEvent,
@@ -49,9 +64,29 @@ STARTED = "ingestion.started"
 COMPLETED = "ingestion.completed"
 FAILED = "ingestion.failed"
 DEAD_LETTERED = "ingestion.dead_lettered"
-DEAD_LETTERED_CODE = "chunks_dead_lettered"
+JOB_CANCELLED = "job.cancelled"
+JOB_COMPLETED = "job.completed"
+DEAD_LETTERED_REASON = "dead_lettered"
+# What an answer to a dead-letter interrupt carries as its payload.
+RESUME_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"action": {"type": "string", "enum": ["retry", "skip"]}},
+    "required": ["action"],
+}
 INTERRUPTED_CODE = "stream_interrupted"
 _ENCODER = EventEncoder()
+
+
+@dataclass(slots=True)
+class RunSeed:
+    """What a run's view starts from: the job's chunks in order and where each one stands."""
+
+    chunk_ids: tuple[str, ...]
+    done: set[str] = field(default_factory=set)
+    failed: set[str] = field(default_factory=set)
+    open: list[str] = field(default_factory=list)
+    message_chunks: dict[str, str] = field(default_factory=dict)
+    cancelled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +118,24 @@ def encode_events(events: Iterable[BaseEvent]) -> bytes:
     return "".join(_ENCODER.encode(event) for event in events).encode("utf-8")
 
 
+def encode_frames(frames: Iterable[tuple[str, BaseEvent]]) -> bytes:
+    """SSE frames of AG-UI events, each with its ``id:`` line before the SDK's data line."""
+    return "".join(
+        f"id: {frame_id}\n{_ENCODER.encode(event)}" for frame_id, event in frames
+    ).encode("utf-8")
+
+
+def dead_letter_interrupt(dead_letter_id: str, chunk_id: str, error: str) -> Interrupt:
+    """The interrupt that asks what to do with one dead-lettered chunk."""
+    return Interrupt(
+        id=dead_letter_id,
+        reason=DEAD_LETTERED_REASON,
+        message=utf8_safe(error) or f"chunk {chunk_id} was dead-lettered",
+        response_schema=RESUME_SCHEMA,
+        metadata={"chunk_id": utf8_safe(chunk_id)},
+    )
+
+
 def interrupted(reason: str) -> RunErrorEvent:
     """The last event of a stream cut off before its run ended."""
     return RunErrorEvent(
@@ -95,25 +148,24 @@ def interrupted(reason: str) -> RunErrorEvent:
 class RunProgress:
     """Folds one job's events into the run's state and the AG-UI events that show it."""
 
-    def __init__(
-        self,
-        thread_id: str,
-        run_id: str,
-        chunk_ids: Sequence[str],
-        message_chunks: Mapping[str, str] | None = None,
-    ) -> None:
+    def __init__(self, thread_id: str, run_id: str, seed: RunSeed) -> None:
         self.thread_id = thread_id
         self.run_id = run_id
-        self._chunk_ids = tuple(chunk_ids)
+        self._chunk_ids = seed.chunk_ids
         self._in_run = frozenset(self._chunk_ids)
-        self._message_chunks = dict(message_chunks or {})
-        self._open: dict[str, None] = {}  # an ordered set
-        self._done: set[str] = set()
-        self._failed: set[str] = set()
+        self._message_chunks = dict(seed.message_chunks)
+        self._open: dict[str, None] = dict.fromkeys(seed.open)  # an ordered set
+        self._done: set[str] = set(seed.done)
+        self._failed: set[str] = set(seed.failed)
+        self.cancelled = seed.cancelled
         self._handlers: dict[str, Callable[[Mapping[str, Any]], list[BaseEvent]]] = {
             STARTED: self._started,
             COMPLETED: self._completed,
             DEAD_LETTERED: self._dead_lettered,
+            JOB_CANCELLED: self._job_cancelled,
+            # The run's own RUN_FINISHED says it, and the queue may write it before the
+            # last chunk's ingestion.completed.
+            JOB_COMPLETED: lambda data: [],
         }
 
     @property
@@ -125,13 +177,29 @@ class RunProgress:
         """Every chunk is done or dead-lettered."""
         return len(self._done) + len(self._failed) == len(self._chunk_ids)
 
-    def opening(self) -> list[BaseEvent]:
-        """How a stream starts: RUN_STARTED, the state so far, and the steps still open."""
-        return [
-            RunStartedEvent(thread_id=self.thread_id, run_id=self.run_id),
-            StateSnapshotEvent(snapshot=self.state),
-            *(StepStartedEvent(step_name=chunk_id) for chunk_id in self._open),
-        ]
+    @property
+    def ended(self) -> bool:
+        """Nothing more will happen in this run: every chunk settled, or the job cancelled."""
+        return self.settled or self.cancelled
+
+    @property
+    def failed_chunks(self) -> list[str]:
+        return [chunk_id for chunk_id in self._chunk_ids if chunk_id in self._failed]
+
+    def opening(self, run_started: bool = True) -> list[BaseEvent]:
+        """How a stream starts: RUN_STARTED, the state so far, then each chunk's step as it
+        stands: started and finished for a settled chunk, started for a running one."""
+        shown: list[BaseEvent] = []
+        if run_started:
+            shown.append(RunStartedEvent(thread_id=self.thread_id, run_id=self.run_id))
+        shown.append(StateSnapshotEvent(snapshot=self.state))
+        for chunk_id in self._chunk_ids:
+            if chunk_id in self._done or chunk_id in self._failed:
+                shown.append(StepStartedEvent(step_name=chunk_id))
+                shown.append(StepFinishedEvent(step_name=chunk_id))
+            elif chunk_id in self._open:
+                shown.append(StepStartedEvent(step_name=chunk_id))
+        return shown
 
     def apply(self, event: JobEvent) -> list[BaseEvent]:
         """Fold one event of the job; returns the AG-UI events that show the change."""
@@ -147,16 +215,23 @@ class RunProgress:
             shown.append(delta)
         return shown
 
-    def closing(self) -> BaseEvent:
-        """The last event of a settled run."""
-        if not self._failed:
-            return RunFinishedEvent(thread_id=self.thread_id, run_id=self.run_id, result=self.state)
-        dead = [chunk_id for chunk_id in self._chunk_ids if chunk_id in self._failed]
-        return RunErrorEvent(
-            message=f"{len(dead)} of {len(self._chunk_ids)} chunk(s) dead-lettered: "
-            + ", ".join(dead),
-            code=DEAD_LETTERED_CODE,
+    def closing(self, interrupts: Sequence[Interrupt] = ()) -> list[BaseEvent]:
+        """The last events of an ended run: its open steps closed, then RUN_FINISHED with
+        outcome cancelled (the job was cancelled), interrupt (dead letters wait for an
+        answer) or success."""
+        shown: list[BaseEvent] = [StepFinishedEvent(step_name=chunk_id) for chunk_id in self._open]
+        self._open.clear()
+        outcome: RunFinishedOutcome | None = None
+        if self.cancelled:
+            outcome = RunFinishedCancelledOutcome()
+        elif interrupts:
+            outcome = RunFinishedInterruptOutcome(interrupts=list(interrupts))
+        shown.append(
+            RunFinishedEvent(
+                thread_id=self.thread_id, run_id=self.run_id, result=self.state, outcome=outcome
+            )
         )
+        return shown
 
     def _started(self, data: Mapping[str, Any]) -> list[BaseEvent]:
         self._learn_batch(data)
@@ -164,6 +239,8 @@ class RunProgress:
         for chunk_id in self._run_chunks(data.get("chunk_ids")):
             if chunk_id in self._open or chunk_id in self._done:
                 continue
+            # A requeued dead letter starts again: it is open, no longer failed.
+            self._failed.discard(chunk_id)
             self._open[chunk_id] = None
             shown.append(StepStartedEvent(step_name=chunk_id))
         return shown
@@ -190,6 +267,10 @@ class RunProgress:
         shown += self._finish_step(chunk_id)
         self._failed.add(chunk_id)
         return shown
+
+    def _job_cancelled(self, data: Mapping[str, Any]) -> list[BaseEvent]:
+        self.cancelled = True
+        return [CustomEvent(name=JOB_CANCELLED, value=utf8_safe(data))]
 
     def _finish_step(self, chunk_id: str) -> list[BaseEvent]:
         shown: list[BaseEvent] = []

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import OutOfMemoryError, RedisError
 
 from service.agui.run_plan import IngestRefused
-from service.agui.run_store import RunBusy, RunConflict
+from service.agui.run_store import RunConflict
 from service.core.grants import AccessDenied
 from service.core.idempotency import IdempotencyKeyReused, InvalidIdempotencyKey
 from service.core.json_safety import printable
@@ -30,10 +30,8 @@ from service.tasks.task_queue import NotReplicated, QueueFull
 
 log = logging.getLogger(__name__)
 
-# How long a refused client waits: the backlog drains in batches; a run being set up by
-# another request is a moment's work.
+# How long a refused client waits: the backlog drains in batches.
 BACKLOG_RETRY_AFTER_S = 2
-BUSY_RETRY_AFTER_S = 1
 # A Redis at its maxmemory (noeviction) frees room only as workers settle tasks and streams
 # are trimmed: a few seconds.
 REDIS_FULL_RETRY_AFTER_S = 5
@@ -45,7 +43,6 @@ REDIS_FULL_DETAIL = (
 DOMAIN_ANSWERS: dict[type[Exception], tuple[int, int | None]] = {
     QueueFull: (503, BACKLOG_RETRY_AFTER_S),
     NotReplicated: (503, BACKLOG_RETRY_AFTER_S),
-    RunBusy: (503, BUSY_RETRY_AFTER_S),
     RunConflict: (409, None),
     IngestRefused: (422, None),
     InvalidStreamId: (400, None),

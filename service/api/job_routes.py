@@ -18,11 +18,11 @@ from starlette.responses import Response
 from service.api.app_state import State
 from service.api.auth import CurrentGrant
 from service.api.idempotent_answers import IdempotencyKey, created, idempotent_write
+from service.api.trace_header import Traceparent
 from service.core.identifiers import Identifier
 from service.core.json_safety import JsonSafeModel
-from service.jobs.errors import TooManyChunks
+from service.jobs.job_admission import ChunkSpec, admit_job
 from service.jobs.job_state import JobState, JobView, check_job_id
-from service.tasks.task_format import Task
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -132,30 +132,28 @@ class JobCancelling(BaseModel):
     },
 )
 async def submit_job(
-    body: JobIn, state: State, grant: CurrentGrant, idempotency_key: IdempotencyKey = None
+    body: JobIn,
+    state: State,
+    grant: CurrentGrant,
+    traceparent: Traceparent,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    """Enqueue every chunk of a document, or none."""
-    limit = state.settings.max_job_chunks
-    if len(body.chunks) > limit:
-        raise TooManyChunks(f"{len(body.chunks)} chunks; SHIELD_MAX_JOB_CHUNKS is {limit}")
+    """Enqueue every chunk of a document, or none; each keeps the request's traceparent."""
     write = idempotent_write("POST /jobs", idempotency_key, body)
     job_id = body.job_id or uuid.uuid4().hex
     grant.check_job(job_id)
-    tasks = [
-        Task(
-            job_id=job_id,
-            chunk_id=chunk.chunk_id,
-            content=chunk.content,
+    chunks = [ChunkSpec(chunk.chunk_id, chunk.content, chunk.metadata) for chunk in body.chunks]
+    with state.metrics.redis_latency.time():
+        admitted = await admit_job(
+            state.queue,
+            state.settings.max_job_chunks,
+            job_id,
+            chunks,
             source_uri=body.source_uri,
             source_type=body.source_type,
-            metadata={**body.metadata, **chunk.metadata},
-        )
-        for chunk in body.chunks
-    ]
-    metadata = {"source_uri": body.source_uri, "source_type": body.source_type, **body.metadata}
-    with state.metrics.redis_latency.time():
-        admitted = await state.queue.admit(
-            job_id, tasks, whole=True, job_metadata=metadata, idempotency=write
+            metadata=body.metadata,
+            idempotency=write,
+            traceparent=traceparent,
         )
     answer = JobCreated(job_id=admitted.job_id, ids=admitted.entry_ids, cursor=admitted.cursor)
     return created(answer, admitted.replayed)

@@ -72,9 +72,8 @@ QUEUE_COMMANDS = (
     "zrange",
     "zrangebyscore",
     "zrem",
-    # The jobs API (issue 16, branch jobs, not merged here yet): job records' expiry, the set
-    # of jobs being cancelled that workers check. Prove them with tests/service/
-    # test_redis_acl.py once it runs a job (POST /jobs, GET /jobs, DELETE /jobs/{id}).
+    # The jobs API: job records' expiry, and the set of jobs being cancelled that workers
+    # check.
     "expire",
     "persist",
     "sadd",
@@ -84,19 +83,16 @@ QUEUE_COMMANDS = (
 # The API's own: the event readers (fan-out hub, front-end and metrics-collector groups), the
 # stats and health reads, and (the jobs API) the job list by creation time.
 API_COMMANDS = ("xread", "xgroup|setid", "xinfo|consumers", "zrevrangebyscore")
-# The AG-UI enqueue lock (redis-py's Lock: SET NX PX, and its scripts' GET and DEL) and (the
-# jobs API's idempotency.lua) the Idempotency-Key records: a selector, so SET, GET and DEL
-# reach those keys and nothing else, not even a stream.
-LOCK_COMMANDS = ("set", "get", "del")
+# Plain string keys: the AG-UI thread records (which job a thread shows) and the
+# Idempotency-Key records (idempotency.lua): a selector, so SET, GET and DEL reach those keys
+# and nothing else, not even a stream.
+STRING_KEY_COMMANDS = ("set", "get", "del")
 
 
-# service.agui.run_store's key prefix and lock suffix, kept here too so core does not import
-# agui; a test checks that they agree.
+# service.agui.run_store's key prefixes, kept here too so core does not import agui; a test
+# checks that they agree.
 AGUI_RUN_PREFIX = "shield:agui:run:"
-LOCK_SUFFIX = ":enqueuing"
-# The jobs API's names.IDEMPOTENCY_PREFIX (branch jobs): the API's records of
-# Idempotency-Key writes.
-IDEMPOTENCY_PREFIX = "shield:idempotency:"
+AGUI_THREAD_PREFIX = "shield:agui:thread:"
 
 
 @dataclass(frozen=True)
@@ -128,7 +124,8 @@ def api_key_patterns(streams: StreamNames) -> tuple[str, ...]:
         events + ":*",
         _escape(names.COLLECTED_PREFIX) + "*",
         _escape(AGUI_RUN_PREFIX) + "*",
-        _escape(IDEMPOTENCY_PREFIX) + "*",
+        # The admitting scripts (EVALSHA) are given the Idempotency-Key record as a key.
+        _escape(names.IDEMPOTENCY_PREFIX) + "*",
     )
 
 
@@ -151,14 +148,12 @@ def user_rules(commands: Sequence[str], key_patterns: Sequence[str]) -> list[str
 
 
 def api_rules(streams: StreamNames) -> list[str]:
-    """What the API processes may do: the rules, then the lock keys' selector."""
-    lock_pattern = _escape(AGUI_RUN_PREFIX) + "*" + _escape(LOCK_SUFFIX)
-    idempotency_pattern = _escape(IDEMPOTENCY_PREFIX) + "*"
+    """What the API processes may do: the rules, then the string keys' selector."""
     selector = " ".join(
         (
-            *(f"+{command}" for command in LOCK_COMMANDS),
-            f"~{lock_pattern}",
-            f"~{idempotency_pattern}",
+            *(f"+{command}" for command in STRING_KEY_COMMANDS),
+            f"~{_escape(AGUI_THREAD_PREFIX)}*",
+            f"~{_escape(names.IDEMPOTENCY_PREFIX)}*",
         )
     )
     return [

@@ -3,6 +3,13 @@
 //   node run-agent.mjs run <url> <runId> [token] < document
 //     runs HttpAgent.runAgent() against POST /agui/ingest and prints one JSON line:
 //     {outcome, events, state, failure}
+//   node run-agent.mjs resume <url> <runId> <resumeRunId> <action> < document
+//     runs the document, then a second run on the same agent whose resume answers every
+//     interrupt the first one ended with by {action} ("retry" or "skip"); prints
+//     {first, second}, each as run prints it
+//   node run-agent.mjs cancel <url> <runId> <stepName> < document
+//     runs the document and, when the step named starts, cancels the job with
+//     DELETE /jobs/<runId>; prints what run prints
 //   node run-agent.mjs selfcheck
 //     feeds the same client a valid and an invalid event sequence through a stub fetch and
 //     prints {valid, invalid}: proof that the client's own sequence checks are on.
@@ -16,16 +23,19 @@ function describe(event) {
   return event.type;
 }
 
-async function runOnce(agent, input) {
+async function runOnce(agent, input, onStep = () => {}) {
   const events = [];
   let outcome = null;
+  let finished = null;
   let failure = null;
   const subscriber = {
     onEvent: ({ event }) => {
       events.push(describe(event));
+      if (event.type === "STEP_STARTED") onStep(event.stepName);
     },
-    onRunFinishedEvent: () => {
+    onRunFinishedEvent: ({ outcome: how, interrupts }) => {
       outcome = "RUN_FINISHED";
+      finished = { outcome: how, interrupts: interrupts ?? [] };
     },
     onRunErrorEvent: ({ event }) => {
       outcome = `RUN_ERROR: ${event.message}`;
@@ -36,19 +46,53 @@ async function runOnce(agent, input) {
   } catch (error) {
     failure = error instanceof Error ? error.message : String(error);
   }
-  return { outcome, events, state: agent.state, failure };
+  return {
+    outcome,
+    finished,
+    events,
+    state: agent.state,
+    pendingInterrupts: agent.pendingInterrupts ?? [],
+    failure,
+  };
 }
 
-async function run(url, runId, token) {
+const forwardedProps = { source_uri: "file:///from-node.txt", source_type: "text" };
+
+function documentAgent(url, token) {
   const document = readFileSync(0, "utf8");
-  const agent = new HttpAgent({
+  return new HttpAgent({
     url,
     headers: token ? { Authorization: `Bearer ${token}` } : {},
     threadId: "thread-node",
     initialMessages: [{ id: "document", role: "user", content: document }],
   });
-  const forwardedProps = { source_uri: "file:///from-node.txt", source_type: "text" };
-  return runOnce(agent, { runId, forwardedProps });
+}
+
+async function run(url, runId, token) {
+  return runOnce(documentAgent(url, token), { runId, forwardedProps });
+}
+
+async function resume(url, runId, resumeRunId, action) {
+  const agent = documentAgent(url);
+  const first = await runOnce(agent, { runId, forwardedProps });
+  const answers = agent.pendingInterrupts.map((interrupt) => ({
+    interruptId: interrupt.id,
+    status: "resolved",
+    payload: { action },
+  }));
+  const second = await runOnce(agent, { runId: resumeRunId, forwardedProps, resume: answers });
+  return { first, second };
+}
+
+async function cancel(url, runId, stepName) {
+  const jobUrl = new URL(`/jobs/${encodeURIComponent(runId)}`, url);
+  let cancelled = null;
+  const result = await runOnce(documentAgent(url), { runId, forwardedProps }, (started) => {
+    if (started === stepName && cancelled === null) {
+      cancelled = fetch(jobUrl, { method: "DELETE" }).then((answer) => answer.status);
+    }
+  });
+  return { ...result, deleteStatus: await cancelled };
 }
 
 function stubAgent(events) {
@@ -79,5 +123,6 @@ async function selfcheck() {
 }
 
 const [mode, ...args] = process.argv.slice(2);
-const result = mode === "selfcheck" ? await selfcheck() : await run(...args);
+const modes = { run, resume, cancel, selfcheck };
+const result = await modes[mode](...args);
 process.stdout.write(`${JSON.stringify(result)}\n`);

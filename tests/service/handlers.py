@@ -183,3 +183,31 @@ def record_trace(task: Mapping[str, Any], context: Any) -> None:
     current = f"{span_context.trace_id:032x}-{span_context.span_id:016x}"
     with _client() as client:
         client.rpush(TRACES_KEY, json.dumps({"context": context.traceparent, "current": current}))
+
+
+HEALED_KEY = "test:healed"
+
+
+def fail_marked_until_healed(task: Mapping[str, Any]) -> None:
+    """Fail a FAIL_MARK chunk until HEALED_KEY exists (a fix deployed), then record it like any
+    other: a dead letter requeued after the fix succeeds."""
+    if FAIL_MARK in task["content"]:
+        with _client() as client:
+            if not client.exists(HEALED_KEY):
+                raise RuntimeError(f"cannot process {task['chunk_id']} yet")
+    record(task)
+
+
+ATTEMPTS_KEY_PREFIX = "test:attempts:"
+FAILING_ATTEMPTS = 3
+
+
+def fail_marked_first_attempts(task: Mapping[str, Any]) -> None:
+    """Fail the first FAILING_ATTEMPTS attempts at a FAIL_MARK chunk (as many as the queue
+    makes before dead-lettering it), then record it: a requeued dead letter succeeds."""
+    if FAIL_MARK in task["content"]:
+        with _client() as client:
+            attempt = int(client.incr(ATTEMPTS_KEY_PREFIX + task["chunk_id"]))
+        if attempt <= FAILING_ATTEMPTS:
+            raise RuntimeError(f"cannot process {task['chunk_id']} (attempt {attempt})")
+    record(task)

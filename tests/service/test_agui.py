@@ -8,21 +8,27 @@ from typing import Any
 import pytest
 from ag_ui.core import BaseEvent, RunStartedEvent, StepStartedEvent
 
+from service.agui.frame_ids import FrameId, Framer, parse_frame_id
+from service.agui.job_snapshot import ChunkRecord, JobSnapshot, chunk_records, seed_before, seed_of
 from service.agui.run_plan import (
     CHUNK_CHARS,
     IngestRefused,
     chunk_text,
     parse_run_input,
     plan_ingest,
+    plan_resume,
 )
-from service.agui.run_store import RunConflict, decode_record
 from service.agui.run_view import (
     JobEvent,
     RunProgress,
+    RunSeed,
+    dead_letter_interrupt,
     encode_events,
+    encode_frames,
     interrupted,
     job_event_from_ws,
 )
+from service.jobs.job_admission import ChunkSpec
 
 RUN = "r"
 CHUNKS = ("r-1", "r-2", "r-3")
@@ -67,7 +73,7 @@ def failed(message_id: str, chunk: str, retrying: bool) -> JobEvent:
 
 
 def fold(events: list[JobEvent]) -> tuple[RunProgress, list[str]]:
-    progress = RunProgress("t", RUN, CHUNKS, ENTRIES)
+    progress = RunProgress("t", RUN, RunSeed(CHUNKS, message_chunks=dict(ENTRIES)))
     shown = [brief(out) for event in events for out in progress.apply(event)]
     return progress, shown
 
@@ -210,36 +216,106 @@ def test_job_events_map_to_agui_events(
     assert progress.state == state
 
 
+def closing_bodies(progress: RunProgress, interrupts: list[Any] | None = None) -> list[Any]:
+    return [
+        json.loads(event.model_dump_json(by_alias=True))
+        for event in progress.closing(interrupts or [])
+    ]
+
+
 def test_run_finishes_when_every_chunk_is_done() -> None:
     progress, _ = fold([batch("ingestion.completed", *CHUNKS)])
     assert progress.settled
-    body = json.loads(progress.closing().model_dump_json(by_alias=True))
-    assert body == {
-        "type": "RUN_FINISHED",
-        "threadId": "t",
-        "runId": RUN,
-        "result": {"total": 3, "done": 3, "failed": 0},
-    }
+    assert closing_bodies(progress) == [
+        {
+            "type": "RUN_FINISHED",
+            "threadId": "t",
+            "runId": RUN,
+            "result": {"total": 3, "done": 3, "failed": 0},
+        }
+    ]
 
 
-def test_run_errors_naming_the_dead_lettered_chunks_once_all_are_settled() -> None:
+def test_dead_letters_end_the_run_with_an_interrupt_each_once_all_are_settled() -> None:
     progress, _ = fold([dead("2-0"), batch("ingestion.completed", "r-1")])
     assert not progress.settled
     progress.apply(dead("3-0"))
     assert progress.settled
-    assert brief(progress.closing()) == (
-        "RUN_ERROR chunks_dead_lettered: 2 of 3 chunk(s) dead-lettered: r-2, r-3"
+    assert progress.failed_chunks == ["r-2", "r-3"]
+    interrupts = [
+        dead_letter_interrupt("9-0", "r-2", "RuntimeError: boom"),
+        dead_letter_interrupt("9-1", "r-3", ""),
+    ]
+    [finished] = closing_bodies(progress, interrupts)
+    assert finished["outcome"]["type"] == "interrupt"
+    assert finished["outcome"]["interrupts"] == [
+        {
+            "id": "9-0",
+            "reason": "dead_lettered",
+            "message": "RuntimeError: boom",
+            "responseSchema": {
+                "type": "object",
+                "properties": {"action": {"type": "string", "enum": ["retry", "skip"]}},
+                "required": ["action"],
+            },
+            "metadata": {"chunk_id": "r-2"},
+        },
+        {
+            "id": "9-1",
+            "reason": "dead_lettered",
+            "message": "chunk r-3 was dead-lettered",
+            "responseSchema": finished["outcome"]["interrupts"][0]["responseSchema"],
+            "metadata": {"chunk_id": "r-3"},
+        },
+    ]
+
+
+def test_a_cancelled_job_closes_its_open_steps_and_finishes_cancelled() -> None:
+    progress, shown = fold(
+        [
+            batch("ingestion.started", "r-1", "r-2"),
+            batch("ingestion.completed", "r-1"),
+            JobEvent("job.cancelled", {"total": 3, "done": 1, "failed": 0, "cancelled": 2}),
+        ]
+    )
+    assert shown[-1] == 'CUSTOM job.cancelled {"cancelled": 2, "done": 1, "failed": 0, "total": 3}'
+    assert progress.ended and not progress.settled
+    assert [
+        (body["type"], body.get("stepName"), body.get("outcome"))
+        for body in closing_bodies(progress)
+    ] == [
+        ("STEP_FINISHED", "r-2", None),
+        ("RUN_FINISHED", None, {"type": "cancelled"}),
+    ]
+
+
+def test_job_completed_shows_nothing_the_run_finished_does_not() -> None:
+    _, shown = fold([JobEvent("job.completed", {"total": 3, "done": 3})])
+    assert shown == []
+
+
+def test_opening_shows_the_job_state_and_both_steps_of_every_settled_chunk() -> None:
+    seed = RunSeed(CHUNKS, done={"r-1"}, failed={"r-3"}, open=["r-2"])
+    progress = RunProgress("t", RUN, seed)
+    assert [brief(event) for event in progress.opening()] == [
+        "RUN_STARTED",
+        'STATE_SNAPSHOT {"done": 1, "failed": 1, "total": 3}',
+        "STEP_STARTED r-1",
+        "STEP_FINISHED r-1",
+        "STEP_STARTED r-2",
+        "STEP_STARTED r-3",
+        "STEP_FINISHED r-3",
+    ]
+    assert [brief(event) for event in progress.opening(run_started=False)][0].startswith(
+        "STATE_SNAPSHOT"
     )
 
 
-def test_opening_shows_the_state_so_far_and_reopens_open_steps() -> None:
-    progress, _ = fold([batch("ingestion.started", *CHUNKS), batch("ingestion.completed", "r-1")])
-    assert [brief(event) for event in progress.opening()] == [
-        "RUN_STARTED",
-        'STATE_SNAPSHOT {"done": 1, "failed": 0, "total": 3}',
-        "STEP_STARTED r-2",
-        "STEP_STARTED r-3",
-    ]
+def test_frames_carry_their_id_line_before_the_sdk_data_line() -> None:
+    frames = [("5-0/s0", RunStartedEvent(thread_id="t", run_id="r"))]
+    assert encode_frames(frames) == (
+        b'id: 5-0/s0\ndata: {"type":"RUN_STARTED","threadId":"t","runId":"r"}\n\n'
+    )
 
 
 @pytest.mark.parametrize(
@@ -334,12 +410,9 @@ def test_plan_takes_the_last_user_message_and_the_forwarded_source() -> None:
     )
     plan = plan_ingest(parse_run_input(body))
     assert plan.chunk_ids == ("run-1-1",)
-    [chunk] = plan.chunks
-    fields = plan.task_of(chunk).to_fields()
-    assert fields["job_id"] == "run-1" and fields["chunk_id"] == "run-1-1"
-    assert fields["content"] == "new"
-    assert fields["source_uri"] == "s3://docs/a.txt" and fields["source_type"] == "text"
-    assert json.loads(fields["metadata"]) == {"lang": "en"}
+    assert plan.chunk_specs() == [ChunkSpec("run-1-1", "new")]
+    assert plan.source_uri == "s3://docs/a.txt" and plan.source_type == "text"
+    assert plan.metadata == {"lang": "en"}
 
 
 def test_same_document_same_digest_and_ids() -> None:
@@ -411,29 +484,129 @@ def test_bad_input_is_refused_with_its_reason(body: bytes, reason: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "stored",
+    ("text", "frame"),
     [
-        {},
-        {"plan": "{oops"},
-        {"plan": "[]"},
-        {"plan": '{"start": "0-0", "digest": "d"}'},
-        {"plan": '{"start": "x", "digest": "d", "chunks": []}'},
-        {"plan": '{"start": "0-0", "digest": "d", "chunks": [1]}'},
+        ("5-1/0", FrameId("5-1", 0)),
+        ("5-1/s12", FrameId("5-1", 12, opening=True)),
+        ("7/3", FrameId("7-0", 3)),
     ],
 )
-def test_an_unreadable_run_record_is_a_conflict(stored: dict[str, str]) -> None:
-    with pytest.raises(RunConflict, match="holds no readable AG-UI run record"):
-        decode_record("r", stored)
+def test_frame_ids_read_back(text: str, frame: FrameId) -> None:
+    assert parse_frame_id(text) == frame
 
 
-def test_run_record_reads_plan_and_entries() -> None:
-    record = decode_record(
-        "r",
-        {
-            "plan": '{"start": "5-1", "digest": "d", "chunks": ["r-1", "r-2"]}',
-            "entry:r-1": "10-0",
-        },
+@pytest.mark.parametrize("text", ["", "5-1", "5-1/", "5-1/x", "x-1/0", "5-1/s", "5-1/-1", "9" * 70])
+def test_a_last_event_id_not_ours_is_refused_naming_the_header(text: str) -> None:
+    with pytest.raises(IngestRefused, match="Last-Event-ID"):
+        parse_frame_id(text)
+
+
+def test_the_framer_numbers_per_cursor_and_drops_what_the_client_has() -> None:
+    started = [StepStartedEvent(step_name=name) for name in ("a", "b", "c")]
+    framer = Framer(FrameId("9-0", 0))
+    assert [frame_id for frame_id, _ in framer.frames("8-0", started[:1], opening=True)] == [
+        "8-0/s0"
+    ]
+    assert [frame_id for frame_id, _ in framer.frames("9-0", started)] == ["9-0/1", "9-0/2"]
+    assert [frame_id for frame_id, _ in framer.more(started[:1], "0-0")] == ["9-0/3"]
+    assert [frame_id for frame_id, _ in Framer().more(started[:1], "4-0")] == ["4-0/s0"]
+
+
+CHUNK_HASH = {
+    "r-2": '{"state": "failed", "attempts": 3, "entry_id": "12-0", "seq": 2, '
+    '"error": "boom", "dead_letter_id": "20-0"}',
+    "r-1": '{"state": "done", "attempts": 1, "entry_id": "11-0", "seq": 1}',
+    "r-3": '{"state": "running", "attempts": 1, "entry_id": "13-0", "seq": 3}',
+    "bad": "{oops",
+}
+
+
+def snapshot(state: str = "") -> JobSnapshot:
+    return JobSnapshot("r", state, chunk_records(CHUNK_HASH), cursor="30-0")
+
+
+def test_chunk_records_come_in_submission_order_and_skip_unreadable_ones() -> None:
+    assert chunk_records(CHUNK_HASH) == (
+        ChunkRecord("r-1", "done", "11-0", attempts=1),
+        ChunkRecord("r-2", "failed", "12-0", dead_letter_id="20-0", error="boom", attempts=3),
+        ChunkRecord("r-3", "running", "13-0", attempts=1),
     )
-    assert record.start == "5-1" and record.chunk_ids == ("r-1", "r-2")
-    assert record.missing() == ["r-2"]
-    assert record.message_chunks == {"10-0": "r-1"}
+
+
+def test_the_seed_is_the_job_state() -> None:
+    seed = seed_of(snapshot())
+    assert seed.chunk_ids == CHUNKS
+    assert (seed.done, seed.failed, seed.open) == ({"r-1"}, {"r-2"}, ["r-3"])
+    assert seed.message_chunks == {"11-0": "r-1", "12-0": "r-2", "13-0": "r-3"}
+    assert seed_of(snapshot("cancelled")).cancelled
+
+
+def test_the_view_before_a_window_undoes_only_what_the_window_did() -> None:
+    window = [
+        batch("ingestion.completed", "r-1"),
+        failed("12-0", "r-2", retrying=False),
+        dead("12-0"),
+        JobEvent("job.cancelled", {}),
+    ]
+    seed = seed_before(snapshot("cancelled"), window)
+    # r-1 and r-2 were running before their window events; r-3 was running and untouched.
+    assert (seed.done, seed.failed) == (set(), set())
+    assert sorted(seed.open) == ["r-1", "r-2", "r-3"]
+    assert not seed.cancelled
+    # A chunk whose first window event is its first start had not started; one started
+    # again after an attempt before the window was waiting for its retry, its step open.
+    assert seed_before(snapshot(), [batch("ingestion.started", "r-3")]).open == []
+    retry = batch("ingestion.started", "r-3", message_ids=["14-0"])
+    assert seed_before(snapshot(), [retry, retry]).open == []
+    two_attempts = {
+        **CHUNK_HASH,
+        "r-3": CHUNK_HASH["r-3"].replace('"attempts": 1', '"attempts": 2'),
+    }
+    retried = JobSnapshot("r", "", chunk_records(two_attempts), cursor="30-0")
+    assert seed_before(retried, [retry]).open == ["r-3"]
+
+
+def test_a_resume_reads_each_answer() -> None:
+    body = run_input(
+        resume=[
+            {"interruptId": "20-0", "status": "resolved", "payload": {"action": "retry"}},
+            {"interruptId": "21-0", "status": "resolved", "payload": {"action": "skip"}},
+            {"interruptId": "22-0", "status": "cancelled"},
+        ]
+    )
+    plan = plan_resume(parse_run_input(body))
+    assert [(answer.interrupt_id, answer.action.value) for answer in plan.answers] == [
+        ("20-0", "retry"),
+        ("21-0", "skip"),
+        ("22-0", "skip"),
+    ]
+    assert plan.digest == plan_resume(parse_run_input(body)).digest
+
+
+@pytest.mark.parametrize(
+    ("resume", "reason"),
+    [
+        ([{"interruptId": "x", "status": "cancelled"}], "resume.0.interruptId is not an interrupt"),
+        (
+            [{"interruptId": "1-0", "status": "resolved", "payload": {"action": "again"}}],
+            'resume.0.payload must be {"action": "retry"} or {"action": "skip"}',
+        ),
+        (
+            [{"interruptId": "1-0", "status": "resolved"}],
+            'resume.0.payload must be {"action": "retry"}',
+        ),
+        (
+            [
+                {"interruptId": "1-0", "status": "cancelled"},
+                {"interruptId": "1-0", "status": "cancelled"},
+            ],
+            "resume.1.interruptId '1-0' is answered twice",
+        ),
+    ],
+)
+def test_a_resume_that_cannot_be_read_is_refused_with_its_reason(
+    resume: list[dict[str, Any]], reason: str
+) -> None:
+    with pytest.raises(IngestRefused) as refused:
+        plan_resume(parse_run_input(run_input(resume=resume)))
+    assert str(refused.value).startswith(reason), str(refused.value)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -16,6 +14,7 @@ from harness.redis_server import RedisServer
 from harness.waiting import wait_until
 from tests.service.handlers import FAIL_MARK, HANDLED_KEY, HOLD_MARK, RELEASE_KEY
 from tests.support.agui_input import run_input
+from tests.support.agui_stream import agui_run, assert_steps_pair_up, brief, final_state
 from tests.support.live_server import serve
 from tests.support.processes import service_env, start_worker
 from tests.support.service_settings import make_settings
@@ -23,7 +22,6 @@ from tests.support.service_settings import make_settings
 QUEUE = "shield:ingestion_queue"
 DLQ = "shield:ingestion_queue:dlq"
 EVENTS = "shield:events"
-TERMINAL = ("RUN_FINISHED", "RUN_ERROR")
 # Three paragraphs of 3,000 characters: the 4,000-character rule cuts after each blank line.
 PARAGRAPH = 3000
 
@@ -31,93 +29,6 @@ PARAGRAPH = 3000
 def three_chunk_document(middle_mark: str = "") -> str:
     middle = middle_mark + "b" * (PARAGRAPH - len(middle_mark))
     return "a" * PARAGRAPH + "\n\n" + middle + "\n\n" + "c" * PARAGRAPH
-
-
-class AguiReader:
-    """Reads AG-UI events from the SSE body of /agui/ingest, keeping every one seen."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self.response = response
-        self.events: list[dict[str, Any]] = []
-        self._lines = response.iter_lines()
-
-    def next(self, timeout_s: float = 20.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        data: list[str] = []
-        for line in self._lines:
-            if line.startswith("data:"):
-                data.append(line.removeprefix("data:").removeprefix(" "))
-            elif line == "" and data:
-                event: dict[str, Any] = json.loads("\n".join(data))
-                self.events.append(event)
-                return event
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no event in {timeout_s} s after {self.events}")
-        raise EOFError(f"stream ended after {self.events}")
-
-    def take(self, count: int) -> list[dict[str, Any]]:
-        return [self.next() for _ in range(count)]
-
-    def until_end(self) -> list[dict[str, Any]]:
-        """Events up to and including RUN_FINISHED or RUN_ERROR; the stream must close then."""
-        taken = [self.next()]
-        while taken[-1]["type"] not in TERMINAL:
-            taken.append(self.next())
-        with pytest.raises(EOFError):
-            self.next(timeout_s=5)
-        return taken
-
-
-@contextmanager
-def agui_run(base_url: str, body: dict[str, Any], token: str | None = None) -> Iterator[AguiReader]:
-    headers = {"Accept": "text/event-stream"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    timeout = httpx.Timeout(10, read=30)
-    with httpx.Client(base_url=base_url, timeout=timeout) as client:
-        with client.stream("POST", "/agui/ingest", json=body, headers=headers) as response:
-            assert response.status_code == 200, response.read()
-            assert response.headers["content-type"].startswith("text/event-stream")
-            yield AguiReader(response)
-
-
-def brief(event: dict[str, Any]) -> str:
-    kind = event["type"]
-    if kind in ("STEP_STARTED", "STEP_FINISHED"):
-        return f"{kind} {event['stepName']}"
-    if kind == "STATE_DELTA":
-        return "STATE_DELTA " + ",".join(f"{op['path']}={op['value']}" for op in event["delta"])
-    if kind == "STATE_SNAPSHOT":
-        return f"STATE_SNAPSHOT {json.dumps(event['snapshot'], sort_keys=True)}"
-    if kind == "CUSTOM":
-        return f"CUSTOM {event['name']}"
-    return str(kind)
-
-
-def final_state(events: list[dict[str, Any]]) -> dict[str, int]:
-    """The state a client ends with: the last snapshot with every later replace applied."""
-    state: dict[str, int] = {}
-    for event in events:
-        if event["type"] == "STATE_SNAPSHOT":
-            state = dict(event["snapshot"])
-        elif event["type"] == "STATE_DELTA":
-            for op in event["delta"]:
-                assert op["op"] == "replace"
-                state[op["path"].lstrip("/")] = op["value"]
-    return state
-
-
-def assert_steps_pair_up(events: list[dict[str, Any]]) -> None:
-    """Each step opens once before it closes, and none is open at the end."""
-    open_steps: set[str] = set()
-    for event in events:
-        if event["type"] == "STEP_STARTED":
-            assert event["stepName"] not in open_steps, event
-            open_steps.add(event["stepName"])
-        elif event["type"] == "STEP_FINISHED":
-            assert event["stepName"] in open_steps, event
-            open_steps.discard(event["stepName"])
-    assert not open_steps
 
 
 def stream_events(client: redis.Redis, event_type: str, job_id: str) -> list[dict[str, Any]]:
@@ -173,7 +84,9 @@ def test_a_multi_chunk_document_streams_as_one_run(
     assert {task["source_uri"] for task in tasks} == {"file:///doc.txt"}
     assert "".join(task["content"] for task in tasks) == document
     assert redis_client.lrange(HANDLED_KEY, 0, -1) == ["run-a-1", "run-a-2", "run-a-3"]
-    assert 0 < redis_client.ttl("shield:agui:run:run-a") <= 24 * 3600
+    # Kept as long as a finished job (SHIELD_JOB_TTL_S, 7 days by default).
+    assert 0 < redis_client.ttl("shield:agui:run:run-a") <= 7 * 24 * 3600
+    assert redis_client.get("shield:agui:thread:thread-1") == "run-a"
 
 
 def test_a_client_that_drops_re_attaches_without_a_second_enqueue(
@@ -192,9 +105,13 @@ def test_a_client_that_drops_re_attaches_without_a_second_enqueue(
     wait_until(lambda: len(stream_events(redis_client, "ingestion.started", "run-b")) == 2)
 
     with agui_run(api, body) as reader:
-        assert [brief(event) for event in reader.take(3)] == [
+        # The snapshot is the job state; the chunk done before this stream began still gets
+        # both its steps.
+        assert [brief(event) for event in reader.take(5)] == [
             "RUN_STARTED",
             'STATE_SNAPSHOT {"done": 1, "failed": 0, "total": 3}',
+            "STEP_STARTED run-b-1",
+            "STEP_FINISHED run-b-1",
             "STEP_STARTED run-b-2",
         ]
         redis_client.set(RELEASE_KEY, "1")
@@ -215,6 +132,12 @@ def test_a_client_that_drops_re_attaches_without_a_second_enqueue(
         assert [brief(event) for event in reader.until_end()] == [
             "RUN_STARTED",
             'STATE_SNAPSHOT {"done": 3, "failed": 0, "total": 3}',
+            "STEP_STARTED run-b-1",
+            "STEP_FINISHED run-b-1",
+            "STEP_STARTED run-b-2",
+            "STEP_FINISHED run-b-2",
+            "STEP_STARTED run-b-3",
+            "STEP_FINISHED run-b-3",
             "RUN_FINISHED",
         ]
     assert redis_client.xlen(QUEUE) == 3
@@ -227,26 +150,7 @@ def test_a_client_that_drops_re_attaches_without_a_second_enqueue(
     assert redis_client.xlen(QUEUE) == 3
 
 
-def test_a_post_that_stopped_half_way_is_completed_by_the_next(
-    api: str, redis_client: redis.Redis
-) -> None:
-    body = run_input("run-c", three_chunk_document())
-    with agui_run(api, body) as reader:
-        reader.take(2)
-    # As if the first POST had been refused by the queue after its first chunk.
-    [_, second, third] = redis_client.xrange(QUEUE)
-    redis_client.xdel(QUEUE, second[0], third[0])
-    redis_client.hdel("shield:agui:run:run-c", "entry:run-c-2", "entry:run-c-3")
-    with agui_run(api, body) as reader:
-        reader.take(2)
-    assert [fields["chunk_id"] for _, fields in redis_client.xrange(QUEUE)] == [
-        "run-c-1",
-        "run-c-2",
-        "run-c-3",
-    ]
-
-
-def test_a_chunk_that_keeps_failing_ends_the_run_with_run_error_naming_it(
+def test_a_chunk_that_keeps_failing_ends_the_run_with_an_interrupt_naming_its_dead_letter(
     api: str, redis_server: RedisServer, redis_client: redis.Redis, workers: list
 ) -> None:
     workers.append(start_worker(worker_env(redis_server, "fail_marked")))
@@ -255,10 +159,28 @@ def test_a_chunk_that_keeps_failing_ends_the_run_with_run_error_naming_it(
         events = reader.until_end()
     assert events[0]["type"] == "RUN_STARTED"
     assert events[1]["type"] == "STATE_SNAPSHOT"
+    [(dead_letter_id, _)] = redis_client.xrange(DLQ)
     assert events[-1] == {
-        "type": "RUN_ERROR",
-        "message": "1 of 2 chunk(s) dead-lettered: run-f-2",
-        "code": "chunks_dead_lettered",
+        "type": "RUN_FINISHED",
+        "threadId": "thread-1",
+        "runId": "run-f",
+        "result": {"total": 2, "done": 1, "failed": 1},
+        "outcome": {
+            "type": "interrupt",
+            "interrupts": [
+                {
+                    "id": dead_letter_id,
+                    "reason": "dead_lettered",
+                    "message": "RuntimeError: cannot process run-f-2",
+                    "responseSchema": {
+                        "type": "object",
+                        "properties": {"action": {"type": "string", "enum": ["retry", "skip"]}},
+                        "required": ["action"],
+                    },
+                    "metadata": {"chunk_id": "run-f-2"},
+                }
+            ],
+        },
     }
     assert final_state(events) == {"total": 2, "done": 1, "failed": 1}
     assert_steps_pair_up(events)
@@ -328,31 +250,13 @@ def test_ingest_needs_the_token_like_every_other_route(
     assert redis_client.xlen(QUEUE) == 1
 
 
-def test_a_run_being_enqueued_elsewhere_is_503_with_retry_after(
-    api: str, redis_client: redis.Redis
-) -> None:
-    body = run_input("run-busy", "a short document")
-    # Another API process holds the run's enqueue lock and has not recorded its chunk yet.
-    redis_client.set("shield:agui:run:run-busy:enqueuing", "someone-else", px=30000)
-    with httpx.Client(base_url=api, timeout=20) as client:
-        busy = client.post("/agui/ingest", json=body)
-    assert busy.status_code == 503
-    assert busy.headers["Retry-After"] == "1"
-    assert "being enqueued by another request" in busy.json()["detail"]
-    assert redis_client.xlen(QUEUE) == 0
-    redis_client.delete("shield:agui:run:run-busy:enqueuing")
-    with agui_run(api, body) as reader:
-        reader.take(2)
-    assert redis_client.xlen(QUEUE) == 1
-
-
 @pytest.mark.parametrize(
     "corrupt",
     [
-        lambda client: client.hset("shield:agui:run:run-x", "plan", "{oops"),
+        lambda client: client.hset("shield:agui:run:run-x", "job", ""),
         lambda client: client.set("shield:agui:run:run-x", "a string"),
     ],
-    ids=["bad plan JSON", "not a hash"],
+    ids=["no job named", "not a hash"],
 )
 def test_a_run_key_written_by_someone_else_is_409(
     api: str, redis_client: redis.Redis, corrupt: Any
@@ -404,7 +308,7 @@ def test_a_stream_cut_by_the_hub_ends_with_run_error_and_can_re_attach(
     assert redis_client.xlen(QUEUE) == 1
 
 
-def test_a_full_backlog_refuses_the_rest_and_a_retry_adds_only_the_rest(
+def test_a_full_backlog_refuses_the_whole_document_and_a_retry_admits_it(
     redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
     body = run_input("run-full", three_chunk_document())
@@ -414,15 +318,14 @@ def test_a_full_backlog_refuses_the_rest_and_a_retry_adds_only_the_rest(
             assert refused.status_code == 503
             assert refused.headers["Retry-After"] == "2"
             assert "backlog is full" in refused.json()["detail"]
-            assert redis_client.xlen(QUEUE) == 2
-            # The backlog drains (here the group is moved past both, as acks would), and the
-            # retry of the same runId adds only the chunk that was refused.
-            redis_client.xgroup_destroy(QUEUE, "lightrag-workers")
-            redis_client.xgroup_create(QUEUE, "lightrag-workers", id="$")
-            with agui_run(base_url, body) as reader:
-                reader.take(2)
-    # Admission trimmed what the group had been delivered; three adds in all, the last the
-    # refused chunk.
-    info = redis_client.xinfo_stream(QUEUE)
-    assert info["entries-added"] == 3
-    assert info["last-entry"][1]["chunk_id"] == "run-full-3"
+            # Admitted as POST /jobs admits: all chunks or none.
+            assert redis_client.xlen(QUEUE) == 0
+            assert not redis_client.exists("shield:ingestion_queue:jobs:job:run-full")
+    with serve(make_settings(redis_server, stream_maxlen=3)) as base_url:
+        with agui_run(base_url, body) as reader:
+            assert brief(reader.take(2)[1]) == 'STATE_SNAPSHOT {"done": 0, "failed": 0, "total": 3}'
+    assert [fields["chunk_id"] for _, fields in redis_client.xrange(QUEUE)] == [
+        "run-full-1",
+        "run-full-2",
+        "run-full-3",
+    ]

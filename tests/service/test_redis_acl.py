@@ -140,6 +140,22 @@ async def exercise(base_url: str) -> None:
         health = await client.get("/health/detailed")
         assert health.json()["status"] == "up", health.text
 
+        # Jobs: submitted (twice with one Idempotency-Key), read, listed, one cancelled.
+        job = {"job_id": "acl-doc", "chunks": [{"chunk_id": "c1", "content": "fine"}]}
+        for _ in range(2):
+            submitted = await client.post(
+                "/jobs", json=job, headers={"Idempotency-Key": "acl-key-1"}
+            )
+            assert submitted.status_code == 201, submitted.text
+        assert submitted.headers.get("Idempotent-Replayed") == "true"
+        for path in ("/jobs/acl-doc", "/jobs?limit=5"):
+            answer = await client.get(path)
+            assert answer.status_code == 200, f"{path}: {answer.text}"
+        doomed = {"job_id": "acl-cancelled", "chunks": [{"chunk_id": "c1", "content": "x"}]}
+        assert (await client.post("/jobs", json=doomed)).status_code == 201
+        cancelled = await client.delete("/jobs/acl-cancelled")
+        assert cancelled.status_code in (202, 409), cancelled.text
+
         async with client.stream(
             "POST", "/agui/ingest", json=run_input("acl-run", "one short document")
         ) as run:
@@ -204,17 +220,19 @@ def test_each_user_is_refused_what_it_never_needs(
             client.execute_command(*command)
 
 
-def test_the_lock_and_idempotency_keys_are_reachable_by_the_api_through_its_selector(
+def test_the_thread_and_idempotency_keys_are_reachable_by_the_api_through_its_selector(
     acl_redis: RedisServer, admin: redis.Redis
 ) -> None:
-    lock_key = run_store.run_key("r1") + run_store.ENQUEUE_LOCK_SUFFIX
+    thread_key = run_store.thread_key("t1")
     with as_user(acl_redis, API_USER) as client:
-        assert client.set(lock_key, "me", nx=True, px=1000)
-        assert client.get(lock_key) == "me"
-        assert client.delete(lock_key) == 1
-        # The jobs API's Idempotency-Key records go through the same selector.
+        assert client.set(thread_key, "job-1")
+        assert client.get(thread_key) == "job-1"
+        assert client.delete(thread_key) == 1
         assert client.set("shield:idempotency:tasks:k1", "record", nx=True, ex=60)
         assert client.get("shield:idempotency:tasks:k1") == "record"
+        # SET reaches nothing else: not a stream's name, not a run record.
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.set(run_store.run_key("r1"), "x")
 
 
 def test_the_default_user_is_off(acl_redis: RedisServer) -> None:
@@ -231,7 +249,7 @@ def test_the_default_user_is_off(acl_redis: RedisServer) -> None:
 
 def test_the_rules_know_the_agui_run_keys_as_the_run_store_names_them() -> None:
     assert redis_acl.AGUI_RUN_PREFIX == run_store.RUN_KEY_PREFIX
-    assert redis_acl.LOCK_SUFFIX == run_store.ENQUEUE_LOCK_SUFFIX
+    assert redis_acl.AGUI_THREAD_PREFIX == run_store.THREAD_KEY_PREFIX
 
 
 SHARED_COMMANDS = (
@@ -252,7 +270,7 @@ SHARED_COMMANDS = (
             + " +xread +xgroup|setid +xinfo|consumers +zrevrangebyscore"
             " ~shield:ingestion_queue ~shield:ingestion_queue:* ~shield:events ~shield:events:*"
             " ~shield:collected:* ~shield:agui:run:* ~shield:idempotency:*"
-            " (+set +get +del ~shield:agui:run:*:enqueuing ~shield:idempotency:*)",
+            " (+set +get +del ~shield:agui:thread:* ~shield:idempotency:*)",
             id="api",
         ),
         pytest.param(

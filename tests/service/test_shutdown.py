@@ -138,6 +138,9 @@ def test_sigterm_ends_every_stream_with_a_shutdown_notice_and_the_last_chunk(
     head, _, body = agui_response.partition(b"\r\n\r\n")
     payload, complete = dechunk(body)
     assert complete, body[-200:]
-    last = json.loads(payload.decode().strip().split("\n\n")[-1].removeprefix("data: "))
+    # Every AG-UI frame carries its id: line, then its data line.
+    id_line, data_line = payload.decode().strip().split("\n\n")[-1].split("\n")
+    assert id_line.startswith("id: ")
+    last = json.loads(data_line.removeprefix("data: "))
     assert last["type"] == "RUN_ERROR" and last["code"] == "stream_interrupted"
     assert "server shutting down" in last["message"]

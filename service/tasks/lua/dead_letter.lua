@@ -11,7 +11,7 @@ if #redis.call('XPENDING', stream, group, id, id, 1, consumer) == 0 then return 
 jobs_open(ARGV[6])
 local job, chunk = entry_job(stream, id)
 local n = tonumber(ARGV[8])
-redis.call('XADD', KEYS[2], '*', unpack(ARGV, 9, 8 + n))
+local letter = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 9, 8 + n))
 redis.call('XACK', stream, group, id)
 redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
 local i = 9 + n
@@ -21,5 +21,10 @@ while i <= #ARGV do
   i = i + 1 + m
 end
 -- After the task's own events, so that job.completed is the job's last word.
-job_move(job, chunk, id, 'failed', ARGV[7], false)
+-- The chunk keeps its dead letter's id: an AG-UI run offers it as the interrupt to answer.
+if job_move(job, chunk, id, 'failed', ARGV[7], false) then
+  local rec = chunk_record(job, chunk)
+  rec.dead_letter_id = letter
+  redis.call('HSET', chunks_key(job), chunk, cjson.encode(rec))
+end
 return 1
