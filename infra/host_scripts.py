@@ -53,7 +53,7 @@ def orchestrator_identity(install_dir: str, create: bool) -> str:
         make = (
             f'if [ ! -s {q(token)} ] && [ "${{conflicts:-0}}" = 0 ]; then\n'
             + f"  install -d -m 0755 {q(install_dir)}\n"
-            + f"  {_mark_dir(install_dir)}\n"
+            + f"  {mark_dir(install_dir)}\n"
             + f"  head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n' > {q(token + '.tmp')}\n"
             + f"  mv -f {q(token + '.tmp')} {q(token)}\n"
             + "fi\n"
@@ -67,7 +67,7 @@ def orchestrator_identity(install_dir: str, create: bool) -> str:
     )
 
 
-def _refuse_foreign(check: str, path: str, key: str) -> str:
+def refuse_foreign(check: str, path: str, key: str) -> str:
     """Stop unless path is ours (or absent), naming the stack key that moves us elsewhere."""
     return (
         f"{check} {q(path)} || fail"
@@ -75,7 +75,7 @@ def _refuse_foreign(check: str, path: str, key: str) -> str:
     )
 
 
-def _mark_dir(path: str) -> str:
+def mark_dir(path: str) -> str:
     return (
         f"[ -e {q(path + '/' + MARKER_FILE)} ] || echo {q(MARKER)} > {q(path + '/' + MARKER_FILE)}"
     )
@@ -111,9 +111,16 @@ def ownership_functions(service: ServiceSettings) -> str:
     )
 
 
-def host_checks(host: str, service: ServiceSettings, bind: str, ports: Sequence[int]) -> str:
+def host_checks(
+    host: str,
+    service: ServiceSettings,
+    bind: str,
+    ports: Sequence[int],
+    edge: tuple[str, int] | None = None,
+) -> str:
     """Report (as `conflict <stack key> <message>` lines) each unit or directory at our names
-    that we did not make, and each API port that a process other than ours listens on.
+    that we did not make, and each API port (and the front's, edge = (address, port)) that a
+    process other than ours listens on.
 
     Part of the identity read, before any step: it writes nothing. `conflicts` counts them,
     so the identity script that follows makes no token on a host we may not use.
@@ -125,6 +132,10 @@ def host_checks(host: str, service: ServiceSettings, bind: str, ports: Sequence[
         ("installDir", "ours_dir", service.install_dir),
         ("configDir", "ours_dir", service.config_dir),
     ]
+    if edge is not None:
+        named.insert(
+            2, ("serviceName", "ours_file", f"{UNIT_DIR}/{service.unit_name}-edge.service")
+        )
     checks = "".join(
         f"{check} {q(path)} || conflict {key}"
         f" {q(f'{path} exists and was not made by this deployment; set {key} to a free name')}\n"
@@ -134,20 +145,20 @@ def host_checks(host: str, service: ServiceSettings, bind: str, ports: Sequence[
     if ports:
         # The lab's hosts share one network namespace: only listeners on our address (or on
         # every address) are in the way.
-        ours = f"/{_pattern(service.unit_name)}@$port\\.service"
+        ours_api = f"/{_pattern(service.unit_name)}@$port\\.service"
         port_check = (
-            f"bind={q(bind)}\n"
-            + "listener() {\n"
-            + '  local port="$1" line address pid name unit\n'
+            "listener() {\n"
+            + '  local port="$1" bind="$2" ours="$3" line address pid name unit\n'
             + "  while IFS= read -r line; do\n"
             + "    address=$(awk '{print $4}' <<<\"$line\")\n"
             + '    address="${address%:*}"\n'
             + '    case "$address" in\n'
             + '      "$bind" | 0.0.0.0 | "*" | "[::]" | "[::ffff:$bind]") ;;\n'
-            + '      *) [ "$bind" = 0.0.0.0 ] || [ "$bind" = :: ] || continue ;;\n'
+            + '      *) [ "$bind" = 0.0.0.0 ] || [ "$bind" = :: ] || [ "$bind" = "*" ]'
+            + " || continue ;;\n"
             + "    esac\n"
             + "    pid=$(sed -n 's/.*pid=\\([0-9]*\\).*/\\1/p' <<<\"$line\")\n"
-            + f'    if [ -n "$pid" ] && grep -q "{ours}" "/proc/$pid/cgroup" 2>/dev/null; then\n'
+            + '    if [ -n "$pid" ] && grep -q "$ours" "/proc/$pid/cgroup" 2>/dev/null; then\n'
             + "      continue\n"
             + "    fi\n"
             + '    name=$(sed -n \'s/.*(("\\([^"]*\\)".*/\\1/p\' <<<"$line")\n'
@@ -160,10 +171,18 @@ def host_checks(host: str, service: ServiceSettings, bind: str, ports: Sequence[
             + "}\n"
             + "if command -v ss >/dev/null 2>&1; then\n"
             + f"  for port in {' '.join(str(port) for port in ports)}; do\n"
-            + '    holder=$(listener "$port")\n'
+            + f'    holder=$(listener "$port" {q(bind)} "{ours_api}")\n'
             + '    [ -z "$holder" ] || conflict servicePort'
             + f' "port $port on {host} is held by $holder; stop it or set servicePort"\n'
             + "  done\n"
+            + (
+                f"  holder=$(listener {edge[1]} {q(edge[0])}"
+                f" {q('/' + _pattern(service.unit_name) + '-edge' + chr(92) + '.service')})\n"
+                + '  [ -z "$holder" ] || conflict edgePort'
+                + f' "port {edge[1]} on {host} is held by $holder; stop it or set edgePort"\n'
+                if edge is not None
+                else ""
+            )
             + "fi\n"
         )
     return (
@@ -180,7 +199,7 @@ def _pattern(text: str) -> str:
     return text.replace(".", "\\.")
 
 
-def _fail_function(host: str) -> str:
+def fail_function(host: str) -> str:
     return (
         f"fail() {{ printf 'shield-orchestrator: host %s: %s\\n' {q(host)} \"$*\" >&2; exit 1; }}\n"
     )
@@ -202,7 +221,7 @@ def orchestrator_preflight(
         )
     return (
         HEADER
-        + _fail_function(host)
+        + fail_function(host)
         + f"install_os_packages={install}\n"
         + '[ -d /run/systemd/system ] || fail "systemd is not running as PID 1"\n'
         + "missing=()\n"
@@ -223,15 +242,15 @@ def orchestrator_preflight(
         + f" --home-dir {q(service.install_dir)} --no-create-home --shell /usr/sbin/nologin"
         + f" {q(service.user)}\n"
         + ownership_functions(service)
-        + _refuse_foreign("ours_dir", service.install_dir, "installDir")
-        + _refuse_foreign("ours_dir", service.config_dir, "configDir")
+        + refuse_foreign("ours_dir", service.install_dir, "installDir")
+        + refuse_foreign("ours_dir", service.config_dir, "configDir")
         + "install -d -m 0755 -o root -g root"
         + f" {q(service.install_dir)} {q(service.install_dir + '/releases')}"
         + f" {q(service.install_dir + '/incoming')}\n"
         + f"install -d -m 0750 -o root -g {q(service.user)} {q(service.config_dir)}\n"
-        + _mark_dir(service.install_dir)
+        + mark_dir(service.install_dir)
         + "\n"
-        + _mark_dir(service.config_dir)
+        + mark_dir(service.config_dir)
         + "\n"
         + 'echo "ready"\n'
     )
@@ -390,7 +409,10 @@ def unit_file(
         f"ExecStart={exec_start}\n"
         "Restart=on-failure\n"
         "RestartSec=2\n"
-        "TimeoutStopSec=30\n" + HARDENING + "\n[Install]\nWantedBy=multi-user.target\n"
+        "TimeoutStopSec=30\n"
+        f"LimitNOFILE={service.open_files}\n"
+        + HARDENING
+        + "\n[Install]\nWantedBy=multi-user.target\n"
     )
 
 
@@ -399,6 +421,7 @@ def api_unit(service: ServiceSettings, bind_address: str | None = None) -> str:
     exec_start = (
         f"{service.install_dir}/venv/bin/uvicorn service.main:app"
         f" --host {bind_address or service.bind_address} --port %i --timeout-graceful-shutdown 10"
+        f" --limit-concurrency {service.api_concurrency}"
     )
     return unit_file(
         service,
@@ -454,19 +477,19 @@ def service_apply(
     return (
         HEADER
         + "".join(f"# {line}\n" for line in revision)
-        + _fail_function(host)
+        + fail_function(host)
         + ownership_functions(service)
-        + _refuse_foreign("ours_file", f"{UNIT_DIR}/{api}", "serviceName")
-        + _refuse_foreign("ours_file", f"{UNIT_DIR}/{worker}", "serviceName")
-        + _refuse_foreign("ours_env", env_path, "configDir")
+        + refuse_foreign("ours_file", f"{UNIT_DIR}/{api}", "serviceName")
+        + refuse_foreign("ours_file", f"{UNIT_DIR}/{worker}", "serviceName")
+        + refuse_foreign("ours_env", env_path, "configDir")
         + "umask 077\n"
         + f"tmp=$(mktemp {q(env_path + '.XXXXXX')})\n"
         + 'cat > "$tmp"\n'
         + f'chown root:{q(service.user)} "$tmp"\n'
         + 'chmod 0640 "$tmp"\n'
         + f'mv -f "$tmp" {q(env_path)}\n'
-        + _write_unit(api, api_unit(service, bind_address))
-        + _write_unit(worker, worker_unit(service, import_dir))
+        + write_unit(api, api_unit(service, bind_address))
+        + write_unit(worker, worker_unit(service, import_dir))
         + "".join(
             f"if [ -e {q(UNIT_DIR + '/' + name)} ] && ours_file {q(UNIT_DIR + '/' + name)}; then\n"
             + f"  systemctl disable --now --quiet {q(name)} 2>/dev/null || true\n"
@@ -500,7 +523,7 @@ def instance_stop(unit: str) -> str:
     )
 
 
-def _write_unit(name: str, text: str) -> str:
+def write_unit(name: str, text: str) -> str:
     path = f"/etc/systemd/system/{name}"
     staged = q(path + ".tmp")
     return f"cat > {staged} <<'UNIT'\n{text}UNIT\nchmod 0644 {staged}\nmv -f {staged} {q(path)}\n"
@@ -564,7 +587,7 @@ def health_wait(host: str, service: ServiceSettings, urls: Sequence[str]) -> str
     listed = " ".join(q(url) for url in urls)
     return (
         HEADER
-        + _fail_function(host)
+        + fail_function(host)
         + f"if ! python3 -c {q(probe)} {service.health_timeout_s} {listed}; then\n"
         + f"  journalctl --no-pager -n 40 {journal_units} >&2 || true\n"
         + f'  fail "the API did not report up within {service.health_timeout_s}s"\n'
@@ -608,7 +631,7 @@ def redis_info(host: str, redis: RedisSettings) -> str:
 def redis_cli_prelude(host: str, redis: RedisSettings) -> str:
     """Read the password from stdin into REDISCLI_AUTH, so it is on no command line."""
     return (
-        _fail_function(host)
+        fail_function(host)
         + "IFS= read -r REDISCLI_AUTH || true\n"
         + 'if [ -n "$REDISCLI_AUTH" ]; then export REDISCLI_AUTH; else unset REDISCLI_AUTH; fi\n'
         + "rcli() { redis-cli --no-auth-warning"

@@ -14,6 +14,7 @@ import yaml
 from infra.artifacts import digest_text
 from infra.config import StackConfigError, load
 from tests.infra.support import (
+    TLS_SECRETS,
     API_TOKEN,
     BASE_CONFIG,
     REDIS_PASSWORD,
@@ -175,7 +176,7 @@ def test_the_lab_stack_names_and_ships_the_demo_handler() -> None:
     values = {key.split(":", 1)[1]: str(value) for key, value in stack["config"].items()}
     key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyForTests"
     pins = {"orchestratorHostKey": key, "redisHostKey": key}
-    config, _ = load(config_source({**values, **pins}, SECRETS))
+    config, _ = load(config_source({**values, **pins}, {**SECRETS, **TLS_SECRETS}))
     assert config.app.task_handler == "python:shield_demo_handler:handle"
     assert config.handler.directory == REPO_ROOT / "examples" / "demo_handler"
     assert config.handler.requirement_lines == ("humanize==4.12.3",)
