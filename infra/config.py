@@ -694,13 +694,15 @@ def _pem_secret(read: _Reader, key: str, pattern: re.Pattern[str], what: str) ->
             f" {key} < file.pem; or set edgeProxy to none if you run your own front",
         )
 
-    def check(text: str) -> str:
-        if not pattern.search(text or ""):
-            raise read.fail(key, f"is not {what} in PEM form")
-        return text
-
-    checked: pulumi.Output[str] = value.apply(check)
+    checked: pulumi.Output[str] = value.apply(lambda text: check_pem(key, text, pattern, what))
     return pulumi.Output.secret(checked)
+
+
+def check_pem(key: str, text: str | None, pattern: re.Pattern[str], what: str) -> str:
+    """text if it holds what (a certificate, a private key) in PEM form; else fail naming key."""
+    if not text or not pattern.search(text):
+        raise StackConfigError(f"{PROJECT}:{key}: is not {what} in PEM form")
+    return text
 
 
 def _require_safe_edges(read: _Reader, config: StackConfig, secrets: StackSecrets) -> None:

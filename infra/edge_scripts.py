@@ -73,6 +73,8 @@ def nginx_config(host: AppHost, service: ServiceSettings, edge: EdgeSettings) ->
         f"worker_rlimit_nofile {edge.open_files};\n"
         f"pid /run/{service.unit_name}-edge.pid;\n"
         "error_log stderr warn;\n"
+        # Old workers keep their streams only this long after a reload.
+        "worker_shutdown_timeout 30s;\n"
         "\n"
         "events {\n"
         f"    worker_connections {edge.open_files // 2};\n"
@@ -94,8 +96,6 @@ def nginx_config(host: AppHost, service: ServiceSettings, edge: EdgeSettings) ->
         "    keepalive_timeout 75s;\n"
         "    send_timeout 60s;\n"
         "    reset_timedout_connection on;\n"
-        # Old workers keep streams only this long after a reload.
-        "    worker_shutdown_timeout 30s;\n"
         "    limit_conn_zone $binary_remote_addr zone=shield_per_client:10m;\n"
         "    limit_conn_status 429;\n"
         "    ssl_protocols TLSv1.2 TLSv1.3;\n"

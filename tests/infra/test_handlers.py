@@ -14,11 +14,11 @@ import yaml
 from infra.artifacts import digest_text
 from infra.config import StackConfigError, load
 from tests.infra.support import (
-    TLS_SECRETS,
     API_TOKEN,
     BASE_CONFIG,
     REDIS_PASSWORD,
     SSH_KEY,
+    TLS_SECRETS,
     ProgramRun,
     config_source,
     plain_strings,

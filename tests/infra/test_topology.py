@@ -16,10 +16,10 @@ from infra.facts import parse_identity
 from infra.program import observe
 from infra.stack import Identities, current_primary, redis_nodes
 from tests.infra.support import (
-    TLS_SECRETS,
     BASE_CONFIG,
     REDIS_PASSWORD,
     SSH_KEY,
+    TLS_SECRETS,
     ProgramRun,
     config_source,
     plain_strings,
