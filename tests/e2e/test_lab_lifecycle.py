@@ -25,12 +25,13 @@ from service.core.settings import ENV_PREFIX, Settings
 from tests.e2e.engine import ALL_RESOURCES, Engine
 from tests.support.clients import follow_sse
 from tests.support.lab import ORCHESTRATOR, REDIS_HOST, Lab, wait_until
+from tests.support.lab_front import client, front_url, set_front_secrets, ssl_context
 
 pytestmark = pytest.mark.e2e
 
 API_TOKEN = "e2e-api-token-5c0ffee1d2"
 HANDLER_TOKEN = "e2e-handler-token-77ab19"
-BASE_URL = f"http://{ORCHESTRATOR}:8000"
+BASE_URL = front_url(ORCHESTRATOR)
 # One instance of each template unit: the API on its port, worker number 1.
 UNITS = ("shield-orchestrator@8000.service", "shield-orchestrator-worker@1.service")
 TEMPLATES = ("shield-orchestrator@.service", "shield-orchestrator-worker@.service")
@@ -81,15 +82,14 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     deployed.configure(deployed.lab)
     engine.set_secret("apiToken", API_TOKEN)
     engine.set_secret("handlerToken", HANDLER_TOKEN)
+    set_front_secrets(engine)
     yield deployed
     # Leave the hosts as a destroy would, even when a test failed half-way.
     engine.run("destroy", "--yes", "--stack", "lab", check=False)
 
 
 def api() -> httpx.Client:
-    return httpx.Client(
-        base_url=BASE_URL, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=10
-    )
+    return client(BASE_URL, API_TOKEN)
 
 
 def assert_healthy(deployment: Deployment) -> None:
@@ -155,10 +155,17 @@ def test_worker_processes_a_task_and_the_journal_hides_the_token(deployment: Dep
         ]
         time.sleep(0.5)
     assert completed and completed[0]["job_id"] == "e2e-job"
-    httpx.get(f"{BASE_URL}/events/stats", params={"access_token": API_TOKEN}, timeout=10)
+    httpx.get(
+        f"{BASE_URL}/events/stats",
+        params={"access_token": API_TOKEN},
+        timeout=10,
+        verify=ssl_context(),
+    )
     # uvicorn logs a WebSocket's handshake, query string and all, through uvicorn.error.
-    ws_url = BASE_URL.replace("http://", "ws://") + "/events/ws"
-    with websockets.sync.client.connect(f"{ws_url}?last_id=$&access_token={API_TOKEN}"):
+    ws_url = BASE_URL.replace("https://", "wss://") + "/events/ws"
+    with websockets.sync.client.connect(
+        f"{ws_url}?last_id=$&access_token={API_TOKEN}", ssl=ssl_context()
+    ):
         pass
     journal = deployment.on_orchestrator(f"journalctl --no-pager -u {UNITS[0]}")
     assert "access_token=***" in journal
@@ -371,7 +378,9 @@ async def _publish_across(
             return done.is_set() and bool(received) and received[-1] == published[-1]
 
         params = {"types": "redeploy.tick", "access_token": API_TOKEN}
-        await asyncio.wait_for(follow_sse(BASE_URL, params, received, [], caught_up, start), 600)
+        await asyncio.wait_for(
+            follow_sse(BASE_URL, params, received, [], caught_up, start, ssl_context()), 600
+        )
 
     async def run_redeploy() -> None:
         await asyncio.sleep(1)

@@ -23,6 +23,7 @@ from service.core import names
 from tests.ha.conftest import (
     API_TOKEN,
     API_URLS,
+    FRONT_URLS,
     ORCHESTRATOR_2,
     REPLICA,
     SENTINELS,
@@ -31,6 +32,7 @@ from tests.ha.conftest import (
 )
 from tests.support.clients import SseReader
 from tests.support.lab import ORCHESTRATOR, REDIS_HOST, wait_until
+from tests.support.lab_front import ssl_context
 
 pytestmark = pytest.mark.e2e
 
@@ -88,7 +90,10 @@ def worker_group_report(ha: HaStack, primary: redis.Redis) -> str:
 def test_up_deploys_every_process_replica_and_sentinel(ha: HaStack) -> None:
     ha.engine.up()
     outputs = ha.engine.outputs()
-    assert outputs["apiEndpoints"] == list(API_URLS)
+    assert outputs["apiEndpoints"] == list(FRONT_URLS)
+    for url in FRONT_URLS:
+        with ha.api(url) as client:
+            assert client.get("/health/detailed").json()["status"] == "up"
     assert outputs["streamHealth"]["status"] == "up"
     for url in API_URLS:
         with ha.api(url) as client:
@@ -140,7 +145,9 @@ class Follower:
         self.hosts_used.append(url)
         try:
             timeout = httpx.Timeout(3, read=5)
-            async with httpx.AsyncClient(base_url=url, timeout=timeout) as client:
+            async with httpx.AsyncClient(
+                base_url=url, timeout=timeout, verify=ssl_context()
+            ) as client:
                 async with client.stream(
                     "GET",
                     "/events/stream",
@@ -184,7 +191,7 @@ def test_a_client_that_loses_one_orchestrator_resumes_on_the_other(ha: HaStack) 
     start = primary.xadd(names.EVENTS_STREAM, {"type": "marker.start"})
     published: list[str] = []
     follower = Follower(
-        [f"http://{ORCHESTRATOR}:8000", f"http://{ORCHESTRATOR_2}:8000"],
+        list(FRONT_URLS),
         {"types": "hosts.tick", "access_token": API_TOKEN},
         start,
     )
@@ -220,7 +227,7 @@ def test_a_client_that_loses_one_orchestrator_resumes_on_the_other(ha: HaStack) 
         )
     assert stopped.is_set()
     assert follower.received == published
-    assert f"http://{ORCHESTRATOR_2}:8000" in follower.hosts_used
+    assert FRONT_URLS[1] in follower.hosts_used
 
 
 @dataclass
