@@ -188,6 +188,13 @@ def test_2000_trickling_connections_and_a_23_mib_header_leave_health_under_2_s(
     # The huge header was refused long before 23 MiB went through.
     assert huge.sent_bytes < 2 * MIB, huge
     assert huge.answer == b"" or b" 400 " in huge.answer.split(b"\r\n")[0], huge
+    print(
+        f"measured: {trickle.opened} trickling opened, closed after"
+        f" {lifetimes[0]:.1f}-{lifetimes[-1]:.1f} s; huge header: {huge.sent_bytes} bytes sent,"
+        f" {huge.elapsed_s:.1f} s, {huge.answer[:40]!r}; /health {len(times_s)} times, max"
+        f" {max(times_s):.3f} s; API RSS {idle_api / MIB:.0f} -> {peak_api / MIB:.0f} MiB;"
+        f" nginx RSS {peak_nginx / MIB:.0f} MiB"
+    )
     assert times_s and max(times_s) < 2.0, times_s
     assert peak_api - idle_api < 30 * MIB, (idle_api, peak_api)
     assert peak_nginx < 256 * MIB, peak_nginx

@@ -25,7 +25,7 @@ from service.core.settings import ENV_PREFIX, Settings
 from tests.e2e.engine import ALL_RESOURCES, Engine
 from tests.support.clients import follow_sse
 from tests.support.lab import ORCHESTRATOR, REDIS_HOST, Lab, wait_until
-from tests.support.lab_front import client, front_url, set_front_secrets, ssl_context
+from tests.support.lab_front import client, front_url, lab_tls, set_front_secrets, ssl_context
 
 pytestmark = pytest.mark.e2e
 
@@ -307,6 +307,8 @@ def test_no_secret_in_state_engine_output_or_journals(deployment: Deployment) ->
         "redis password": deployment.lab.redis_password,
         "api token": API_TOKEN,
         "handler token": HANDLER_TOKEN,
+        # The front's key: a line from the middle of its PEM body.
+        "tls private key": lab_tls().private_key.splitlines()[1],
     }
     engine = deployment.engine
     haystacks = {
