@@ -17,16 +17,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from infra.config import AppHost, EdgeSettings, ServiceSettings
+
+# The shared pieces of the host scripts (this package's own builders use them alike).
 from infra.host_scripts import (
     HEADER,
     MARKER,
     MARKER_FILE,
     UNIT_DIR,
-    fail_function,
-    mark_dir,
+    _fail_function,
+    _mark_dir,
+    _refuse_foreign,
     ownership_functions,
     q,
-    refuse_foreign,
 )
 
 NGINX = "/usr/sbin/nginx"
@@ -187,11 +189,11 @@ def edge_install(host: str, service: ServiceSettings, install_os_packages: bool)
     policy = "/usr/sbin/policy-rc.d"
     return (
         HEADER
-        + fail_function(host)
+        + _fail_function(host)
         + ownership_functions(service)
-        + refuse_foreign("ours_dir", directory, "configDir")
+        + _refuse_foreign("ours_dir", directory, "configDir")
         + f"install -d -m 0750 -o root -g root {q(directory)}\n"
-        + mark_dir(directory)
+        + _mark_dir(directory)
         + "\n"
         + f"if [ ! -x {NGINX} ]; then\n"
         + (
@@ -232,12 +234,12 @@ def edge_apply(
     return (
         HEADER
         + "".join(f"# {line}\n" for line in revision)
-        + fail_function(host)
+        + _fail_function(host)
         + ownership_functions(service)
-        + refuse_foreign("ours_file", unit_path, "serviceName")
-        + refuse_foreign("ours_dir", directory, "configDir")
+        + _refuse_foreign("ours_file", unit_path, "serviceName")
+        + _refuse_foreign("ours_dir", directory, "configDir")
         + f"install -d -m 0750 -o root -g root {q(directory)}\n"
-        + mark_dir(directory)
+        + _mark_dir(directory)
         + "\n"
         + "umask 077\n"
         + f"cd {q(directory)}\n"

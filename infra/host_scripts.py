@@ -53,7 +53,7 @@ def orchestrator_identity(install_dir: str, create: bool) -> str:
         make = (
             f'if [ ! -s {q(token)} ] && [ "${{conflicts:-0}}" = 0 ]; then\n'
             + f"  install -d -m 0755 {q(install_dir)}\n"
-            + f"  {mark_dir(install_dir)}\n"
+            + f"  {_mark_dir(install_dir)}\n"
             + f"  head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n' > {q(token + '.tmp')}\n"
             + f"  mv -f {q(token + '.tmp')} {q(token)}\n"
             + "fi\n"
@@ -67,7 +67,7 @@ def orchestrator_identity(install_dir: str, create: bool) -> str:
     )
 
 
-def refuse_foreign(check: str, path: str, key: str) -> str:
+def _refuse_foreign(check: str, path: str, key: str) -> str:
     """Stop unless path is ours (or absent), naming the stack key that moves us elsewhere."""
     return (
         f"{check} {q(path)} || fail"
@@ -75,7 +75,7 @@ def refuse_foreign(check: str, path: str, key: str) -> str:
     )
 
 
-def mark_dir(path: str) -> str:
+def _mark_dir(path: str) -> str:
     return (
         f"[ -e {q(path + '/' + MARKER_FILE)} ] || echo {q(MARKER)} > {q(path + '/' + MARKER_FILE)}"
     )
@@ -199,7 +199,7 @@ def _pattern(text: str) -> str:
     return text.replace(".", "\\.")
 
 
-def fail_function(host: str) -> str:
+def _fail_function(host: str) -> str:
     return (
         f"fail() {{ printf 'shield-orchestrator: host %s: %s\\n' {q(host)} \"$*\" >&2; exit 1; }}\n"
     )
@@ -221,7 +221,7 @@ def orchestrator_preflight(
         )
     return (
         HEADER
-        + fail_function(host)
+        + _fail_function(host)
         + f"install_os_packages={install}\n"
         + '[ -d /run/systemd/system ] || fail "systemd is not running as PID 1"\n'
         + "missing=()\n"
@@ -242,15 +242,15 @@ def orchestrator_preflight(
         + f" --home-dir {q(service.install_dir)} --no-create-home --shell /usr/sbin/nologin"
         + f" {q(service.user)}\n"
         + ownership_functions(service)
-        + refuse_foreign("ours_dir", service.install_dir, "installDir")
-        + refuse_foreign("ours_dir", service.config_dir, "configDir")
+        + _refuse_foreign("ours_dir", service.install_dir, "installDir")
+        + _refuse_foreign("ours_dir", service.config_dir, "configDir")
         + "install -d -m 0755 -o root -g root"
         + f" {q(service.install_dir)} {q(service.install_dir + '/releases')}"
         + f" {q(service.install_dir + '/incoming')}\n"
         + f"install -d -m 0750 -o root -g {q(service.user)} {q(service.config_dir)}\n"
-        + mark_dir(service.install_dir)
+        + _mark_dir(service.install_dir)
         + "\n"
-        + mark_dir(service.config_dir)
+        + _mark_dir(service.config_dir)
         + "\n"
         + 'echo "ready"\n'
     )
@@ -477,19 +477,19 @@ def service_apply(
     return (
         HEADER
         + "".join(f"# {line}\n" for line in revision)
-        + fail_function(host)
+        + _fail_function(host)
         + ownership_functions(service)
-        + refuse_foreign("ours_file", f"{UNIT_DIR}/{api}", "serviceName")
-        + refuse_foreign("ours_file", f"{UNIT_DIR}/{worker}", "serviceName")
-        + refuse_foreign("ours_env", env_path, "configDir")
+        + _refuse_foreign("ours_file", f"{UNIT_DIR}/{api}", "serviceName")
+        + _refuse_foreign("ours_file", f"{UNIT_DIR}/{worker}", "serviceName")
+        + _refuse_foreign("ours_env", env_path, "configDir")
         + "umask 077\n"
         + f"tmp=$(mktemp {q(env_path + '.XXXXXX')})\n"
         + 'cat > "$tmp"\n'
         + f'chown root:{q(service.user)} "$tmp"\n'
         + 'chmod 0640 "$tmp"\n'
         + f'mv -f "$tmp" {q(env_path)}\n'
-        + write_unit(api, api_unit(service, bind_address))
-        + write_unit(worker, worker_unit(service, import_dir))
+        + _write_unit(api, api_unit(service, bind_address))
+        + _write_unit(worker, worker_unit(service, import_dir))
         + "".join(
             f"if [ -e {q(UNIT_DIR + '/' + name)} ] && ours_file {q(UNIT_DIR + '/' + name)}; then\n"
             + f"  systemctl disable --now --quiet {q(name)} 2>/dev/null || true\n"
@@ -523,7 +523,7 @@ def instance_stop(unit: str) -> str:
     )
 
 
-def write_unit(name: str, text: str) -> str:
+def _write_unit(name: str, text: str) -> str:
     path = f"/etc/systemd/system/{name}"
     staged = q(path + ".tmp")
     return f"cat > {staged} <<'UNIT'\n{text}UNIT\nchmod 0644 {staged}\nmv -f {staged} {q(path)}\n"
@@ -587,7 +587,7 @@ def health_wait(host: str, service: ServiceSettings, urls: Sequence[str]) -> str
     listed = " ".join(q(url) for url in urls)
     return (
         HEADER
-        + fail_function(host)
+        + _fail_function(host)
         + f"if ! python3 -c {q(probe)} {service.health_timeout_s} {listed}; then\n"
         + f"  journalctl --no-pager -n 40 {journal_units} >&2 || true\n"
         + f'  fail "the API did not report up within {service.health_timeout_s}s"\n'
@@ -631,7 +631,7 @@ def redis_info(host: str, redis: RedisSettings) -> str:
 def redis_cli_prelude(host: str, redis: RedisSettings) -> str:
     """Read the password from stdin into REDISCLI_AUTH, so it is on no command line."""
     return (
-        fail_function(host)
+        _fail_function(host)
         + "IFS= read -r REDISCLI_AUTH || true\n"
         + 'if [ -n "$REDISCLI_AUTH" ]; then export REDISCLI_AUTH; else unset REDISCLI_AUTH; fi\n'
         + "rcli() { redis-cli --no-auth-warning"

@@ -15,7 +15,7 @@ from infra.host_scripts import (
     MARKER,
     MARKER_FILE,
     UNIT_DIR,
-    fail_function,
+    _fail_function,
     q,
     redis_cli_prelude,
 )
@@ -121,7 +121,7 @@ def sentinel_apply(host: str, port: int, master: str, primary: tuple[str, int], 
     )
     return (
         HEADER
-        + fail_function(host)
+        + _fail_function(host)
         + "IFS= read -r password || true\n"
         + '[ -n "$password" ] || fail "sentinel mode needs redisPassword"\n'
         + '[ -x /usr/bin/redis-server ] || fail "redis-server is missing (install redis-server)"\n'
