@@ -74,7 +74,9 @@ def nginx_config(host: AppHost, service: ServiceSettings, edge: EdgeSettings) ->
         "worker_processes auto;\n"
         f"worker_rlimit_nofile {edge.open_files};\n"
         f"pid /run/{service.unit_name}-edge.pid;\n"
-        "error_log stderr warn;\n"
+        # nginx's error messages quote the request line, query string and all, where an
+        # EventSource's ?access_token= is: only crit and worse (none of those) reach the journal.
+        "error_log stderr crit;\n"
         # Old workers keep their streams only this long after a reload.
         "worker_shutdown_timeout 30s;\n"
         "\n"

@@ -131,7 +131,7 @@ def test_nginx_config_text() -> None:
         "worker_processes auto;\n"
         "worker_rlimit_nofile 65536;\n"
         "pid /run/shield-orchestrator-edge.pid;\n"
-        "error_log stderr warn;\n"
+        "error_log stderr crit;\n"
         "worker_shutdown_timeout 30s;\n"
         "\n"
         "events {\n"
