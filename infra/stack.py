@@ -187,6 +187,7 @@ def _edges(
                 install_os_packages=config.install_os_packages,
                 ready_after=[service.preflight],
                 identity=identities.of(service_host.public_host),
+                upstreams_after=list(service.instances.values()),
             ),
         )
         for service_host, service in zip(config.topology.app_hosts, services, strict=True)

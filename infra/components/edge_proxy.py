@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 from pulumi_command import remote
@@ -26,6 +26,9 @@ class EdgeProxyArgs:
     # The front's directory lives in the service's config directory, made by its preflight.
     ready_after: list[pulumi.Resource]
     identity: str
+    # The API processes' steps: a new upstream list is written once a new process started,
+    # and a process that goes is deleted after the list without it is in place.
+    upstreams_after: list[pulumi.Resource] = field(default_factory=list)
 
 
 class EdgeProxy(pulumi.ComponentResource):
@@ -56,6 +59,6 @@ class EdgeProxy(pulumi.ComponentResource):
                     lambda pem: pem[0].rstrip("\n") + "\n" + pem[1].rstrip("\n") + "\n"
                 )
             ),
-            after=[self.install],
+            after=[self.install, *args.upstreams_after],
         )
         self.register_outputs({"applied": self.apply.stdout})

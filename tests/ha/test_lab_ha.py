@@ -102,7 +102,7 @@ def test_up_deploys_every_process_replica_and_sentinel(ha: HaStack) -> None:
         active = ha.lab.check(
             host, "systemctl list-units --no-legend --state=active 'shield-orchestrator*' | wc -l"
         )
-        assert int(active) == 3, host  # two API instances and one worker
+        assert int(active) == 4, host  # two API instances, one worker and the front
     replica = ha.redis(REPLICA).info("replication")
     assert (replica["role"], replica["master_host"], replica["master_link_status"]) == (
         "slave",
@@ -415,6 +415,8 @@ def test_scaling_api_processes_touches_only_those_units(ha: HaStack) -> None:
         assert changed == {
             "orchestrator-127.0.10.9-api-8001": op,
             "orchestrator-127.0.10.9-health": "update",
+            # The front's upstream list.
+            "orchestrator-127.0.10.9-edge-config": "update",
         }
         ha.engine.up()
         state = ha.lab.ssh(ORCHESTRATOR_2, "systemctl is-active shield-orchestrator@8001").stdout

@@ -153,8 +153,8 @@ def run_program(
 
 
 def _children(deployed: Deployed) -> list[pulumi.Resource]:
-    found: list[pulumi.Resource] = [deployed.streams, *deployed.services]
-    for component in (deployed.streams, *deployed.services):
+    found: list[pulumi.Resource] = [deployed.streams, *deployed.services, *deployed.edges]
+    for component in (deployed.streams, *deployed.services, *deployed.edges):
         found += [
             value for value in vars(component).values() if isinstance(value, pulumi.CustomResource)
         ]

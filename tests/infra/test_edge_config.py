@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +18,27 @@ from infra.config import (
     check_pem,
     load,
 )
-from tests.infra.support import BASE_CONFIG, SSH_KEY, TLS, TLS_SECRETS, config_source
+from tests.infra.support import (
+    BASE_CONFIG,
+    SSH_KEY,
+    TLS,
+    TLS_SECRETS,
+    config_source,
+    plain_strings,
+    run_program,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def source_root(tmp_path: Path) -> Path:
+    root = tmp_path / "src"
+    shutil.copytree(
+        REPO_ROOT / "service", root / "service", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    return root
+
 
 SECRETS = {"sshPrivateKey": SSH_KEY, "apiToken": "t"}
 FRONT = {
@@ -274,3 +295,23 @@ def test_the_key_travels_on_stdin_never_in_the_script() -> None:
     script = SCRIPTS["edge_apply"]
     assert "PRIVATE KEY-----\n" not in script and 'cat > "$received"' in script
     assert "tls.key" in script
+
+
+def test_the_front_is_a_component_after_the_service_with_its_key_secret(
+    tmp_path: Path, source_root: Path
+) -> None:
+    stack = {**FRONT, "apiProcesses": "1"}
+    run = run_program(stack, tmp_path / "build", source_root, {**SECRETS, **TLS_SECRETS})
+    assert run.registered["orchestrator-edge"].type == "shield:infra:EdgeProxy"
+    for child in ("orchestrator-edge-install", "orchestrator-edge-config"):
+        assert run.registered[child].parent == run.urns["orchestrator-edge"]
+    assert run.depends_on("orchestrator-edge-install", "orchestrator-preflight")
+    assert run.depends_on("orchestrator-edge-config", "orchestrator-edge-install")
+    config = run.registered["orchestrator-edge-config"]
+    # A new upstream list only once the processes it names have started.
+    assert any(urn.endswith("::orchestrator-api-8000") for urn in config.dependencies)
+    key_line = TLS.private_key.splitlines()[1]
+    assert not [text for text in plain_strings(config.raw) if key_line in text]
+    assert key_line in config.inputs["stdin"]
+    assert "ssl http2" in config.inputs["create"]
+    assert run.outputs["apiEndpoints"] == ["https://127.0.10.8"]
