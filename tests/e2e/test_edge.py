@@ -57,7 +57,7 @@ class Front:
     def client(self, timeout_s: float = 10) -> httpx.Client:
         return httpx.Client(
             base_url=BASE_URL,
-            verify=str(self.ca_path),
+            verify=self.tls.client_context(),
             headers={"Authorization": f"Bearer {API_TOKEN}"},
             timeout=timeout_s,
         )
@@ -147,7 +147,7 @@ def _health_times(front: Front, stop: threading.Event, times_s: list[float]) -> 
     while not stop.is_set():
         began = time.monotonic()
         try:
-            with httpx.Client(verify=str(front.ca_path), timeout=10) as client:
+            with httpx.Client(verify=front.tls.client_context(), timeout=10) as client:
                 status = client.get(BASE_URL + "/health").status_code
         except httpx.HTTPError:
             status = 0
