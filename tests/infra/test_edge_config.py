@@ -315,3 +315,34 @@ def test_the_front_is_a_component_after_the_service_with_its_key_secret(
     assert key_line in config.inputs["stdin"]
     assert "ssl http2" in config.inputs["create"]
     assert run.outputs["apiEndpoints"] == ["https://127.0.10.8"]
+
+
+def test_the_lab_ca_is_made_once_with_private_keys_0600(tmp_path: Path) -> None:
+    directory = tmp_path / "tls"
+    script = str(REPO_ROOT / "scripts" / "lab-tls")
+    subprocess.run([script, str(directory)], check=True, timeout=60)
+    modes = {path.name: oct(path.stat().st_mode & 0o777) for path in directory.iterdir()}
+    assert modes == {
+        "ca.crt": "0o644",
+        "ca.key": "0o600",
+        "server.crt": "0o600",
+        "server.key": "0o600",
+    }
+    verified = subprocess.run(
+        ["openssl", "verify", "-CAfile", directory / "ca.crt", directory / "server.crt"],
+        capture_output=True,
+        text=True,
+    )
+    assert verified.stdout.strip().endswith("server.crt: OK")
+    names = subprocess.run(
+        ["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", directory / "server.crt"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "IP Address:127.0.10.8" in names and "IP Address:127.0.10.9" in names
+    # The stack's checks accept what it made; a second run keeps the same CA.
+    certificate = (directory / "server.crt").read_text()
+    check_pem("tlsCertificate", certificate, _PEM_CERTIFICATE, "a certificate")
+    check_pem("tlsPrivateKey", (directory / "server.key").read_text(), _PEM_PRIVATE_KEY, "a key")
+    subprocess.run([script, str(directory)], check=True, timeout=60)
+    assert (directory / "server.crt").read_text() == certificate
