@@ -652,11 +652,11 @@ def _behind_the_front(
                 f"the API on {host.public_host} must listen on loopback behind the front"
                 f" (edgeProxy nginx), not on {host.bind_address}; or set edgeProxy to none",
             )
-        address = listen.get(host.public_host) or single or _default_listen(host.public_host)
+        own = listen.get(host.public_host)
+        address = own or single or _default_listen(host.public_host)
         if not isinstance(address, str) or not (address == "*" or _is_host(address)):
-            raise read.fail(
-                "orchestrators", f"{host.public_host}: invalid listenAddress {address!r}"
-            )
+            key = "orchestrators" if own else "edgeListenAddress"
+            raise read.fail(key, f"{host.public_host}: invalid listenAddress {address!r}")
         hosts.append(
             dataclasses.replace(
                 host,

@@ -124,6 +124,8 @@ def test_server_names_and_listen_addresses_come_from_the_stack() -> None:
     (host,) = config.topology.app_hosts
     assert (host.edge_address, host.server_names) == ("*", ("api.example.org", "[::1]"))
     assert host.base_urls == ("https://127.0.10.8:8443",)
+    with pytest.raises(StackConfigError, match="^shield-orchestrator:edgeListenAddress: 127"):
+        load(config_source({**FRONT, "edgeListenAddress": "no such;"}, {**SECRETS, **TLS_SECRETS}))
 
 
 @pytest.mark.parametrize(
