@@ -25,8 +25,10 @@ PROJECT = "shield-orchestrator"
 COMMAND_TIMEOUT_S = 600
 
 
-# Every resource the lab stack's single-host program creates, by name.
-ALL_RESOURCES = {
+# The TLS front's component and steps on the lab's orchestrator (edgeProxy nginx).
+FRONT_RESOURCES = {"orchestrator-edge", "orchestrator-edge-install", "orchestrator-edge-config"}
+# Every resource the lab stack's single-host program creates without the front, by name.
+SERVICE_RESOURCES = {
     "redis",
     "redis-preflight",
     # The service's ACL users, the default user off, maxmemory (infra/stacks/lab.yaml).
@@ -43,6 +45,8 @@ ALL_RESOURCES = {
     "orchestrator-worker-1",
     "orchestrator-health",
 }
+# ... and with it, as the lab stack deploys by default.
+ALL_RESOURCES = SERVICE_RESOURCES | FRONT_RESOURCES
 
 
 class EngineFailed(AssertionError):

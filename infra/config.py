@@ -52,6 +52,16 @@ PACKAGE_SOURCES = ("wheelhouse", "index")
 # The stack keys that list hosts, each entry with its own optional hostKey.
 _LIST_KEYS = ("orchestrators", "workerHosts", "redisReplicas")
 REDIS_MODES = ("single", "sentinel")
+# edgeProxy: nginx (the default: a TLS + HTTP/2 front on every API host, the API on loopback)
+# or none (the API processes serve clients themselves, for stacks with a front of their own).
+EDGE_PROXIES = ("nginx", "none")
+_PEM_CERTIFICATE = re.compile(
+    r"-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+-----END CERTIFICATE-----"
+)
+_PEM_PRIVATE_KEY = re.compile(
+    r"-----BEGIN ((RSA|EC) )?PRIVATE KEY-----\r?\n[A-Za-z0-9+/=\r\n]+"
+    r"-----END ((RSA|EC) )?PRIVATE KEY-----"
+)
 SENTINEL_PORT = 26379
 # Limits that keep a typo from deploying hundreds of processes.
 MAX_PROCESSES = 32
@@ -154,6 +164,29 @@ class ServiceSettings:
     user: str
     unit_name: str
     health_timeout_s: int
+    # LimitNOFILE of every unit (the bench's 1,000 clients need more than the default 1,024).
+    open_files: int = 65536
+    # uvicorn --limit-concurrency per API process: beyond it, the process answers 503.
+    api_concurrency: int = 2048
+
+
+@dataclass(frozen=True)
+class EdgeSettings:
+    """The nginx front on every API host (edgeProxy nginx): its port and its limits."""
+
+    port: int
+    # Per client address, counted once its request header is in (limit_conn).
+    connections_per_client: int
+    # The whole request header must arrive within this time (slow-header clients).
+    header_timeout_s: int
+    # The longest request line or header line; longer ones get 400/414 from nginx.
+    header_line_bytes: int
+    # The service's own body limit (maxEventBytes), so nginx refuses larger bodies first.
+    max_body_bytes: int
+    # How long an SSE or WebSocket stream may stay silent upstream (pings come every 15 s).
+    read_timeout_s: int
+    # LimitNOFILE of the front's unit and nginx's worker_rlimit_nofile (openFilesLimit).
+    open_files: int
 
 
 @dataclass(frozen=True)
@@ -166,9 +199,17 @@ class AppHost:
     bind_address: str
     api_ports: tuple[int, ...]
     worker_processes: int
+    # Where the front listens on this host (None: no front, clients reach each process).
+    edge_address: str | None = None
+    edge_port: int = 443
+    # The names the front answers to; any other Host gets 421.
+    server_names: tuple[str, ...] = ()
 
     @property
     def base_urls(self) -> tuple[str, ...]:
+        if self.edge_address is not None:
+            port = "" if self.edge_port == 443 else f":{self.edge_port}"
+            return (f"https://{self.public_host}{port}",)
         return tuple(f"http://{self.public_host}:{port}" for port in self.api_ports)
 
     @property
@@ -287,6 +328,8 @@ class StackConfig:
     drop_streams_on_destroy: bool
     topology: Topology
     handler: HandlerCode = HandlerCode(None, ())
+    # None with edgeProxy none.
+    edge: EdgeSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -303,6 +346,9 @@ class StackSecrets:
     redis_admin_password: pulumi.Output[str] | None = None
     # The service users' passwords, for the step that sets them (API's, then workers').
     redis_user_passwords: tuple[pulumi.Output[str], ...] = ()
+    # The front's certificate (chain) and key, PEM, each checked when its value is known.
+    tls_certificate: pulumi.Output[str] | None = None
+    tls_private_key: pulumi.Output[str] | None = None
 
     @property
     def redis_password(self) -> pulumi.Output[str] | None:
@@ -551,14 +597,22 @@ def load(source: ConfigSource, root: Path = REPO_ROOT) -> tuple[StackConfig, Sta
     )
     if app.stream_ingestion == app.stream_events:
         raise read.fail("streamEvents", "must differ from streamIngestion")
+    edge_proxy = read.text("edgeProxy", "nginx")
+    if edge_proxy not in EDGE_PROXIES:
+        raise read.fail("edgeProxy", f"must be one of {', '.join(EDGE_PROXIES)}")
     service = ServiceSettings(
-        bind_address=read.host("serviceBindAddress", "0.0.0.0"),
+        # Behind the front the API listens on loopback only; without it, where users reach it.
+        bind_address=read.host(
+            "serviceBindAddress", "127.0.0.1" if edge_proxy == "nginx" else "0.0.0.0"
+        ),
         port=read.integer("servicePort", 8000, 1, 65535),
         install_dir=read.text("installDir", "/opt/shield-orchestrator", _ABSOLUTE_PATH),
         config_dir=read.text("configDir", "/etc/shield-orchestrator", _ABSOLUTE_PATH),
         user=read.text("serviceUser", "shield", _UNIX_NAME),
         unit_name=read.text("serviceName", "shield-orchestrator", _UNIT_NAME),
         health_timeout_s=read.integer("healthTimeoutSeconds", 90, 5, 3600),
+        open_files=read.integer("openFilesLimit", 65536, 1024, 1_048_576),
+        api_concurrency=read.integer("apiConcurrencyLimit", 2048, 16, 1_000_000),
     )
     source_kind = read.text("packageSource", "wheelhouse")
     if source_kind not in PACKAGE_SOURCES:
@@ -574,6 +628,11 @@ def load(source: ConfigSource, root: Path = REPO_ROOT) -> tuple[StackConfig, Sta
         ),
     )
     redis = redis_settings(app, primary.host, redis_port, redis_db, access)
+    topology = load_topology(read, ssh, primary, redis, app, service)
+    edge = None
+    if edge_proxy == "nginx":
+        edge = edge_settings(read, app, service)
+        topology = _behind_the_front(read, topology, app, edge, service)
     config = StackConfig(
         bastion=bastion,
         redis=redis,
@@ -582,17 +641,119 @@ def load(source: ConfigSource, root: Path = REPO_ROOT) -> tuple[StackConfig, Sta
         packages=packages,
         install_os_packages=read.boolean("installOsPackages", True),
         drop_streams_on_destroy=read.boolean("dropStreamsOnDestroy", False),
-        topology=load_topology(read, ssh, primary, redis, app, service),
+        topology=topology,
         handler=handler_code(read, app, packages, root),
+        edge=edge,
     )
     secrets = StackSecrets(
         ssh_private_key=read.required_secret("sshPrivateKey"),
         bastion_private_key=read.secret("bastionPrivateKey"),
         **redis_user_secrets(read, access),
     )
+    if edge is not None:
+        secrets = dataclasses.replace(
+            secrets,
+            tls_certificate=_pem_secret(read, "tlsCertificate", _PEM_CERTIFICATE, "a certificate"),
+            tls_private_key=_pem_secret(read, "tlsPrivateKey", _PEM_PRIVATE_KEY, "a private key"),
+        )
     _require_a_handler(read, config)
     _require_safe_edges(read, config, secrets)
     return config, secrets
+
+
+def edge_settings(read: _Reader, app: Settings, service: ServiceSettings) -> EdgeSettings:
+    """The front's port and limits (edgeProxy nginx), each with a default that suits the bench's
+    1,000 clients."""
+    return EdgeSettings(
+        port=read.integer("edgePort", 443, 1, 65535),
+        connections_per_client=read.integer("edgeConnectionsPerClient", 1100, 1, 1_000_000),
+        header_timeout_s=read.integer("edgeHeaderTimeoutSeconds", 10, 1, 300),
+        header_line_bytes=read.integer("edgeHeaderLineBytes", 16384, 1024, 1_048_576),
+        # The largest body any route takes (POST /jobs'); each route's own limit is the API's.
+        max_body_bytes=max(app.max_event_bytes, app.max_job_bytes),
+        read_timeout_s=read.integer("edgeReadTimeoutSeconds", 3600, 30, 86400),
+        open_files=service.open_files,
+    )
+
+
+def _behind_the_front(
+    read: _Reader, topology: Topology, app: Settings, edge: EdgeSettings, service: ServiceSettings
+) -> Topology:
+    """Each API host gets the front: its listen address and names; its API stays on loopback."""
+    listen = {
+        entry["host"]: entry.get("listenAddress")
+        for entry in read.records("orchestrators")
+        if isinstance(entry.get("host"), str)
+    }
+    single = read.optional("edgeListenAddress")
+    names = tuple(dict.fromkeys(_name_only(name) for name in app.server_names))
+    hosts = []
+    for host in topology.app_hosts:
+        if not host.api_ports:
+            hosts.append(host)
+            continue
+        if not _is_loopback(host.bind_address):
+            key = (
+                "serviceBindAddress"
+                if host.bind_address == service.bind_address
+                else "orchestrators"
+            )
+            raise read.fail(
+                key,
+                f"the API on {host.public_host} must listen on loopback behind the front"
+                f" (edgeProxy nginx), not on {host.bind_address}; or set edgeProxy to none",
+            )
+        own = listen.get(host.public_host)
+        address = own or single or _default_listen(host.public_host)
+        if not isinstance(address, str) or not (address == "*" or _is_host(address)):
+            key = "orchestrators" if own else "edgeListenAddress"
+            raise read.fail(key, f"{host.public_host}: invalid listenAddress {address!r}")
+        hosts.append(
+            dataclasses.replace(
+                host,
+                edge_address=address,
+                edge_port=edge.port,
+                server_names=names or (host.public_host,),
+            )
+        )
+    return dataclasses.replace(topology, app_hosts=tuple(hosts))
+
+
+def _name_only(server_name: str) -> str:
+    """A serverNames entry without its port, as nginx's server_name takes it."""
+    if server_name.startswith("["):
+        return server_name[: server_name.index("]") + 1]
+    return server_name.split(":", 1)[0]
+
+
+def _default_listen(public_host: str) -> str:
+    """The host's own address when the stack names it by one, else every address."""
+    try:
+        ipaddress.ip_address(public_host)
+    except ValueError:
+        return "*"
+    return public_host
+
+
+def _pem_secret(read: _Reader, key: str, pattern: re.Pattern[str], what: str) -> pulumi.Output[str]:
+    """A required PEM secret, checked once its value is known, failing with the key's name."""
+    value = read.secret(key)
+    if value is None:
+        raise read.fail(
+            key,
+            "is required for the TLS front (edgeProxy nginx): pulumi config set --secret"
+            f" {key} < file.pem; or set edgeProxy to none if you run your own front",
+        )
+
+    checked: pulumi.Output[str] = value.apply(lambda text: check_pem(key, text, pattern, what))
+    return pulumi.Output.secret(checked)
+
+
+def check_pem(key: str, text: str | None, pattern: re.Pattern[str], what: str) -> str:
+    """text if it holds what (a certificate, a private key) in PEM form; else fail naming key."""
+    if not text or not pattern.search(text):
+        raise StackConfigError(f"{PROJECT}:{key}: is not {what} in PEM form")
+    return text
 
 
 def _require_safe_edges(read: _Reader, config: StackConfig, secrets: StackSecrets) -> None:
@@ -600,6 +761,13 @@ def _require_safe_edges(read: _Reader, config: StackConfig, secrets: StackSecret
     says allowUnpinnedHostKeys: true, which still warns)."""
     if "api_token" not in secrets.service:
         for host in config.topology.api_hosts:
+            if host.edge_address is not None and not _is_loopback(host.edge_address):
+                raise read.fail(
+                    "apiToken",
+                    f"is required: the front on {host.public_host} listens on"
+                    f" {host.edge_address} (beyond loopback) with no authentication; set it with"
+                    " `pulumi config set --secret apiToken`",
+                )
             if not _is_loopback(host.bind_address):
                 key = (
                     "serviceBindAddress"

@@ -113,9 +113,16 @@ def ownership_functions(service: ServiceSettings) -> str:
     )
 
 
-def host_checks(host: str, service: ServiceSettings, bind: str, ports: Sequence[int]) -> str:
+def host_checks(
+    host: str,
+    service: ServiceSettings,
+    bind: str,
+    ports: Sequence[int],
+    edge: tuple[str, int] | None = None,
+) -> str:
     """Report (as `conflict <stack key> <message>` lines) each unit or directory at our names
-    that we did not make, and each API port that a process other than ours listens on.
+    that we did not make, and each API port (and the front's, edge = (address, port)) that a
+    process other than ours listens on.
 
     Part of the identity read, before any step: it writes nothing. `conflicts` counts them,
     so the identity script that follows makes no token on a host we may not use.
@@ -127,6 +134,10 @@ def host_checks(host: str, service: ServiceSettings, bind: str, ports: Sequence[
         ("installDir", "ours_dir", service.install_dir),
         ("configDir", "ours_dir", service.config_dir),
     ]
+    if edge is not None:
+        named.insert(
+            2, ("serviceName", "ours_file", f"{UNIT_DIR}/{service.unit_name}-edge.service")
+        )
     checks = "".join(
         f"{check} {q(path)} || conflict {key}"
         f" {q(f'{path} exists and was not made by this deployment; set {key} to a free name')}\n"
@@ -136,20 +147,20 @@ def host_checks(host: str, service: ServiceSettings, bind: str, ports: Sequence[
     if ports:
         # The lab's hosts share one network namespace: only listeners on our address (or on
         # every address) are in the way.
-        ours = f"/{_pattern(service.unit_name)}@$port\\.service"
+        ours_api = f"/{_pattern(service.unit_name)}@$port\\.service"
         port_check = (
-            f"bind={q(bind)}\n"
-            + "listener() {\n"
-            + '  local port="$1" line address pid name unit\n'
+            "listener() {\n"
+            + '  local port="$1" bind="$2" ours="$3" line address pid name unit\n'
             + "  while IFS= read -r line; do\n"
             + "    address=$(awk '{print $4}' <<<\"$line\")\n"
             + '    address="${address%:*}"\n'
             + '    case "$address" in\n'
             + '      "$bind" | 0.0.0.0 | "*" | "[::]" | "[::ffff:$bind]") ;;\n'
-            + '      *) [ "$bind" = 0.0.0.0 ] || [ "$bind" = :: ] || continue ;;\n'
+            + '      *) [ "$bind" = 0.0.0.0 ] || [ "$bind" = :: ] || [ "$bind" = "*" ]'
+            + " || continue ;;\n"
             + "    esac\n"
             + "    pid=$(sed -n 's/.*pid=\\([0-9]*\\).*/\\1/p' <<<\"$line\")\n"
-            + f'    if [ -n "$pid" ] && grep -q "{ours}" "/proc/$pid/cgroup" 2>/dev/null; then\n'
+            + '    if [ -n "$pid" ] && grep -q "$ours" "/proc/$pid/cgroup" 2>/dev/null; then\n'
             + "      continue\n"
             + "    fi\n"
             + '    name=$(sed -n \'s/.*(("\\([^"]*\\)".*/\\1/p\' <<<"$line")\n'
@@ -162,10 +173,18 @@ def host_checks(host: str, service: ServiceSettings, bind: str, ports: Sequence[
             + "}\n"
             + "if command -v ss >/dev/null 2>&1; then\n"
             + f"  for port in {' '.join(str(port) for port in ports)}; do\n"
-            + '    holder=$(listener "$port")\n'
+            + f'    holder=$(listener "$port" {q(bind)} "{ours_api}")\n'
             + '    [ -z "$holder" ] || conflict servicePort'
             + f' "port $port on {host} is held by $holder; stop it or set servicePort"\n'
             + "  done\n"
+            + (
+                f"  holder=$(listener {edge[1]} {q(edge[0])}"
+                f" {q('/' + _pattern(service.unit_name) + '-edge' + chr(92) + '.service')})\n"
+                + '  [ -z "$holder" ] || conflict edgePort'
+                + f' "port {edge[1]} on {host} is held by $holder; stop it or set edgePort"\n'
+                if edge is not None
+                else ""
+            )
             + "fi\n"
         )
     return (
@@ -394,7 +413,10 @@ def unit_file(
         f"ExecStart={exec_start}\n"
         "Restart=on-failure\n"
         "RestartSec=2\n"
-        "TimeoutStopSec=30\n" + HARDENING + "\n[Install]\nWantedBy=multi-user.target\n"
+        "TimeoutStopSec=30\n"
+        f"LimitNOFILE={service.open_files}\n"
+        + HARDENING
+        + "\n[Install]\nWantedBy=multi-user.target\n"
     )
 
 
@@ -403,6 +425,7 @@ def api_unit(service: ServiceSettings, bind_address: str | None = None) -> str:
     exec_start = (
         f"{service.install_dir}/venv/bin/uvicorn service.main:app"
         f" --host {bind_address or service.bind_address} --port %i --timeout-graceful-shutdown 10"
+        f" --limit-concurrency {service.api_concurrency}"
     )
     return unit_file(
         service,

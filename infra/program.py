@@ -33,7 +33,13 @@ def identity_script(config: StackConfig, host: str, create: bool) -> str:
     else:
         identity = host_scripts.orchestrator_identity(service.install_dir, create)
     checks = [
-        host_scripts.host_checks(host, service, app.bind_address, app.api_ports)
+        host_scripts.host_checks(
+            host,
+            service,
+            app.bind_address,
+            app.api_ports,
+            None if app.edge_address is None else (app.edge_address, app.edge_port),
+        )
         for app in topology.app_hosts
         if app.public_host == host
     ]

@@ -12,6 +12,7 @@ import pulumi
 from pulumi_command import remote
 
 from infra.artifacts import REPO_ROOT, Artifacts, build_release, build_wheelhouse
+from infra.components.edge_proxy import EdgeProxy, EdgeProxyArgs
 from infra.components.redis_ha import (
     RedisReplication,
     RedisReplicationArgs,
@@ -34,6 +35,8 @@ class Deployed:
     services: tuple[ServiceDeployment, ...]
     replication: tuple[RedisReplication, ...] = ()
     sentinels: tuple[RedisSentinel, ...] = ()
+    # The TLS front of each API host (edgeProxy nginx).
+    edges: tuple[EdgeProxy, ...] = ()
 
     def settled(self) -> pulumi.Output[list[Any]]:
         """Resolves once every step of this run has finished (each step's stdout)."""
@@ -43,6 +46,7 @@ class Deployed:
             steps += [instance.stdout for instance in service.instances.values()]
         steps += [item.setup.stdout for item in self.replication]
         steps += [item.setup.stdout for item in self.sentinels]
+        steps += [item.apply.stdout for item in self.edges]
         return pulumi.Output.all(*steps)
 
     @property
@@ -157,7 +161,40 @@ def deploy(
         )
         for host in topology.app_hosts
     )
-    return Deployed(streams, services, tuple(replication), tuple(sentinels))
+    edges = _edges(config, secrets, identities, services, connect)
+    return Deployed(streams, services, tuple(replication), tuple(sentinels), edges)
+
+
+def _edges(
+    config: StackConfig,
+    secrets: StackSecrets,
+    identities: Identities,
+    services: tuple[ServiceDeployment, ...],
+    connect: Any,
+) -> tuple[EdgeProxy, ...]:
+    """The front of every API host, once the service's directories are there."""
+    edge, certificate, key = config.edge, secrets.tls_certificate, secrets.tls_private_key
+    if edge is None or certificate is None or key is None:
+        return ()
+    return tuple(
+        EdgeProxy(
+            f"{service_host.name}-edge",
+            EdgeProxyArgs(
+                host=service_host,
+                connection=connect(service_host.target),
+                service=config.service,
+                edge=edge,
+                certificate=certificate,
+                private_key=key,
+                install_os_packages=config.install_os_packages,
+                ready_after=[service.preflight],
+                identity=identities.of(service_host.public_host),
+                upstreams_after=list(service.instances.values()),
+            ),
+        )
+        for service_host, service in zip(config.topology.app_hosts, services, strict=True)
+        if service_host.edge_address is not None
+    )
 
 
 def _sentinel_mode(
@@ -208,9 +245,10 @@ def _sentinel_mode(
 def endpoints(config: StackConfig) -> dict[str, str]:
     """The URLs users and UIs connect to, on the first API process."""
     base = api_endpoints(config)[0] if api_endpoints(config) else ""
+    socket_base = base.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
     return {
         "sse_url": f"{base}/events/stream",
-        "ws_url": base.replace("http://", "ws://", 1) + "/events/ws",
+        "ws_url": socket_base + "/events/ws",
         "stats_url": f"{base}/events/stats",
         "health_url": f"{base}/health/detailed",
         "metrics_url": f"{base}/metrics",
@@ -218,7 +256,8 @@ def endpoints(config: StackConfig) -> dict[str, str]:
 
 
 def api_endpoints(config: StackConfig) -> list[str]:
-    """The base URL of every API process, on every orchestrator host."""
+    """The base URL of every orchestrator host's front (https), or without one, of every API
+    process."""
     return [url for host in config.topology.app_hosts for url in host.base_urls]
 
 

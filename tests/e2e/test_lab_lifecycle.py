@@ -32,13 +32,14 @@ from harness.hosts import (
 from service.core import names
 from service.core.settings import ENV_PREFIX, Settings
 from tests.support.clients import follow_sse
+from tests.support.lab_front import client, front_url, lab_tls, set_front_secrets, ssl_context
 from tests.support.lab_waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
 API_TOKEN = "e2e-api-token-5c0ffee1d2"
 HANDLER_TOKEN = "e2e-handler-token-77ab19"
-BASE_URL = f"http://{ORCHESTRATOR}:8000"
+BASE_URL = front_url(ORCHESTRATOR)
 # One instance of each template unit: the API on its port, worker number 1.
 UNITS = ("shield-orchestrator@8000.service", "shield-orchestrator-worker@1.service")
 TEMPLATES = ("shield-orchestrator@.service", "shield-orchestrator-worker@.service")
@@ -91,6 +92,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     deployed.configure(deployed.lab)
     engine.set_secret("apiToken", API_TOKEN)
     engine.set_secret("handlerToken", HANDLER_TOKEN)
+    set_front_secrets(engine)
     yield deployed
     # Leave the hosts as a destroy would, even when a test failed half-way.
     engine.run("destroy", "--yes", "--stack", "lab", check=False)
@@ -98,9 +100,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
 
 
 def api() -> httpx.Client:
-    return httpx.Client(
-        base_url=BASE_URL, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=10
-    )
+    return client(BASE_URL, API_TOKEN)
 
 
 def assert_healthy(deployment: Deployment) -> None:
@@ -166,10 +166,17 @@ def test_worker_processes_a_task_and_the_journal_hides_the_token(deployment: Dep
         ]
         time.sleep(0.5)
     assert completed and completed[0]["job_id"] == "e2e-job"
-    httpx.get(f"{BASE_URL}/events/stats", params={"access_token": API_TOKEN}, timeout=10)
+    httpx.get(
+        f"{BASE_URL}/events/stats",
+        params={"access_token": API_TOKEN},
+        timeout=10,
+        verify=ssl_context(),
+    )
     # uvicorn logs a WebSocket's handshake, query string and all, through uvicorn.error.
-    ws_url = BASE_URL.replace("http://", "ws://") + "/events/ws"
-    with websockets.sync.client.connect(f"{ws_url}?last_id=$&access_token={API_TOKEN}"):
+    ws_url = BASE_URL.replace("https://", "wss://") + "/events/ws"
+    with websockets.sync.client.connect(
+        f"{ws_url}?last_id=$&access_token={API_TOKEN}", ssl=ssl_context()
+    ):
         pass
     journal = deployment.on_orchestrator(f"journalctl --no-pager -u {UNITS[0]}")
     assert "access_token=***" in journal
@@ -337,6 +344,8 @@ def test_no_secret_in_state_engine_output_or_journals(deployment: Deployment) ->
         "handler token": HANDLER_TOKEN,
         "redis api password": LAB_USER_SECRETS["redisApiPassword"],
         "redis worker password": LAB_USER_SECRETS["redisWorkerPassword"],
+        # The front's key: a line from the middle of its PEM body.
+        "tls private key": lab_tls().private_key.splitlines()[1],
     }
     engine = deployment.engine
     haystacks = {
@@ -373,7 +382,11 @@ def test_rebuilt_lab_converges_in_one_up_and_destroys(deployment: Deployment) ->
 def _health_status() -> str:
     try:
         with api() as client:
-            status: str = client.get("/health/detailed").json()["status"]
+            reply = client.get("/health/detailed")
+            # The front answers 502 while no API process is up.
+            if reply.status_code != 200:
+                return f"status {reply.status_code}"
+            status: str = reply.json()["status"]
             return status
     except httpx.HTTPError:
         return "down"
@@ -408,7 +421,9 @@ async def _publish_across(
             return done.is_set() and bool(received) and received[-1] == published[-1]
 
         params = {"types": "redeploy.tick", "access_token": API_TOKEN}
-        await asyncio.wait_for(follow_sse(BASE_URL, params, received, [], caught_up, start), 600)
+        await asyncio.wait_for(
+            follow_sse(BASE_URL, params, received, [], caught_up, start, ssl_context()), 600
+        )
 
     async def run_redeploy() -> None:
         await asyncio.sleep(1)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import redis
 
-from harness.engine import ALL_RESOURCES, Engine
+from harness.engine import SERVICE_RESOURCES, Engine
 from harness.hosts import (
     LAB_USER_SECRETS,
     ORCHESTRATOR,
@@ -106,6 +106,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     for key, value in LAB_USER_SECRETS.items():
         engine.set_secret(key, value)
     engine.set_secret("apiToken", API_TOKEN)
+    # Without the front, the API on the host's own address: the port our API wants is the
+    # one their app holds (the front's ownership checks are test_edge's).
+    engine.set_config("edgeProxy", "none")
+    engine.set_config("serviceBindAddress", ORCHESTRATOR)
     deployed = Stack(engine, lab)
     clear_deployment(deployed)
     yield deployed
@@ -122,7 +126,7 @@ def test_preview_on_hosts_never_seen_writes_nothing_and_plans_creates(stack: Sta
     hosts = (ORCHESTRATOR, REDIS_HOST)
     before = {host: stack.snapshot(host) for host in hosts}
     keys_before = stack.keys()
-    assert stack.engine.preview_steps() == dict.fromkeys(ALL_RESOURCES, "create")
+    assert stack.engine.preview_steps() == dict.fromkeys(SERVICE_RESOURCES, "create")
     assert {host: stack.snapshot(host) for host in hosts} == before
     assert stack.keys() == keys_before
     assert names.HOST_TOKEN_KEY not in keys_before

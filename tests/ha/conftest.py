@@ -22,14 +22,19 @@ import redis
 
 from harness.engine import Engine
 from harness.hosts import LAB_SCRIPT, ORCHESTRATOR, REDIS_HOST, Lab
+from tests.support.lab_front import front_url, set_front_secrets, ssl_context
 
 ORCHESTRATOR_2 = "127.0.10.9"
 REPLICA = "127.0.10.49"
 SENTINELS = ((REDIS_HOST, 26379), (REPLICA, 26379), (ORCHESTRATOR, 26379))
 API_TOKEN = "ha-api-token-61d0c3a9"
+# Each API process on its own, on the host's loopback address of its own (lab-ha.yaml's
+# bindAddress; this machine shares the lab's network), for the tests that pick a process.
 API_URLS = tuple(
-    f"http://{host}:{port}" for host in (ORCHESTRATOR, ORCHESTRATOR_2) for port in (8000, 8001)
+    f"http://{address}:{port}" for address in ("127.0.1.8", "127.0.1.9") for port in (8000, 8001)
 )
+# What clients use: each host's TLS front, over both of its processes.
+FRONT_URLS = (front_url(ORCHESTRATOR), front_url(ORCHESTRATOR_2))
 NO_RESTART_DROP_IN = "/run/systemd/system/redis-server.service.d/no-restart.conf"
 
 
@@ -65,7 +70,10 @@ class HaStack:
 
     def api(self, base_url: str, timeout_s: float = 10) -> httpx.Client:
         return httpx.Client(
-            base_url=base_url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=timeout_s
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {API_TOKEN}"},
+            timeout=timeout_s,
+            verify=ssl_context(),
         )
 
 
@@ -115,6 +123,7 @@ def ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HaStack]:
     engine.set_secret("sshPrivateKey", lab.ssh_key.read_text())
     engine.set_secret("redisPassword", lab.redis_password)
     engine.set_secret("apiToken", API_TOKEN)
+    set_front_secrets(engine)
     # The two-host lab's Redis is a primary, whatever a run before this one left behind.
     make_primary(stack)
     lab.check(

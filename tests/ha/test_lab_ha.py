@@ -24,6 +24,7 @@ from service.core import names
 from tests.ha.conftest import (
     API_TOKEN,
     API_URLS,
+    FRONT_URLS,
     ORCHESTRATOR_2,
     REPLICA,
     SENTINELS,
@@ -31,6 +32,7 @@ from tests.ha.conftest import (
     run_async,
 )
 from tests.support.clients import SseReader
+from tests.support.lab_front import ssl_context
 from tests.support.lab_waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -89,7 +91,10 @@ def worker_group_report(ha: HaStack, primary: redis.Redis) -> str:
 def test_up_deploys_every_process_replica_and_sentinel(ha: HaStack) -> None:
     ha.engine.up()
     outputs = ha.engine.outputs()
-    assert outputs["apiEndpoints"] == list(API_URLS)
+    assert outputs["apiEndpoints"] == list(FRONT_URLS)
+    for url in FRONT_URLS:
+        with ha.api(url) as client:
+            assert client.get("/health/detailed").json()["status"] == "up"
     assert outputs["streamHealth"]["status"] == "up"
     for url in API_URLS:
         with ha.api(url) as client:
@@ -98,7 +103,7 @@ def test_up_deploys_every_process_replica_and_sentinel(ha: HaStack) -> None:
         active = ha.lab.check(
             host, "systemctl list-units --no-legend --state=active 'shield-orchestrator*' | wc -l"
         )
-        assert int(active) == 3, host  # two API instances and one worker
+        assert int(active) == 4, host  # two API instances, one worker and the front
     replica = ha.redis(REPLICA).info("replication")
     assert (replica["role"], replica["master_host"], replica["master_link_status"]) == (
         "slave",
@@ -141,7 +146,9 @@ class Follower:
         self.hosts_used.append(url)
         try:
             timeout = httpx.Timeout(3, read=5)
-            async with httpx.AsyncClient(base_url=url, timeout=timeout) as client:
+            async with httpx.AsyncClient(
+                base_url=url, timeout=timeout, verify=ssl_context()
+            ) as client:
                 async with client.stream(
                     "GET",
                     "/events/stream",
@@ -185,7 +192,7 @@ def test_a_client_that_loses_one_orchestrator_resumes_on_the_other(ha: HaStack) 
     start = primary.xadd(names.EVENTS_STREAM, {"type": "marker.start"})
     published: list[str] = []
     follower = Follower(
-        [f"http://{ORCHESTRATOR}:8000", f"http://{ORCHESTRATOR_2}:8000"],
+        list(FRONT_URLS),
         {"types": "hosts.tick", "access_token": API_TOKEN},
         start,
     )
@@ -221,7 +228,7 @@ def test_a_client_that_loses_one_orchestrator_resumes_on_the_other(ha: HaStack) 
         )
     assert stopped.is_set()
     assert follower.received == published
-    assert f"http://{ORCHESTRATOR_2}:8000" in follower.hosts_used
+    assert FRONT_URLS[1] in follower.hosts_used
 
 
 @dataclass
@@ -409,6 +416,8 @@ def test_scaling_api_processes_touches_only_those_units(ha: HaStack) -> None:
         assert changed == {
             "orchestrator-127.0.10.9-api-8001": op,
             "orchestrator-127.0.10.9-health": "update",
+            # The front's upstream list.
+            "orchestrator-127.0.10.9-edge-config": "update",
         }
         ha.engine.up()
         state = ha.lab.ssh(ORCHESTRATOR_2, "systemctl is-active shield-orchestrator@8001").stdout

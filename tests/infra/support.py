@@ -14,6 +14,7 @@ from pulumi.runtime.mocks import MockMonitor
 
 from infra import config as stack_config
 from infra.stack import Deployed, Identities, deploy, outputs, warn_about_unpinned_hosts
+from tests.support.tls_ca import make_tls
 
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
 SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAAtest\n-----END OPENSSH PRIVATE KEY-----\n"
@@ -21,6 +22,10 @@ REDIS_PASSWORD = "redis-pass-7f3c1"
 API_TOKEN = "api-token-9d2e4"
 HEALTH = {"status": "up", "latency_ms": 0.2, "streams": {}}
 GROUPS = {"shield:ingestion_queue": ["lightrag-workers", "metrics-collector"]}
+
+# The TLS front's certificate and key, as a stack with edgeProxy nginx sets them.
+TLS = make_tls(("127.0.10.8", "127.0.10.9"))
+TLS_SECRETS = {"tlsCertificate": TLS.certificate, "tlsPrivateKey": TLS.private_key}
 
 IDENTITIES = Identities(
     by_host={"127.0.10.8": "orchestrator0identity", "127.0.10.48": "redis0identity"}
@@ -33,6 +38,8 @@ BASE_CONFIG = {
     "packageSource": "index",
     # As in the lab: loopback, so no apiToken is required; host keys are left to the tests.
     "serviceBindAddress": "127.0.10.8",
+    # No front: the tests of the front (test_edge) set edgeProxy nginx and a certificate.
+    "edgeProxy": "none",
     "allowUnpinnedHostKeys": "true",
 }
 
@@ -146,8 +153,8 @@ def run_program(
 
 
 def _children(deployed: Deployed) -> list[pulumi.Resource]:
-    found: list[pulumi.Resource] = [deployed.streams, *deployed.services]
-    for component in (deployed.streams, *deployed.services):
+    found: list[pulumi.Resource] = [deployed.streams, *deployed.services, *deployed.edges]
+    for component in (deployed.streams, *deployed.services, *deployed.edges):
         found += [
             value for value in vars(component).values() if isinstance(value, pulumi.CustomResource)
         ]

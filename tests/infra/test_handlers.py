@@ -18,6 +18,7 @@ from tests.infra.support import (
     BASE_CONFIG,
     REDIS_PASSWORD,
     SSH_KEY,
+    TLS_SECRETS,
     ProgramRun,
     config_source,
     plain_strings,
@@ -198,9 +199,9 @@ def test_the_lab_stack_names_and_ships_the_demo_handler() -> None:
     values = {key.split(":", 1)[1]: str(value) for key, value in stack["config"].items()}
     key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyForTests"
     pins = {"orchestratorHostKey": key, "redisHostKey": key}
-    # scripts/deploy-lab sets the lab's Redis passwords, as secrets.
+    # scripts/deploy-lab sets the lab's Redis passwords and the front's certificate, as secrets.
     users = {"redisPassword": "admin", "redisApiPassword": "api", "redisWorkerPassword": "w"}
-    config, _ = load(config_source({**values, **pins}, {**SECRETS, **users}))
+    config, _ = load(config_source({**values, **pins}, {**SECRETS, **users, **TLS_SECRETS}))
     assert config.app.task_handler == "python:shield_demo_handler:handle"
     assert config.handler.directory == REPO_ROOT / "examples" / "demo_handler"
     assert config.handler.requirement_lines == (HUMANIZE,)

@@ -59,10 +59,12 @@ def test_api_unit_text() -> None:
         "Environment=PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1\n"
         "WorkingDirectory=/opt/shield-orchestrator/current\n"
         "ExecStart=/opt/shield-orchestrator/venv/bin/uvicorn service.main:app"
-        " --host 127.0.10.8 --port %i --timeout-graceful-shutdown 10\n"
+        " --host 127.0.10.8 --port %i --timeout-graceful-shutdown 10"
+        " --limit-concurrency 2048\n"
         "Restart=on-failure\n"
         "RestartSec=2\n"
-        "TimeoutStopSec=30\n" + host_scripts.HARDENING + "\n[Install]\nWantedBy=multi-user.target\n"
+        "TimeoutStopSec=30\n"
+        "LimitNOFILE=65536\n" + host_scripts.HARDENING + "\n[Install]\nWantedBy=multi-user.target\n"
     )
     for directive in ("NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes"):
         assert directive in host_scripts.HARDENING.splitlines()

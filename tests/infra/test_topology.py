@@ -19,6 +19,7 @@ from tests.infra.support import (
     BASE_CONFIG,
     REDIS_PASSWORD,
     SSH_KEY,
+    TLS_SECRETS,
     ProgramRun,
     config_source,
     plain_strings,
@@ -279,11 +280,18 @@ def test_the_lab_ha_stack_is_the_issues_topology() -> None:
     stack = yaml.safe_load((REPO_ROOT / "infra" / "stacks" / "lab-ha.yaml").read_text())
     values = {key.split(":", 1)[1]: value for key, value in stack["config"].items()}
     keys = {host: KEY for host in ("127.0.10.8", "127.0.10.9", "127.0.10.48", "127.0.10.49")}
-    config, _ = load(config_source({**values, "hostKeys": json.dumps(keys)}, SECRETS))
+    config, _ = load(
+        config_source({**values, "hostKeys": json.dumps(keys)}, {**SECRETS, **TLS_SECRETS})
+    )
     topology = config.topology
     assert [(h.public_host, h.api_ports, h.worker_processes) for h in topology.app_hosts] == [
         ("127.0.10.8", (8000, 8001), 1),
         ("127.0.10.9", (8000, 8001), 1),
+    ]
+    # Each host's front on its own address; its API on a loopback address of its own.
+    assert [(h.edge_address, h.bind_address, h.base_urls) for h in topology.app_hosts] == [
+        ("127.0.10.8", "127.0.1.8", ("https://127.0.10.8",)),
+        ("127.0.10.9", "127.0.1.9", ("https://127.0.10.9",)),
     ]
     assert [node.host for node in topology.replicas] == ["127.0.10.49"]
     assert [(s.host, s.port) for s in topology.sentinels] == [
@@ -316,6 +324,7 @@ def test_the_single_host_keys_fold_into_the_host_lists(tmp_path: Path, source_ro
         "redisHost": "127.0.10.48",
         "packageSource": "index",
         "serviceBindAddress": "127.0.10.8",
+        "edgeProxy": "none",
     }
     old, _ = load(config_source(legacy, SECRETS))
     new, _ = load(config_source(listed, SECRETS))
@@ -373,7 +382,7 @@ def test_the_committed_single_host_stacks_still_load(stack_file: str) -> None:
         "orchestratorHostKey": KEY,
         "redisHostKey": KEY,
     }
-    config, _ = load(config_source(values, {**SECRETS, **users, "apiToken": "t"}))
+    config, _ = load(config_source(values, {**SECRETS, **users, **TLS_SECRETS, "apiToken": "t"}))
     (host,) = config.topology.app_hosts
     assert host.name == "orchestrator" and host.public_host == values["orchestratorHost"]
     assert (host.api_ports, host.worker_processes) == ((8000,), 1)
@@ -403,9 +412,12 @@ def test_observe_reads_health_and_every_redis_node_after_the_run() -> None:
     assert current_primary(config, observed.replication) == "127.0.10.49:6379"
 
 
-def test_the_dev_stack_fails_only_on_its_missing_handler_naming_the_key() -> None:
+def test_the_dev_stack_fails_only_on_its_missing_certificate_and_handler_naming_them() -> None:
     with pytest.raises(StackConfigError) as error:
         load(config_source(_committed("Pulumi.dev.yaml"), SECRETS))
+    assert str(error.value).startswith("shield-orchestrator:tlsCertificate: is required for")
+    with pytest.raises(StackConfigError) as error:
+        load(config_source(_committed("Pulumi.dev.yaml"), {**SECRETS, **TLS_SECRETS}))
     assert str(error.value).startswith("shield-orchestrator:taskHandler: is required when")
     assert "workerHosts to []" in str(error.value)
 

@@ -9,15 +9,15 @@ from typing import Any
 import httpx
 import redis
 
+from harness.redis_server import RedisServer
+from harness.waiting import wait_until
 from tests.service.handlers import FAIL_MARK, HEALED_KEY, HOLD_MARK
 from tests.support.agui_input import run_input
 from tests.support.agui_stream import agui_run, assert_steps_pair_up, brief, final_state
 from tests.support.live_server import serve
 from tests.support.processes import service_env, start_worker
-from tests.support.redis_server import RedisServer
 from tests.support.service_settings import make_settings
 from tests.support.tokens import ADMIN_TOKEN, JWT_SECRET, mint
-from tests.support.waiting import wait_until
 
 DLQ = "shield:ingestion_queue:dlq"
 PARAGRAPH = 3000

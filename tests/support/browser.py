@@ -6,9 +6,12 @@ download one.
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from selenium import webdriver
@@ -26,9 +29,28 @@ def _binary(name: str) -> str:
     return path
 
 
+def trusting_home(home: Path, ca_certificate: Path) -> Path:
+    """A home directory whose NSS database (~/.pki/nssdb, where Chromium on Linux keeps its
+    trust) trusts ca_certificate to identify web servers: a real trust, not an ignored error."""
+    database = home / ".pki" / "nssdb"
+    database.mkdir(parents=True, exist_ok=True)
+    certutil = _binary("certutil")
+    subprocess.run(
+        [certutil, "-d", f"sql:{database}", "-N", "--empty-password"], check=True, timeout=30
+    )
+    subprocess.run(
+        [certutil, "-d", f"sql:{database}", "-A", "-t", "C,,", "-n", "shield lab CA"]
+        + ["-i", str(ca_certificate)],
+        check=True,
+        timeout=30,
+    )
+    return home
+
+
 @contextmanager
-def chromium() -> Iterator[webdriver.Chrome]:
-    """A fresh headless Chromium for one test, quit when the block ends.
+def chromium(home: Path | None = None) -> Iterator[webdriver.Chrome]:
+    """A fresh headless Chromium for one test, quit when the block ends; with home, Chromium
+    runs with that HOME (see trusting_home).
 
     Open it inside the API's block: Chromium keeps an abandoned event stream's socket open to
     drain it, and the API's shutdown would wait for that stream until the test gives up.
@@ -45,7 +67,13 @@ def chromium() -> Iterator[webdriver.Chrome]:
         options.add_argument(argument)
     # Console and network errors, for tests that check none happened (see browser_errors).
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(_binary("chromedriver")), options=options)
+    environment = None
+    if home is not None:
+        environment = {**os.environ, "HOME": str(home)}
+        options.add_argument(f"--user-data-dir={home / 'chromium'}")
+    driver = webdriver.Chrome(
+        service=Service(_binary("chromedriver"), env=environment), options=options
+    )
     driver.set_script_timeout(30)
     try:
         yield driver

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,6 +92,7 @@ async def follow_sse(
     errors: list[str],
     finished: Callable[[], bool],
     last_id: str = "0",
+    verify: ssl.SSLContext | bool = True,
 ) -> None:
     """Follow /events/stream as a browser would: on a notice or a dropped connection,
     reconnect with the last id seen (events, notices and the opening id alike) as
@@ -98,7 +100,9 @@ async def follow_sse(
     while not finished():
         try:
             timeout = httpx.Timeout(5, read=5)
-            async with httpx.AsyncClient(base_url=base_url, timeout=timeout) as client:
+            async with httpx.AsyncClient(
+                base_url=base_url, timeout=timeout, verify=verify
+            ) as client:
                 async with client.stream(
                     "GET", "/events/stream", params=dict(params), headers={"Last-Event-ID": last_id}
                 ) as response:
