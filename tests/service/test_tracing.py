@@ -183,6 +183,34 @@ def test_one_trace_runs_from_the_post_through_the_handler_call_to_the_completion
         assert event["metadata"] == {"traceparent": header}, event_type
 
 
+def test_a_job_posted_in_a_trace_ends_it_with_job_completed(
+    api: str, redis_client: redis.Redis, workers: Workers
+) -> None:
+    """POST /jobs under a traceparent: every chunk's events and the job's own completion
+    carry it, so one trace runs from the POST to job.completed."""
+    with HttpStandin(Reply(200), Reply(200)) as service:
+        workers.start(f"http:{service.url}/hook")
+        body = {
+            "job_id": "traced-doc",
+            "chunks": [{"chunk_id": f"c{n}", "content": "Ada"} for n in range(2)],
+        }
+        answer = httpx.post(f"{api}/jobs", json=body, headers={"traceparent": FOREIGN})
+        assert answer.status_code == 201, answer.text
+        wait_until(lambda: events_of(redis_client, "job.completed"), 15)
+        workers.stop()
+    (completed,) = events_of(redis_client, "job.completed")
+    assert completed["metadata"] == {"traceparent": FOREIGN}
+    assert completed["data"] == {"total": 2, "done": 2, "failed": 0, "cancelled": 0}
+    for event_type in ("ingestion.queued", "ingestion.completed"):
+        assert {json.dumps(event["metadata"]) for event in events_of(redis_client, event_type)} == {
+            json.dumps({"traceparent": FOREIGN})
+        }, event_type
+    # Each forwarded header continues the same trace.
+    assert {parsed(request.headers["traceparent"]).trace_id for request in service.received} == {
+        parsed(FOREIGN).trace_id
+    }
+
+
 def test_each_attempt_is_a_span_and_a_failed_one_has_status_error(
     api: str,
     redis_client: redis.Redis,

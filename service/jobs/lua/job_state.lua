@@ -43,9 +43,12 @@ local function job_emit(job, event_type, c)
   jobs_emitted = jobs_emitted + 1
   local data = cjson.encode({total = c.total, done = c.done, failed = c.failed,
     cancelled = c.cancelled})
+  -- The job's trace (the traceparent it was submitted with), so job.completed ends it.
+  local traceparent = redis.call('HGET', job_key(job), 'traceparent')
+  local metadata = traceparent and cjson.encode({traceparent = traceparent}) or '{}'
   redis.call('XADD', JOBS.events, 'MAXLEN', '~', JOBS.maxlen, '*',
     'event_id', JOBS.event_id .. '-' .. jobs_emitted, 'type', event_type,
-    'timestamp', JOBS.now_iso, 'job_id', job, 'data', data, 'metadata', '{}')
+    'timestamp', JOBS.now_iso, 'job_id', job, 'data', data, 'metadata', metadata)
 end
 
 local function job_finish(job, c, state, event_type)

@@ -66,12 +66,19 @@ end
 
 local last_event = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
 local reply = {1, last_event and last_event[1] or '0-0', job}
-if not existing[1] then job_create(job, mode == 'job' and 1 or 0, ARGV[7]) end
+local created = not existing[1]
+if created then job_create(job, mode == 'job' and 1 or 0, ARGV[7]) end
 local i = 11
-for _ = 1, k do
+for t = 1, k do
   local chunk, n = ARGV[i], tonumber(ARGV[i + 1])
   local m = tonumber(ARGV[i + 2 + n])
   local id = redis.call('XADD', stream, '*', unpack(ARGV, i + 3 + n, i + 2 + n + m))
+  if created and t == 1 then
+    -- A new job keeps its first task's traceparent: its job.completed belongs to that trace.
+    for f = i + 3 + n, i + 2 + n + m, 2 do
+      if ARGV[f] == 'traceparent' then redis.call('HSET', job_key(job), 'traceparent', ARGV[f + 1]) end
+    end
+  end
   local event = {unpack(ARGV, i + 2, i + 1 + n)}
   for e = 1, #event, 2 do
     if event[e] == 'data' then
