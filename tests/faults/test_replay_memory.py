@@ -18,6 +18,7 @@ import websockets
 from harness import wsframes
 from harness.redis_server import RedisServer
 from harness.waiting import wait_until
+from tests.support.agui_input import run_input
 from tests.support.processes import api_server
 
 pytestmark = pytest.mark.slow
@@ -197,3 +198,48 @@ async def test_tasks_are_accepted_while_300_clients_replay_at_once(
         print(f"\n{REPLAYS} replays in {took_s:.1f} s, {len(statuses)} POST /tasks meanwhile")
     assert counts == [REPLAY_EVENTS] * REPLAYS
     assert statuses and set(statuses) == {201}, statuses
+
+
+REATTACHES = 20
+REATTACH_RSS_LIMIT = 200 * 2**20
+
+
+async def _reattach(base_url: str, body: dict[str, object], hold_s: float) -> str:
+    """Re-POST a run, read up to its snapshot, hold the stream open a while; the frames read."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
+        async with client.stream("POST", "/agui/ingest", json=body) as stream:
+            assert stream.status_code == 200, (await stream.aread()).decode()
+            text = ""
+            async for piece in stream.aiter_text():
+                text += piece
+                if "STATE_SNAPSHOT" in text:
+                    break
+            await asyncio.sleep(hold_s)
+            return text
+
+
+async def test_twenty_agui_reattaches_read_the_run_not_the_whole_history(
+    api_process: tuple[str, int], redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 17: 20 AG-UI re-attaches behind 65 MB of other jobs' events took the API to
+    1.27 GiB, each folding the events stream from the run's start. A re-attach now reads the
+    job's state: memory stays near idle."""
+    base_url, pid = api_process
+    body = run_input("reattached-run", "One short document that no worker takes.")
+    assert "STATE_SNAPSHOT" in await _reattach(base_url, body, 0)
+    await asyncio.sleep(1)
+    idle = _rss_bytes(pid)
+    await asyncio.to_thread(_fill, redis_client, BIG_EVENTS, BIG_PAD)
+    samples: list[int] = []
+    attaches = [asyncio.create_task(_reattach(base_url, body, hold_s=3)) for _ in range(REATTACHES)]
+    while not all(task.done() for task in attaches):
+        samples.append(_rss_bytes(pid))
+        await asyncio.sleep(0.1)
+    texts = [task.result() for task in attaches]
+    with capsys.disabled():
+        print(
+            f"\n{REATTACHES} AG-UI re-attaches: idle {idle / 2**20:.1f} MiB,"
+            f" peak {max(samples) / 2**20:.1f} MiB"
+        )
+    assert all("STATE_SNAPSHOT" in text for text in texts)
+    assert max(samples) < REATTACH_RSS_LIMIT
