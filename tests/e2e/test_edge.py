@@ -1,8 +1,8 @@
 """The TLS front (edgeProxy nginx) as the lab stack deploys it, against the real nginx.
 
 One `pulumi up` of the lab stack with a certificate from a throwaway CA; then the attacks
-the issue lists, from this machine (the lab shares its network): slow headers, a 23 MiB
-header, 2,000 connections from one address, while a client on another address keeps getting
+the issue lists, from this machine (the lab shares its network): slow headers, eight 23 MiB
+headers, 2,000 connections from one address, while a client on another address keeps getting
 /health; a Chromium with the CA in its trust store opens 10 EventSource streams over HTTP/2;
 and a host's own nginx and its sites stay as they were.
 """
@@ -155,7 +155,7 @@ def _health_times(front: Front, stop: threading.Event, times_s: list[float]) -> 
         stop.wait(0.5)
 
 
-def test_2000_trickling_connections_and_a_23_mib_header_leave_health_under_2_s(
+def test_2000_trickling_connections_and_eight_23_mib_headers_leave_health_under_2_s(
     front: Front,
 ) -> None:
     assert raise_open_files(8192) >= 4096
@@ -165,12 +165,17 @@ def test_2000_trickling_connections_and_a_23_mib_header_leave_health_under_2_s(
     stop = threading.Event()
     prober = threading.Thread(target=_health_times, args=(front, stop, times_s))
 
-    async def attack() -> tuple[Trickle, HugeHeader, int, int]:
+    async def attack() -> tuple[Trickle, list[HugeHeader], int, int]:
         trickling = asyncio.ensure_future(
             trickle_headers(ORCHESTRATOR, 443, ATTACKER, 2000, context, give_up_s=40)
         )
         await asyncio.sleep(3)
-        huge = await huge_header(ORCHESTRATOR, 443, ATTACKER, 23 * MIB, context)
+        # Eight at once, as the issue's attack sent them to a bare uvicorn (68 -> 305 MiB).
+        huge = list(
+            await asyncio.gather(
+                *(huge_header(ORCHESTRATOR, 443, ATTACKER, 23 * MIB, context) for _ in range(8))
+            )
+        )
         peak_api = front.api_rss_bytes()
         peak_nginx = front.nginx_rss_bytes()
         return await trickling, huge, peak_api, peak_nginx
@@ -185,13 +190,15 @@ def test_2000_trickling_connections_and_a_23_mib_header_leave_health_under_2_s(
     # The front cut every trickling header at its timeout, not at our give-up time.
     lifetimes = sorted(trickle.lifetimes_s)
     assert lifetimes[-1] < HEADER_TIMEOUT_S + 8, lifetimes[-10:]
-    # The huge header was refused long before 23 MiB went through.
-    assert huge.sent_bytes < 2 * MIB, huge
-    assert huge.answer == b"" or b" 400 " in huge.answer.split(b"\r\n")[0], huge
+    # Each huge header was refused long before 23 MiB went through.
+    for refused in huge:
+        assert refused.sent_bytes < 2 * MIB, refused
+        assert refused.answer == b"" or b" 400 " in refused.answer.split(b"\r\n")[0], refused
     print(
         f"measured: {trickle.opened} trickling opened, closed after"
-        f" {lifetimes[0]:.1f}-{lifetimes[-1]:.1f} s; huge header: {huge.sent_bytes} bytes sent,"
-        f" {huge.elapsed_s:.1f} s, {huge.answer[:40]!r}; /health {len(times_s)} times, max"
+        f" {lifetimes[0]:.1f}-{lifetimes[-1]:.1f} s; 8 huge headers: at most"
+        f" {max(h.sent_bytes for h in huge)} bytes sent, {max(h.elapsed_s for h in huge):.1f} s,"
+        f" {huge[0].answer[:40]!r}; /health {len(times_s)} times, max"
         f" {max(times_s):.3f} s; API RSS {idle_api / MIB:.0f} -> {peak_api / MIB:.0f} MiB;"
         f" nginx RSS {peak_nginx / MIB:.0f} MiB"
     )
