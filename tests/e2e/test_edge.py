@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from harness.engine import Engine
-from harness.hosts import ORCHESTRATOR, Lab
+from harness.hosts import LAB_USER_SECRETS, ORCHESTRATOR, Lab
 from tests.support.browser import chromium, trusting_home, wait_in_page
 from tests.support.edge_attacks import (
     HugeHeader,
@@ -92,6 +92,9 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
     engine.set_config("redisHostKey", lab.redis_host_key)
     engine.set_secret("sshPrivateKey", lab.ssh_key.read_text())
     engine.set_secret("redisPassword", lab.redis_password)
+    # The lab stack's Redis ACL users (its default user is off): their passwords.
+    for key, value in LAB_USER_SECRETS.items():
+        engine.set_secret(key, value)
     engine.set_secret("apiToken", API_TOKEN)
     engine.set_secret("tlsCertificate", tls.certificate)
     engine.set_secret("tlsPrivateKey", tls.private_key)
