@@ -181,8 +181,10 @@ class EdgeSettings:
     header_timeout_s: int
     # The longest request line or header line; longer ones get 400/414 from nginx.
     header_line_bytes: int
-    # The service's own body limit (maxEventBytes), so nginx refuses larger bodies first.
+    # The service's own body limits, so nginx refuses larger bodies first: maxEventBytes on
+    # every route, maxJobBytes on POST /jobs (a whole document).
     max_body_bytes: int
+    max_job_body_bytes: int
     # How long an SSE or WebSocket stream may stay silent upstream (pings come every 15 s).
     read_timeout_s: int
     # LimitNOFILE of the front's unit and nginx's worker_rlimit_nofile (openFilesLimit).
@@ -669,8 +671,8 @@ def edge_settings(read: _Reader, app: Settings, service: ServiceSettings) -> Edg
         connections_per_client=read.integer("edgeConnectionsPerClient", 1100, 1, 1_000_000),
         header_timeout_s=read.integer("edgeHeaderTimeoutSeconds", 10, 1, 300),
         header_line_bytes=read.integer("edgeHeaderLineBytes", 16384, 1024, 1_048_576),
-        # The largest body any route takes (POST /jobs'); each route's own limit is the API's.
-        max_body_bytes=max(app.max_event_bytes, app.max_job_bytes),
+        max_body_bytes=app.max_event_bytes,
+        max_job_body_bytes=app.max_job_bytes,
         read_timeout_s=read.integer("edgeReadTimeoutSeconds", 3600, 30, 86400),
         open_files=service.open_files,
     )

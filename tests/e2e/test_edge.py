@@ -145,6 +145,18 @@ def test_a_body_over_the_service_limit_is_refused_by_the_front(front: Front) -> 
     assert "nginx" in reply.text
 
 
+def test_a_whole_document_passes_the_front_on_post_jobs(front: Front) -> None:
+    """POST /jobs has its own, larger limit (maxJobBytes): 200 KB of chunks get through."""
+    chunks = [{"chunk_id": f"c{index}", "content": "x" * 10_000} for index in range(20)]
+    with front.client() as client:
+        reply = client.post("/jobs", json={"job_id": "front-doc", "chunks": chunks})
+        assert reply.status_code == 201, reply.text
+        assert len(reply.json()["ids"]) == 20
+        # Every other route keeps maxEventBytes at the front.
+        over = client.post("/tasks", json={"job_id": "j", "chunk_id": "c", "content": "x" * 70_000})
+    assert over.status_code == 413 and "nginx" in over.text
+
+
 def _health_times(front: Front, stop: threading.Event, times_s: list[float]) -> None:
     """From this machine's own address (not the attacker's): a new TLS connection each time."""
     while not stop.is_set():

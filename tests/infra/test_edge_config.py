@@ -63,13 +63,9 @@ def test_the_front_is_the_default_and_the_endpoint_is_https() -> None:
         "http://127.0.1.8:8000/health/detailed",
         "http://127.0.1.8:8001/health/detailed",
     )
-    # The front lets through the largest body any route takes (POST /jobs, 32 MiB); the API
-    # holds every other route to maxEventBytes itself.
-    assert (EDGE.max_body_bytes, EDGE.header_timeout_s, EDGE.open_files) == (
-        32 * 1024 * 1024,
-        10,
-        65536,
-    )
+    assert (EDGE.max_body_bytes, EDGE.header_timeout_s, EDGE.open_files) == (65536, 10, 65536)
+    # POST /jobs takes a whole document: 32 MiB.
+    assert EDGE.max_job_body_bytes == 32 * 1024 * 1024
 
 
 def test_a_stack_without_a_certificate_fails_naming_tlsCertificate() -> None:
@@ -177,7 +173,7 @@ def test_nginx_config_text() -> None:
         "    client_header_buffer_size 1k;\n"
         "    large_client_header_buffers 4 16384;\n"
         "    client_body_timeout 10s;\n"
-        "    client_max_body_size 33554432;\n"
+        "    client_max_body_size 65536;\n"
         "    keepalive_timeout 75s;\n"
         "    send_timeout 60s;\n"
         "    reset_timedout_connection on;\n"
@@ -212,19 +208,23 @@ def test_nginx_config_text() -> None:
         "    ssl_certificate /etc/shield-orchestrator/edge/tls.crt;\n"
         "    ssl_certificate_key /etc/shield-orchestrator/edge/tls.key;\n"
         "    limit_conn shield_per_client 1100;\n"
+        "    proxy_http_version 1.1;\n"
+        "    proxy_set_header Host $host;\n"
+        "    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
+        "    proxy_set_header X-Forwarded-Proto https;\n"
+        "    proxy_set_header Upgrade $http_upgrade;\n"
+        "    proxy_set_header Connection $connection_upgrade;\n"
+        "    proxy_buffering off;\n"
+        "    proxy_cache off;\n"
+        "    proxy_connect_timeout 5s;\n"
+        "    proxy_read_timeout 3600s;\n"
+        "    proxy_send_timeout 3600s;\n"
         "    location / {\n"
         "        proxy_pass http://shield_api;\n"
-        "        proxy_http_version 1.1;\n"
-        "        proxy_set_header Host $host;\n"
-        "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
-        "        proxy_set_header X-Forwarded-Proto https;\n"
-        "        proxy_set_header Upgrade $http_upgrade;\n"
-        "        proxy_set_header Connection $connection_upgrade;\n"
-        "        proxy_buffering off;\n"
-        "        proxy_cache off;\n"
-        "        proxy_connect_timeout 5s;\n"
-        "        proxy_read_timeout 3600s;\n"
-        "        proxy_send_timeout 3600s;\n"
+        "    }\n"
+        "    location = /jobs {\n"
+        "        client_max_body_size 33554432;\n"
+        "        proxy_pass http://shield_api;\n"
         "    }\n"
         "    }\n"
         "}\n"
