@@ -6,8 +6,7 @@ import subprocess
 import sys
 import time
 
-from bench.servers import rss_bytes
-from harness.processes import REPO_ROOT
+from harness.processes import REPO_ROOT, rss_bytes
 
 
 def rss_with_clients(base_url: str, pid: int, clients: int) -> int:

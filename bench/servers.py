@@ -29,14 +29,6 @@ def redis_server(workdir: Path, extra_args: Sequence[str] = ()) -> Iterator[Redi
         server.stop()
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident set size of a process, from /proc."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
 def wait_for_http(url: str, process: subprocess.Popen[bytes], what: str) -> None:
     """Poll url until it answers 200; kill the process and fail if it does not in time."""
     try:

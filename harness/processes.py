@@ -31,6 +31,14 @@ def service_env(redis_url: str, **settings: object) -> dict[str, str]:
     return env
 
 
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
 def wait_until_serving(url: str, process: AnyPopen, timeout_s: float = 20) -> None:
     """Wait until url answers 200; fail early if the process serving it died."""
 

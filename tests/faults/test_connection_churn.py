@@ -4,27 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
-import redis
 
-from harness.redis_server import RedisServer
 from harness.waiting import wait_until
-from tests.support.processes import api_server
 
 pytestmark = pytest.mark.slow
 
 CLIENTS = 1_000
 WAVE = 250
 RSS_SLACK_BYTES = 24 * 1024 * 1024
-
-
-@pytest.fixture
-def api_process(redis_server: RedisServer, redis_client: redis.Redis) -> Iterator[str]:
-    with api_server(redis_server.url, block_ms=1000) as (base_url, process):
-        yield base_url
 
 
 def _gauges(base_url: str) -> dict[str, float]:
@@ -72,16 +62,17 @@ def _settled(base_url: str, baseline: dict[str, float]) -> bool:
 
 
 async def test_connection_churn_leaks_nothing(
-    api_process: str, capsys: pytest.CaptureFixture[str]
+    api_process: tuple[str, int], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    await _wave(api_process, 50)
-    await asyncio.to_thread(wait_until, lambda: _gauges(api_process)["sse"] == 0, 20)
-    baseline = _gauges(api_process)
+    base_url, _ = api_process
+    await _wave(base_url, 50)
+    await asyncio.to_thread(wait_until, lambda: _gauges(base_url)["sse"] == 0, 20)
+    baseline = _gauges(base_url)
     started = time.monotonic()
     for _ in range(CLIENTS // WAVE):
-        await _wave(api_process, WAVE)
-    await asyncio.to_thread(wait_until, lambda: _settled(api_process, baseline), 30)
-    after = _gauges(api_process)
+        await _wave(base_url, WAVE)
+    await asyncio.to_thread(wait_until, lambda: _settled(base_url, baseline), 30)
+    after = _gauges(base_url)
     with capsys.disabled():
         print(
             f"\nconnection churn: {CLIENTS} SSE clients in {time.monotonic() - started:.1f}s;"

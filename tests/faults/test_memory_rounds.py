@@ -5,16 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 import redis
 
-from harness.redis_server import RedisServer
+from harness.processes import rss_bytes
 from harness.waiting import wait_until
-from tests.support.processes import api_server
 
 pytestmark = pytest.mark.slow
 
@@ -24,19 +21,6 @@ EVENTS_PER_ROUND = 600
 BURST = 100
 PAYLOAD = "x" * 800
 GROWTH_LIMIT = 1.10
-
-
-@pytest.fixture
-def api_process(redis_server: RedisServer, redis_client: redis.Redis) -> Iterator[tuple[str, int]]:
-    with api_server(redis_server.url, block_ms=1000) as (base_url, process):
-        yield base_url, process.pid
-
-
-def _rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 def _connected(base_url: str) -> float:
@@ -95,7 +79,7 @@ async def test_rss_after_five_rounds_stays_within_ten_percent_of_round_one(
     api_process: tuple[str, int], redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
 ) -> None:
     base_url, pid = api_process
-    idle = _rss_bytes(pid)
+    idle = rss_bytes(pid)
     after_rounds = []
     deliveries = []
     for _ in range(ROUNDS):
@@ -103,7 +87,7 @@ async def test_rss_after_five_rounds_stays_within_ten_percent_of_round_one(
         await asyncio.to_thread(wait_until, lambda: _connected(base_url) == 0, 30)
         redis_client.xtrim("shield:events", maxlen=0)
         await asyncio.sleep(1)
-        after_rounds.append(_rss_bytes(pid))
+        after_rounds.append(rss_bytes(pid))
     mib = [f"{value / 2**20:.1f}" for value in after_rounds]
     with capsys.disabled():
         started = time.strftime("%H:%M:%S")

@@ -7,8 +7,6 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -16,10 +14,9 @@ import redis
 import websockets
 
 from harness import wsframes
-from harness.redis_server import RedisServer
+from harness.processes import rss_bytes
 from harness.waiting import wait_until
 from tests.support.agui_input import run_input
-from tests.support.processes import api_server
 
 pytestmark = pytest.mark.slow
 
@@ -34,19 +31,6 @@ SETTLE_S = 10.0
 REPLAYS = 300
 REPLAY_EVENTS = 200
 REPLAY_PAD = "y" * 8_000
-
-
-@pytest.fixture
-def api_process(redis_server: RedisServer, redis_client: redis.Redis) -> Iterator[tuple[str, int]]:
-    with api_server(redis_server.url, block_ms=1000) as (base_url, process):
-        yield base_url, process.pid
-
-
-def _rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 def _fill(client: redis.Redis, count: int, pad: str) -> None:
@@ -107,7 +91,7 @@ async def test_clients_that_never_read_leave_memory_bounded_and_tasks_answered(
     host = base_url.removeprefix("http://")
     await _warm_up(base_url)
     await asyncio.sleep(1)
-    idle = _rss_bytes(pid)
+    idle = rss_bytes(pid)
     await asyncio.to_thread(_fill, redis_client, BIG_EVENTS, BIG_PAD)
     statuses: list[int] = []
     stop = asyncio.Event()
@@ -120,14 +104,14 @@ async def test_clients_that_never_read_leave_memory_bounded_and_tasks_answered(
     samples = []
     deadline = time.monotonic() + CONNECTED_S
     while time.monotonic() < deadline:
-        samples.append(_rss_bytes(pid))
+        samples.append(rss_bytes(pid))
         await asyncio.sleep(0.2)
     for client in stuck:
         client.close()
     left_at = time.monotonic()
 
     def settled() -> bool:
-        return _rss_bytes(pid) <= max(idle * 1.10, idle + 15 * 2**20)
+        return rss_bytes(pid) <= max(idle * 1.10, idle + 15 * 2**20)
 
     await asyncio.to_thread(
         wait_until,
@@ -135,7 +119,7 @@ async def test_clients_that_never_read_leave_memory_bounded_and_tasks_answered(
         SETTLE_S,
         interval_s=0.25,
         describe=lambda: (
-            f"RSS {_rss_bytes(pid) / 2**20:.1f} MiB back near idle {idle / 2**20:.1f} MiB"
+            f"RSS {rss_bytes(pid) / 2**20:.1f} MiB back near idle {idle / 2**20:.1f} MiB"
             f" (peak {max(samples) / 2**20:.1f} MiB)"
         ),
     )
@@ -228,12 +212,12 @@ async def test_twenty_agui_reattaches_read_the_run_not_the_whole_history(
     body = run_input("reattached-run", "One short document that no worker takes.")
     assert "STATE_SNAPSHOT" in await _reattach(base_url, body, 0)
     await asyncio.sleep(1)
-    idle = _rss_bytes(pid)
+    idle = rss_bytes(pid)
     await asyncio.to_thread(_fill, redis_client, BIG_EVENTS, BIG_PAD)
     samples: list[int] = []
     attaches = [asyncio.create_task(_reattach(base_url, body, hold_s=3)) for _ in range(REATTACHES)]
     while not all(task.done() for task in attaches):
-        samples.append(_rss_bytes(pid))
+        samples.append(rss_bytes(pid))
         await asyncio.sleep(0.1)
     texts = [task.result() for task in attaches]
     with capsys.disabled():
