@@ -6,8 +6,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,16 +22,6 @@ from tests.support.sentinel_cluster import Cluster
 from tests.support.service_settings import make_settings
 
 DEADLINE_S = 180
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def caught_up(cluster: Cluster) -> bool:
