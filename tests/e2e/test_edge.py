@@ -14,6 +14,7 @@ import json
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,7 +150,9 @@ def test_a_whole_document_passes_the_front_on_post_jobs(front: Front) -> None:
     """POST /jobs has its own, larger limit (maxJobBytes): 200 KB of chunks get through."""
     chunks = [{"chunk_id": f"c{index}", "content": "x" * 10_000} for index in range(20)]
     with front.client() as client:
-        reply = client.post("/jobs", json={"job_id": "front-doc", "chunks": chunks})
+        # A new id each run: the lab's Redis keeps jobs across deploys (dropStreamsOnDestroy).
+        job_id = f"front-doc-{uuid.uuid4().hex}"
+        reply = client.post("/jobs", json={"job_id": job_id, "chunks": chunks})
         assert reply.status_code == 201, reply.text
         assert len(reply.json()["ids"]) == 20
         # Every other route keeps maxEventBytes at the front.
