@@ -22,10 +22,12 @@ OPEN_EVENT_SOURCE = """
 const [url] = arguments;
 window.received = [];
 window.sourceState = "connecting";
+window.drops = 0;
 const source = new EventSource(url);
 window.source = source;
 source.onopen = () => { window.sourceState = "open"; };
 source.onerror = () => {
+  window.drops += 1;
   window.sourceState = source.readyState === EventSource.CLOSED ? "closed" : "retrying";
 };
 source.addEventListener("browser.tick", (message) => {
@@ -176,7 +178,10 @@ def test_page_on_listed_origin_resumes_with_last_event_id_after_the_stream_drops
             # Down for several of its reconnects (retry: 1000 ms): each gets an event stream
             # with a notice, not a 503, which would end the EventSource for good.
             redis_server.restart(down_s=4)
-            wait_in_page(browser, "return window.sourceState", lambda state: state == "retrying")
+            # Counted, not polled for: restart() returns once Redis is back, and by then the
+            # page may have reconnected, its "retrying" state already over.
+            wait_in_page(browser, "return window.drops", lambda drops: drops >= 1)
+            assert wait_in_page(browser, "return window.sourceState", bool) != "closed"
             ids += [publish_retrying(client, n) for n in range(10, 20)]
             received = wait_in_page(
                 browser, "return window.received", lambda got: len(got) >= 20, timeout_s=30
