@@ -19,6 +19,7 @@ import redis
 from harness.redis_server import RedisServer
 from tests.faults.handlers import COMPLETIONS_KEY
 from tests.support.job_checks import check_counters, check_settled, job_event_counts, read_job
+from tests.support.job_submission import submit_until_accepted
 from tests.support.processes import service_env, start_worker
 
 pytestmark = pytest.mark.slow
@@ -42,17 +43,7 @@ def submit(client: httpx.Client, job_id: str, texts: list[str]) -> None:
         "job_id": job_id,
         "chunks": [{"chunk_id": f"c{i}", "content": text} for i, text in enumerate(texts)],
     }
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            reply = client.post("/jobs", json=body, headers={"Idempotency-Key": job_id})
-        except httpx.TransportError:
-            reply = None
-        if reply is not None and reply.status_code == 201:
-            return
-        assert reply is None or reply.status_code == 503, reply.text
-        assert time.monotonic() < deadline, f"{job_id} never accepted"
-        time.sleep(0.2)
+    submit_until_accepted(client, body)
 
 
 def watch_until_finished(client: httpx.Client, job_ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -16,6 +16,7 @@ from harness.waiting import wait_until
 from service.core import names
 from tests.faults.handlers import COMPLETIONS_KEY
 from tests.support.job_checks import check_counters, check_settled, job_event_counts, read_job
+from tests.support.job_submission import submit_until_accepted
 from tests.support.live_server import serve
 from tests.support.processes import service_env, start_worker
 from tests.support.sentinel_cluster import Cluster
@@ -68,17 +69,7 @@ def submit(client: httpx.Client, job_id: str, chunks: int) -> None:
         "job_id": job_id,
         "chunks": [{"chunk_id": f"{job_id}-c{i}", "content": "x"} for i in range(chunks)],
     }
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            reply = client.post("/jobs", json=body, headers={"Idempotency-Key": job_id})
-        except httpx.TransportError:
-            reply = None
-        if reply is not None and reply.status_code == 201:
-            return
-        assert reply is None or reply.status_code == 503, reply.text
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    submit_until_accepted(client, body)
 
 
 @pytest.mark.slow
