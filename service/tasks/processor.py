@@ -22,7 +22,6 @@ import asyncio
 import hashlib
 import logging
 import random
-import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
@@ -37,7 +36,7 @@ from service.core.settings import Settings
 from service.core.trace_context import normalized_traceparent, trace_metadata
 from service.events.wire import Event
 from service.tasks.backoff import backoff_ms
-from service.tasks.handlers.context import HandlerContext
+from service.tasks.handlers.context import CancelFlag, HandlerContext
 from service.tasks.handlers.http_semantics import FailedAttempt
 from service.tasks.handlers.loading import Handler
 from service.tasks.handlers.outcomes import PermanentFailure, RetryLater
@@ -78,8 +77,9 @@ def _age_ms(timestamp: str, now_ms: int) -> int | None:
 @dataclass(frozen=True, slots=True)
 class _Running:
     job_id: str
-    cancel: threading.Event
-    call: asyncio.Future[None]
+    cancel: CancelFlag
+    # The task the handler runs in: cancelled to stop an interruptible handler.
+    runner: asyncio.Task[Any]
 
 
 def _describe(error: Exception) -> str:
@@ -128,7 +128,7 @@ class TaskProcessor:
             if running.job_id in job_ids and not running.cancel.is_set():
                 running.cancel.set()
                 if self._handler.interruptible:
-                    running.call.cancel()
+                    running.runner.cancel()
                 told += 1
         return told
 
@@ -148,38 +148,50 @@ class TaskProcessor:
     async def run(self, delivery: Delivery, task: Task, announced: asyncio.Event) -> None:
         """Run the handler once and settle the outcome. Whatever it writes besides the ack
         (a retry, a dead letter, progress) waits for `announced`: the batch's
-        ingestion.started comes first on the events stream."""
+        ingestion.started comes first on the events stream.
+
+        The handler runs in the caller's own task, not one of its own: a task per call cost
+        as much as the rest of a no-op attempt. A cancelled job's handler is stopped by
+        cancelling this task, which then takes the CancelledError back (uncancel) and goes
+        on to ack the chunk as cancelled."""
         if not self._ledger.start(delivery.entry_id):
             log.warning("task %s was reclaimed by another worker; skipped", task.message_id)
             return
-        cancel = threading.Event()
+        runner = asyncio.current_task()
+        if runner is None:
+            raise RuntimeError("TaskProcessor.run must run in an asyncio task")
+        cancel = CancelFlag()
         stopped_by_cancel = False
         try:
-            # The attempt's span (when tracing) is current in the handler's own task, which
-            # copies the context when it is made, and sees the outcome read inside it.
+            # The attempt's span (when tracing) is current in this task while the handler
+            # runs, and sees the outcome raised inside it.
             with self._tracing.attempt(task) as traceparent:
                 context = HandlerContext(
                     message_id=task.message_id,
                     job_id=task.job_id,
                     chunk_id=task.chunk_id,
                     idempotency_key=idempotency_key(task),
-                    _report_progress=self._progress_reporter(task, announced),
+                    _report_progress=_ProgressReporter(self._publish, task, announced),
                     traceparent=traceparent,
                     _cancel=cancel,
                 )
-                call = asyncio.ensure_future(self._handler(task.as_handler_payload(), context))
-                self._running[delivery.entry_id] = _Running(task.job_id, cancel, call)
+                self._running[delivery.entry_id] = _Running(task.job_id, cancel, runner)
                 try:
-                    await asyncio.wait({call})
+                    await self._handler(task.as_handler_payload(), context)
                 except asyncio.CancelledError:
-                    call.cancel()
-                    raise
+                    if not cancel.is_set():
+                        raise
+                    stopped_by_cancel = True
+                except Exception:
+                    if not cancel.is_set():
+                        raise
+                    stopped_by_cancel = True
                 finally:
                     self._running.pop(delivery.entry_id, None)
-                if cancel.is_set() and (call.cancelled() or call.exception() is not None):
-                    stopped_by_cancel = True
-                else:
-                    call.result()
+                    if cancel.is_set() and runner.cancelling():
+                        # The one cancel cancel_jobs asked for, whether the handler let it
+                        # out or not: later awaits in this task must not see it.
+                        runner.uncancel()
         except RetryLater as busy:
             await self._defer_busy(delivery, task, busy, announced)
         except PermanentFailure as refused:
@@ -340,24 +352,34 @@ class TaskProcessor:
             log.warning("task %s was reclaimed by another worker; not moved", delivery.entry_id)
         return moved
 
-    def _progress_reporter(
-        self, task: Task, announced: asyncio.Event
-    ) -> Callable[[float, str], None]:
-        loop = asyncio.get_running_loop()
-        # One at a time, in the order reported: the lock's waiters are served first come.
-        in_order = asyncio.Lock()
 
-        async def publish_when_announced(event: Event) -> None:
-            async with in_order:
-                await announced.wait()
-                await self._publish(event)
+class _ProgressReporter:
+    """``context.progress`` for one attempt: each report is published on the worker's loop
+    once the batch is announced, one at a time, in the order reported. Made per attempt and
+    cheap until used: the loop is looked up here, the lock on the first report."""
 
-        def report(fraction: float, message: str) -> None:
-            event = _task_event("ingestion.progress", task, progress=fraction, message=message)
-            future = asyncio.run_coroutine_threadsafe(publish_when_announced(event), loop)
-            future.add_done_callback(_log_progress_failure)
+    __slots__ = ("_publish", "_task", "_announced", "_loop", "_in_order")
 
-        return report
+    def __init__(self, publish: Publish, task: Task, announced: asyncio.Event) -> None:
+        self._publish = publish
+        self._task = task
+        self._announced = announced
+        self._loop = asyncio.get_running_loop()
+        self._in_order: asyncio.Lock | None = None
+
+    def __call__(self, fraction: float, message: str) -> None:
+        event = _task_event("ingestion.progress", self._task, progress=fraction, message=message)
+        future = asyncio.run_coroutine_threadsafe(self._publish_when_announced(event), self._loop)
+        future.add_done_callback(_log_progress_failure)
+
+    async def _publish_when_announced(self, event: Event) -> None:
+        # Made on the loop, by the first report to get there: its waiters are served first
+        # come, so the reports keep their order.
+        if self._in_order is None:
+            self._in_order = asyncio.Lock()
+        async with self._in_order:
+            await self._announced.wait()
+            await self._publish(event)
 
 
 def _log_progress_failure(future: Future[None]) -> None:

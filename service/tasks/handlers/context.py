@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from service.tasks.handlers.outcomes import RetryLater
 
 ProgressSink = Callable[[float, str], None]
+
+
+class CancelFlag:
+    """Set on the worker's loop, read from any thread: one attribute, so it costs a task
+    nothing until its job is cancelled (a threading.Event made per task cost more than a
+    no-op handler's whole call)."""
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,8 +39,7 @@ class HandlerContext:
     # W3C traceparent for the calls this attempt makes: its span's when the worker traces,
     # else the one the task was submitted with; "" when untraced.
     traceparent: str = ""
-    # Set by the worker's loop, read from a sync handler's thread: a threading.Event.
-    _cancel: threading.Event = field(default_factory=threading.Event)
+    _cancel: CancelFlag = field(default_factory=CancelFlag)
 
     @property
     def cancelled(self) -> bool:
