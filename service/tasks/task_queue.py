@@ -120,10 +120,25 @@ class Delivery:
 
 @dataclass(frozen=True, slots=True)
 class Finished:
-    """Tasks handled in a batch, to ack with the next read, and the events that say so."""
+    """Tasks handled in a batch, to ack with the next read, and the events that say so.
+
+    `chunks` names each entry's (job id, chunk id), in the order of entry_ids, when the
+    caller has them (a worker decoded them): the ack script then need not read each entry
+    back from the stream to count its chunk done. Without them it does.
+    """
 
     entry_ids: Sequence[str]
     events: Sequence[Mapping[str, str]]
+    chunks: Sequence[tuple[str, str]] | None = None
+
+    def named(self) -> list[tuple[str, str, str]]:
+        """(entry id, job id, chunk id) of each, in stream order; '' where not named."""
+        chunks = self.chunks if self.chunks is not None else [("", "")] * len(self.entry_ids)
+        named = [
+            (entry_id, job, chunk)
+            for entry_id, (job, chunk) in zip(self.entry_ids, chunks, strict=True)
+        ]
+        return sorted(named, key=lambda item: parse_entry_id(item[0]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,13 +288,16 @@ class TaskQueue:
             raise NotReplicated(entry_ids[-1], replies[1], self._replicas)
         return Admitted(str(reply[2]), entry_ids, str(reply[1]), replayed is not None)
 
-    async def begin(self, consumer: str, entry_ids: Sequence[str]) -> list[str]:
+    async def begin(self, consumer: str, tasks: Sequence[tuple[str, Task]]) -> list[str]:
         """Count a batch's chunks running, and ack those of cancelled jobs instead: returns
-        the ids acked as cancelled, which no handler may be given."""
-        if not entry_ids:
+        the ids acked as cancelled, which no handler may be given. `tasks` pairs each entry
+        id with its decoded task, which names the job and chunk."""
+        if not tasks:
             return []
         keys = [self._stream, self._counters]
-        args: Args = [self._group, consumer, self._jobs.script_context(), *entry_ids]
+        args: Args = [self._group, consumer, self._jobs.script_context()]
+        for entry_id, task in tasks:
+            args += [entry_id, task.job_id, task.chunk_id]
         return [str(entry_id) for entry_id in await self._begin(keys, args)]
 
     async def ack_cancelled(self, consumer: str, entry_id: str, why: str) -> bool:
@@ -376,9 +394,10 @@ class TaskQueue:
         for event in finished.events:
             self._queue_event(pipeline, event)
         # The script checks ownership over the range from the first id to the last.
-        ids = sorted(finished.entry_ids, key=parse_entry_id)
         keys = [self._stream, self._counters]
-        args: Args = [self._group, consumer, self._maxlen, self._jobs.script_context(), *ids]
+        args: Args = [self._group, consumer, self._maxlen, self._jobs.script_context()]
+        for named in finished.named():
+            args += named
         index = len(pipeline)
         call = self._ack.queue(pipeline, keys, args)
         return {index: call}

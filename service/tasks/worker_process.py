@@ -61,6 +61,9 @@ MAX_RECLAIM_INTERVAL_S = 5.0
 LEASE_RENEWALS_PER_IDLE_TIME = 3
 # Other workers' retries come due unannounced: look for them at least this often.
 PROMOTE_POLL_S = 1.0
+# How long the acker leaves acks and announcements to a waiting reader before it sends them
+# itself: a few turns of the loop, far below any handler's own time.
+ACK_GRACE_S = 0.001
 # How soon a running handler hears that its job was cancelled, at most.
 CANCEL_POLL_S = 0.5
 UNSETTLED = (DeliveryState.RECEIVED, DeliveryState.RUNNING, DeliveryState.MOVING)
@@ -135,6 +138,8 @@ class Worker:
         self._stop_requested = True
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._stopping.set)
+            # A reader waiting for a slot sees the stop too.
+            self._loop.call_soon_threadsafe(self._slot_freed.set)
 
     def _should_stop(self) -> bool:
         return self._stop_requested
@@ -230,7 +235,7 @@ class Worker:
         return self._settings.batch_size
 
     async def _free_slots(self) -> int:
-        """Wait until a slot is free; 0 when the worker is stopping."""
+        """Wait until a slot is free; 0 when the worker is stopping (stop() sets the event)."""
         while not self._stop_requested:
             free = self._concurrency - self._ledger.in_flight()
             if free > 0:
@@ -240,7 +245,7 @@ class Worker:
             if self._outbox_events or self._ledger.has_acks_to_send():
                 self._outbox_ready.set()
             try:
-                await self._wait_either(self._slot_freed, timeout_s=self._reclaim_interval_s)
+                await self._slot_freed.wait()
             finally:
                 self._reader_waiting = False
         return 0
@@ -319,9 +324,9 @@ class Worker:
     ) -> list[tuple[Delivery, Task]]:
         """What of a batch may run: the begin script acks the tasks of cancelled jobs (a read
         that did not block has begun its batch already)."""
-        ids = [delivery.entry_id for delivery, _ in runnable if not delivery.begun]
+        to_begin = [(delivery.entry_id, task) for delivery, task in runnable if not delivery.begun]
         try:
-            cancelled = set(await self._queue.begin(self._consumer, ids))
+            cancelled = set(await self._queue.begin(self._consumer, to_begin))
         except RedisError:
             self._ledger.release(held)
             raise
@@ -370,6 +375,7 @@ class Worker:
             finished = Finished(
                 entry_ids=[entry_id for entry_id, _ in sending],
                 events=batch_event_fields("ingestion.completed", [task for _, task in sending]),
+                chunks=[(task.job_id, task.chunk_id) for _, task in sending],
             )
         return events, finished, announced
 
@@ -399,9 +405,11 @@ class Worker:
             self._outbox_ready.clear()
             if not self._reader_waiting:
                 continue
-            # Let the other runners that finish in this turn of the loop join the round trip.
-            await asyncio.sleep(0)
-            # The reader woke in the same turn: it carries the outbox with its read.
+            # A moment's grace: a reader waiting for a slot that a runner is about to free
+            # wakes within a few turns of the loop and carries the outbox with its read, one
+            # round trip per batch instead of two. Only a reader still waiting after it (in a
+            # blocking read, or behind handlers that run on) leaves the outbox to the acker.
+            await asyncio.sleep(ACK_GRACE_S)
             if self._reader_waiting:
                 await self._flush_outbox()
 

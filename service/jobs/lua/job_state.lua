@@ -27,15 +27,28 @@ local function job_counts(job)
   }
 end
 
+-- The job and chunk ids in a task entry's fields, as XREADGROUP or XRANGE gives them.
+local function fields_job(f)
+  local job, chunk
+  for i = 1, #f, 2 do
+    if f[i] == 'job_id' then job = f[i + 1] elseif f[i] == 'chunk_id' then chunk = f[i + 1] end
+  end
+  return job, chunk
+end
+
 -- The job and chunk ids of a task entry still in the stream.
 local function entry_job(stream, id)
   local found = redis.call('XRANGE', stream, id, id)
   if #found == 0 then return nil, nil end
-  local job, chunk
-  local f = found[1][2]
-  for i = 1, #f, 2 do
-    if f[i] == 'job_id' then job = f[i + 1] elseif f[i] == 'chunk_id' then chunk = f[i + 1] end
-  end
+  return fields_job(found[1][2])
+end
+
+-- The job and chunk ids a worker names for an entry it holds ('' for unknown: then read from
+-- the stream). Naming them spares an XRANGE per task, whose reply, turned into Lua, cost
+-- more than the rest of a begin or an ack; a wrong name cannot move another chunk, since
+-- job_move checks that the chunk's current entry is this one.
+local function named_job(stream, id, job, chunk)
+  if job == '' then return entry_job(stream, id) end
   return job, chunk
 end
 
@@ -149,10 +162,10 @@ local function job_requeued(job, chunk, old_entry, new_entry, from)
   return true
 end
 
--- Begin a task just delivered to `consumer`: one of a cancelled job is acked as cancelled
--- (true: no handler may be given it); any other counts running, one attempt more (false).
-local function job_begin(stream, group, consumer, counters, id)
-  local job, chunk = entry_job(stream, id)
+-- Begin a task just delivered to `consumer`, of chunk `chunk` of `job` (nil for none): one of a
+-- cancelled job is acked as cancelled (true: no handler may be given it); any other counts
+-- running, one attempt more (false).
+local function job_begin(stream, group, consumer, counters, id, job, chunk)
   local state = job and redis.call('HGET', job_key(job), 'state')
   if state == 'cancelling' or state == 'cancelled' then
     if #redis.call('XPENDING', stream, group, id, id, 1, consumer) == 1 then

@@ -11,7 +11,8 @@ local entries = {}
 if reply and reply[1] then entries = reply[1][2] end
 local cancelled = {}
 for _, entry in ipairs(entries) do
-  if job_begin(KEYS[1], ARGV[1], ARGV[2], KEYS[2], entry[1]) then
+  local job, chunk = fields_job(entry[2])
+  if job_begin(KEYS[1], ARGV[1], ARGV[2], KEYS[2], entry[1], job, chunk) then
     table.insert(cancelled, entry[1])
   end
 end
