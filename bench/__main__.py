@@ -54,11 +54,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def measure(names: list[str], quick: bool, results: dict[str, Any]) -> None:
+def measure(names: list[str], quick: bool, results: dict[str, Any], out: Path) -> None:
     raise_fd_limit()
     with tempfile.TemporaryDirectory() as workdir:
         for name in names:
-            SECTIONS[name](results, quick, Path(workdir) / name)
+            SECTIONS[name](results, quick, Path(workdir) / name, out)
             results.setdefault("sections_measured", {})[name] = datetime.now(UTC).isoformat(
                 timespec="seconds"
             )
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.report_only or args.only:
         results: dict[str, Any] = json.loads(saved.read_text()) if saved.exists() else {}
         if args.only:
-            measure(args.only, args.quick, results)
+            measure(args.only, args.quick, results, args.out)
     else:
         started = datetime.now(UTC).isoformat(timespec="seconds")
         results = {
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": f"{platform.machine()}, Python {platform.python_version()}",
             "started": started,
         }
-        measure(list(FULL_RUN), args.quick, results)
+        measure(list(FULL_RUN), args.quick, results, args.out)
     results.setdefault("command", "python -m bench " + " ".join(sys.argv[1:]))
     results.setdefault("machine", f"{platform.machine()}, Python {platform.python_version()}")
     results.setdefault("started", datetime.now(UTC).isoformat(timespec="seconds"))

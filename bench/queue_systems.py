@@ -12,6 +12,8 @@ Each reads 10 tasks at a time where it has such a setting, as our worker's batch
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import subprocess
 import sys
 from collections.abc import Callable
@@ -22,7 +24,11 @@ import redis
 
 from bench.peers import install, names
 from harness.processes import REPO_ROOT, service_env
-from service.tasks.task_format import task_fields
+from service.core.consumer_groups import ensure_all_groups
+from service.core.redis_client import create_redis
+from service.core.settings import load_settings
+from service.tasks.task_format import Task, task_fields
+from service.tasks.task_queue import TaskQueue
 
 FILL_TIMEOUT_S = 600
 FILL_CHUNK = 1000
@@ -98,13 +104,66 @@ def stream_system(
     )
 
 
-OURS = stream_system(
-    "ours",
-    "shield:ingestion_queue",
-    "lightrag-workers",
-    ["service.worker", "--consumer"],
-    "python -m service.worker, no-op handler, batches of 10, block 200 ms",
-    version="this commit",
+# Ten at once, as BullMQ's concurrency 10, taskiq's 10 async tasks and arq's max_jobs 10: the
+# default of 8 would also cap each read at 8, since a worker reads only into free slots.
+OURS_CONCURRENCY = 10
+OURS = dataclasses.replace(
+    stream_system(
+        "ours",
+        "shield:ingestion_queue",
+        "lightrag-workers",
+        ["service.worker", "--consumer"],
+        "python -m service.worker, no-op handler, batches of 10,"
+        f" SHIELD_WORKER_CONCURRENCY={OURS_CONCURRENCY}, block 200 ms; tasks added with XADD,"
+        " so they belong to no job record and the scripts find none to count",
+        version="this commit",
+    ),
+    extra_env={
+        "BENCH_STREAM": "shield:ingestion_queue",
+        "BENCH_GROUP": "lightrag-workers",
+        "SHIELD_WORKER_CONCURRENCY": str(OURS_CONCURRENCY),
+    },
+)
+
+# Jobs of this many chunks, admitted as POST /jobs admits them.
+JOB_CHUNKS = 1000
+# Room for the whole fill under the backlog cap, which admit enforces.
+JOBS_STREAM_MAXLEN = 40_000
+
+
+def fill_jobs(client: redis.Redis, env: dict[str, str], count: int) -> None:
+    """Admit the tasks as jobs of JOB_CHUNKS chunks, through the queue's own admit script:
+    every chunk then has a record that the worker's scripts move to running and done."""
+    settings = load_settings(
+        redis_url=env["SHIELD_REDIS_URL"], stream_maxlen=int(env["SHIELD_STREAM_MAXLEN"])
+    )
+
+    async def admit_all() -> None:
+        redis_client = create_redis(settings)
+        try:
+            await ensure_all_groups(redis_client, settings)
+            queue = TaskQueue(redis_client, settings)
+            for first in range(0, count, JOB_CHUNKS):
+                job_id = f"bench-{first // JOB_CHUNKS}"
+                chunks = [
+                    Task(job_id=job_id, chunk_id=f"c{index}", content="x" * 200)
+                    for index in range(first, min(count, first + JOB_CHUNKS))
+                ]
+                await queue.admit(job_id, chunks, whole=True)
+        finally:
+            await redis_client.aclose()
+
+    asyncio.run(admit_all())
+
+
+OURS_JOBS = dataclasses.replace(
+    OURS,
+    name="ours, with jobs",
+    configuration=f"as ours, but the tasks are admitted as jobs of {JOB_CHUNKS:,} chunks (the"
+    " POST /jobs path), so each begin and ack also moves the chunk's record and its job's"
+    f" counters; SHIELD_STREAM_MAXLEN={JOBS_STREAM_MAXLEN:,} so the whole fill is admitted",
+    fill=fill_jobs,
+    extra_env={**OURS.extra_env, "SHIELD_STREAM_MAXLEN": str(JOBS_STREAM_MAXLEN)},
 )
 RAW = stream_system(
     "raw redis-py",
@@ -226,5 +285,5 @@ def _require(path: Path, reason: str) -> None:
         raise install.PeerUnavailable(f"{reason} (run `python -m bench.peers.install`)")
 
 
-BASELINES = (OURS, RAW, FASTSTREAM)
+BASELINES = (OURS, OURS_JOBS, RAW, FASTSTREAM)
 PEERS = (BULLMQ, ARQ, TASKIQ)

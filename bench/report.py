@@ -246,6 +246,30 @@ def queue_section(results: dict[str, Any], out: Path) -> list[str]:
     return lines
 
 
+def worker_profile_section(profile: dict[str, Any]) -> list[str]:
+    """Where a busy worker's time goes, with the flame graph beside it."""
+    redis = profile.get("redis", {})
+    scripts = redis.get("scripts", {})
+    reads = redis.get("xreadgroup", {})
+    return [
+        "## Where a worker's time goes",
+        "",
+        f"{profile['configuration']}; {profile['samples']:,} samples, the worker draining"
+        f" {profile['tasks_per_s_while_sampled']:,} tasks/s while sampled"
+        " (py-spy slows it a little). Flame graph:"
+        f" [{profile['flame_graph']}]({profile['flame_graph']}). Each share counts the"
+        " samples with that step anywhere on the stack, so nested steps overlap.",
+        "",
+        _table(profile["steps"], ["step", "what", "share_of_samples"]),
+        "",
+        f"Redis's side: {profile['script_calls_per_batch']} script calls per batch, taking"
+        f" {scripts.get('usec_per_call', 0):.0f} µs each on average, during which the worker"
+        f" waits; the XREADGROUP inside the read script alone takes"
+        f" {reads.get('usec_per_call', 0):.0f} µs.",
+        "",
+    ]
+
+
 def jobs_section(jobs: dict[str, Any]) -> list[str]:
     """The jobs row: one POST /jobs against the same chunks posted one task at a time."""
     return [
@@ -410,6 +434,8 @@ def write(results: dict[str, Any], out: Path) -> Path:
         sections += fanout_peers_section(results["fanout_peers"], out)
     if results.get("queue"):
         sections += queue_section(results, out)
+    if results.get("worker_profile"):
+        sections += worker_profile_section(results["worker_profile"])
     if results.get("concurrency"):
         sections += concurrency_section(results["concurrency"])
     if results.get("jobs"):

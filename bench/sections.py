@@ -24,6 +24,7 @@ from bench.queue import QueueResult, median_run, redis_benchmark_xadd, run_queue
 from bench.queue_systems import BASELINES, OURS, PEERS, RAW, QueueSystem
 from bench.scale import measure_scale
 from bench.servers import http_app, redis_server
+from bench.worker_profile import measure_worker_profile
 
 QUEUE_REPEATS = 3
 QUEUE_TASKS = 30_000
@@ -33,7 +34,8 @@ QUICK_QUEUE_TASKS = 3_000
 SLOW_TASKS = 1_000
 SLOW_CONCURRENCY = 50
 
-Section = Callable[[dict[str, Any], bool, Path], None]
+# A section: results to add to, quick, a scratch directory, and the report's directory.
+Section = Callable[[dict[str, Any], bool, Path, Path], None]
 
 
 def fanout_matrix(quick: bool) -> dict[str, list[tuple[int, int]]]:
@@ -54,7 +56,7 @@ def _logged(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def fanout(results: dict[str, Any], quick: bool, workdir: Path) -> None:
+def fanout(results: dict[str, Any], quick: bool, workdir: Path, out: Path) -> None:
     """Fan-out cells of ours and the baselines, and the API's memory with idle clients."""
     duration_s = 2.0 if quick else 5.0
     rows: list[dict[str, Any]] = []
@@ -83,7 +85,7 @@ def fanout(results: dict[str, Any], quick: bool, workdir: Path) -> None:
     results.update(fanout=rows, memory=memory)
 
 
-def fanout_peers(results: dict[str, Any], quick: bool, workdir: Path) -> None:
+def fanout_peers(results: dict[str, Any], quick: bool, workdir: Path, out: Path) -> None:
     """Ours beside Centrifugo and the raw loop, with CPU per delivery."""
     results["fanout_peers"] = measure_fanout_peers(workdir / "fanout-peers", quick)
 
@@ -132,7 +134,7 @@ def describe_queue(systems: tuple[QueueSystem, ...]) -> list[dict[str, str]]:
     ]
 
 
-def queue(results: dict[str, Any], quick: bool, workdir: Path) -> None:
+def queue(results: dict[str, Any], quick: bool, workdir: Path, out: Path) -> None:
     """Ours, the raw loop, FastStream and the installed peers, all in the same turns."""
     rows, unavailable, xadd = _queue_runs(BASELINES + PEERS, quick, workdir)
     results.update(
@@ -143,7 +145,7 @@ def queue(results: dict[str, Any], quick: bool, workdir: Path) -> None:
     )
 
 
-def queue_peers(results: dict[str, Any], quick: bool, workdir: Path) -> None:
+def queue_peers(results: dict[str, Any], quick: bool, workdir: Path, out: Path) -> None:
     """Only the raw loop and the peers, merged over the same systems' rows on disk."""
     rows, unavailable, _ = _queue_runs((RAW, *PEERS), quick, workdir)
     measured = {(row["system"], row["workers"]) for row in rows}
@@ -171,7 +173,7 @@ def add_ratios(queue: list[dict[str, Any]], xadd: list[dict[str, Any]]) -> list[
     return queue
 
 
-def concurrency(results: dict[str, Any], quick: bool, workdir: Path) -> None:
+def concurrency(results: dict[str, Any], quick: bool, workdir: Path, out: Path) -> None:
     """One worker running a slow handler many at a time, against the ideal time."""
     system = dataclasses.replace(
         OURS,
@@ -197,22 +199,28 @@ def concurrency(results: dict[str, Any], quick: bool, workdir: Path) -> None:
     }
 
 
-def jobs(results: dict[str, Any], quick: bool, workdir: Path) -> None:
+def jobs(results: dict[str, Any], quick: bool, workdir: Path, out: Path) -> None:
     """POST /jobs with 1,000 chunks against the same chunks as 1,000 POST /tasks calls."""
     results["jobs"] = measure_jobs(workdir / "jobs", quick)
     results["jobs"]["measured"] = datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def deploy(results: dict[str, Any], quick: bool, workdir: Path) -> None:
+def deploy(results: dict[str, Any], quick: bool, workdir: Path, out: Path) -> None:
     """The real `pulumi up` timings on a freshly rebuilt lab (quick changes nothing here)."""
     started = datetime.now(UTC).isoformat(timespec="seconds")
     results["deploy"] = {**measure_deploy(workdir / "deploy"), "measured": started}
 
 
-def scale(results: dict[str, Any], quick: bool, workdir: Path) -> None:
+def scale(results: dict[str, Any], quick: bool, workdir: Path, out: Path) -> None:
     """1 against 2 API processes, and what WAIT 1 costs POST /tasks."""
     results["scale"] = measure_scale(workdir / "scale", quick)
     results["scale"]["measured"] = datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def worker_profile(results: dict[str, Any], quick: bool, workdir: Path, out: Path) -> None:
+    """py-spy on one busy worker: the flame graph beside the report, and step shares."""
+    results["worker_profile"] = measure_worker_profile(workdir / "profile", out, quick)
+    results["worker_profile"]["measured"] = datetime.now(UTC).isoformat(timespec="seconds")
 
 
 SECTIONS: dict[str, Section] = {
@@ -224,5 +232,6 @@ SECTIONS: dict[str, Section] = {
     "jobs": jobs,
     "deploy": deploy,
     "scale": scale,
+    "profile": worker_profile,
 }
-FULL_RUN = ("fanout", "fanout-peers", "queue", "concurrency", "jobs", "deploy")
+FULL_RUN = ("fanout", "fanout-peers", "queue", "profile", "concurrency", "jobs", "deploy")
