@@ -3,7 +3,6 @@ API on it, and the worker processes a test starts."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import redis
 from harness.redis_server import RedisServer
 from service.core.settings import Settings
 from tests.support.live_server import serve
+from tests.support.processes import WorkerProcesses
 from tests.support.service_settings import make_settings
 
 
@@ -51,11 +51,9 @@ def api(settings: Settings) -> Iterator[str]:
 
 
 @pytest.fixture
-def workers() -> Iterator[list[subprocess.Popen[str]]]:
-    """A list the test appends the worker processes it starts to; each is killed at the end."""
-    started: list[subprocess.Popen[str]] = []
+def workers(tmp_path: Path) -> Iterator[WorkerProcesses]:
+    """The worker processes a test starts (workers.start, or appended); each is killed at
+    the end if it is still running."""
+    started = WorkerProcesses(tmp_path)
     yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
+    started.kill_all()

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import redis
 from selenium.webdriver.common.by import By
 
@@ -16,7 +13,7 @@ from harness.redis_server import RedisServer
 from tests.browser.handlers import CURED_KEY, HANDLED_KEY
 from tests.support.browser import chromium, wait_in_page
 from tests.support.live_server import http, serve
-from tests.support.processes import service_env, start_worker, stop
+from tests.support.processes import WorkerProcesses, service_env
 from tests.support.service_settings import make_settings
 
 TOKEN = "dashboard-secret-token"
@@ -44,28 +41,23 @@ return [...document.querySelectorAll('#dead-letters tbody tr')].map(r => r.cells
 REQUESTED_URLS = "return performance.getEntriesByType('resource').map(e => e.name)"
 
 
-@pytest.fixture
-def worker(redis_server: RedisServer, redis_client: redis.Redis) -> Iterator[subprocess.Popen[str]]:
-    env = service_env(
+def dashboard_worker_env(redis_server: RedisServer) -> dict[str, str]:
+    return service_env(
         redis_server.url,
         block_ms=200,
         claim_idle_ms=400,
         retry_attempts=1,
         task_handler="tests.browser.handlers:fail_poison_until_cured",
     )
-    process = start_worker(env, consumer="dashboard-worker")
-    try:
-        yield process
-    finally:
-        stop(process)
 
 
 def test_dashboard_shows_live_numbers_tails_events_and_requeues_a_dead_letter(
     redis_server: RedisServer,
     redis_client: redis.Redis,
-    worker: subprocess.Popen[str],
+    workers: WorkerProcesses,
     tmp_path: Path,
 ) -> None:
+    workers.start(dashboard_worker_env(redis_server), consumer="dashboard-worker")
     settings = make_settings(redis_server, api_token=TOKEN, retry_attempts=1)
     with serve(settings) as api, http(api, TOKEN) as client, chromium() as browser:
         browser.get(f"{api}/")

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Iterator
-
-import pytest
 import redis
 from selenium.webdriver.common.by import By
 
@@ -13,7 +9,7 @@ from harness.redis_server import RedisServer
 from tests.service.job_handlers import HOLD_MARK
 from tests.support.browser import chromium, wait_in_page
 from tests.support.live_server import http, serve
-from tests.support.processes import service_env, start_worker, stop
+from tests.support.processes import WorkerProcesses, service_env
 from tests.support.service_settings import make_settings
 
 TOKEN = "dashboard-jobs-token"
@@ -23,9 +19,8 @@ return row ? [row.dataset.state, row.cells[3].textContent, row.cells[2].textCont
 """
 
 
-@pytest.fixture
-def worker(redis_server: RedisServer, redis_client: redis.Redis) -> Iterator[subprocess.Popen[str]]:
-    env = service_env(
+def jobs_worker_env(redis_server: RedisServer) -> dict[str, str]:
+    return service_env(
         redis_server.url,
         block_ms=200,
         claim_idle_ms=400,
@@ -33,16 +28,12 @@ def worker(redis_server: RedisServer, redis_client: redis.Redis) -> Iterator[sub
         batch_size=1,
         task_handler="tests.service.job_handlers:hold_until_cancelled",
     )
-    process = start_worker(env, consumer="dashboard-jobs-worker")
-    try:
-        yield process
-    finally:
-        stop(process)
 
 
 def test_dashboard_lists_jobs_with_progress_and_cancels_one(
-    redis_server: RedisServer, redis_client: redis.Redis, worker: subprocess.Popen[str]
+    redis_server: RedisServer, redis_client: redis.Redis, workers: WorkerProcesses
 ) -> None:
+    workers.start(jobs_worker_env(redis_server), consumer="dashboard-jobs-worker")
     settings = make_settings(redis_server, api_token=TOKEN)
     chunks = [{"chunk_id": f"c{i}", "content": "x"} for i in range(3)]
     held = [*chunks, {"chunk_id": "held", "content": HOLD_MARK}]

@@ -8,10 +8,8 @@ texts, so what one test leaves in LightRAG cannot answer for another.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -22,7 +20,7 @@ from service.tasks.task_format import task_fields
 from tests.support.lightrag_documents import documents_in_status, processed_file_paths
 from tests.support.lightrag_server import LightRAGServer, ModelEndpoints
 from tests.support.live_server import wait_for
-from tests.support.processes import service_env, start_worker, stop
+from tests.support.processes import WorkerProcesses, service_env
 from tests.support.refusing_llm_standin import RefusingLlmStandin
 from tests.support.task_events import completed_chunks, settled
 from tests.support.task_events import event_data as events
@@ -48,44 +46,18 @@ def lightrag(
             yield server, standin
 
 
-class Workers:
-    """Worker processes with the lightrag handler, their output kept in files."""
-
-    def __init__(self, redis_url: str, tmp_path: Path) -> None:
-        self.redis_url = redis_url
-        self.tmp_path = tmp_path
-        self.processes: list[subprocess.Popen[str]] = []
-
-    def start(self, server: LightRAGServer, api_key: str | None = None) -> None:
-        env = service_env(
-            self.redis_url,
-            block_ms=200,
-            claim_idle_ms=400,
-            task_handler=f"lightrag:{server.base_url}",
-            handler_token=api_key or server.api_key,
-            handler_timeout_s=60,
-        )
-        with (self.tmp_path / f"worker{len(self.processes)}.log").open("w") as log:
-            self.processes.append(start_worker(env, log=log))
-
-    def logs(self) -> str:
-        return "".join(path.read_text() for path in sorted(self.tmp_path.glob("worker*.log")))
-
-    def stop(self) -> None:
-        for process in self.processes:
-            stop(process)
-
-
-@pytest.fixture
-def workers(
-    redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path
-) -> Iterator[Workers]:
-    started = Workers(redis_server.url, tmp_path)
-    yield started
-    for process in started.processes:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+def lightrag_env(
+    redis_server: RedisServer, server: LightRAGServer, api_key: str | None = None
+) -> dict[str, str]:
+    """A worker whose handler is this LightRAG Server."""
+    return service_env(
+        redis_server.url,
+        block_ms=200,
+        claim_idle_ms=400,
+        task_handler=f"lightrag:{server.base_url}",
+        handler_token=api_key or server.api_key,
+        handler_timeout_s=60,
+    )
 
 
 def chunk_text(job_id: str, index: int) -> str:
@@ -115,10 +87,13 @@ def named(server: LightRAGServer, status: str, names: set[str]) -> list[dict[str
 
 
 def test_a_jobs_chunks_end_as_processed_documents_and_every_task_is_acked(
-    lightrag: tuple[LightRAGServer, RefusingLlmStandin], workers: Workers, redis_client: redis.Redis
+    lightrag: tuple[LightRAGServer, RefusingLlmStandin],
+    workers: WorkerProcesses,
+    redis_server: RedisServer,
+    redis_client: redis.Redis,
 ) -> None:
     server, _ = lightrag
-    workers.start(server)
+    workers.start(lightrag_env(redis_server, server))
     for index in range(5):
         enqueue(redis_client, "job-a", index)
 
@@ -134,12 +109,15 @@ def test_a_jobs_chunks_end_as_processed_documents_and_every_task_is_acked(
 
 
 def test_stopping_lightrag_mid_job_delays_the_chunks_but_loses_none(
-    lightrag: tuple[LightRAGServer, RefusingLlmStandin], workers: Workers, redis_client: redis.Redis
+    lightrag: tuple[LightRAGServer, RefusingLlmStandin],
+    workers: WorkerProcesses,
+    redis_server: RedisServer,
+    redis_client: redis.Redis,
 ) -> None:
     server, standin = lightrag
     standin.state.delay_s = 0.5  # each model call: a document takes seconds, not one
     try:
-        workers.start(server)
+        workers.start(lightrag_env(redis_server, server))
         for index in range(5):
             enqueue(redis_client, "job-b", index)
         names = {name_of("job-b", index) for index in range(7)}
@@ -168,14 +146,15 @@ def test_stopping_lightrag_mid_job_delays_the_chunks_but_loses_none(
 
 def test_chunks_a_lightrag_restart_leaves_in_flight_are_taken_up_with_no_new_insert_to_wake_it(
     lightrag: tuple[LightRAGServer, RefusingLlmStandin],
-    workers: Workers,
+    workers: WorkerProcesses,
+    redis_server: RedisServer,
     redis_client: redis.Redis,
 ) -> None:
     server, standin = lightrag
     names = {name_of("job-g", index) for index in range(2)}
     standin.state.delay_s = 0.5
     try:
-        workers.start(server)
+        workers.start(lightrag_env(redis_server, server))
         for index in range(2):
             enqueue(redis_client, "job-g", index)
         wait_for(lambda: named(server, "processing", names), timeout_s=30)
@@ -196,20 +175,23 @@ def test_chunks_a_lightrag_restart_leaves_in_flight_are_taken_up_with_no_new_ins
 
 
 def test_a_chunk_whose_worker_died_is_finished_by_another_following_the_same_document(
-    lightrag: tuple[LightRAGServer, RefusingLlmStandin], workers: Workers, redis_client: redis.Redis
+    lightrag: tuple[LightRAGServer, RefusingLlmStandin],
+    workers: WorkerProcesses,
+    redis_server: RedisServer,
+    redis_client: redis.Redis,
 ) -> None:
     server, standin = lightrag
     names = {name_of("job-f", index) for index in range(3)}
     standin.state.delay_s = 0.3
     try:
-        workers.start(server)
+        workers.start(lightrag_env(redis_server, server))
         for index in range(3):
             enqueue(redis_client, "job-f", index)
         wait_for(lambda: named(server, "processing", names), timeout_s=30)
-        workers.processes[0].kill()
-        workers.processes[0].wait()
+        workers[0].kill()
+        workers[0].wait()
         # The successor reclaims them, and LightRAG answers its inserts 409: it holds them.
-        workers.start(server)
+        workers.start(lightrag_env(redis_server, server))
         wait_for(lambda: len(completed_chunks(redis_client)) == 3, timeout_s=60)
         # Done only once processed: the 409 "(Status: processing)" was followed, not taken.
         assert {doc["file_path"] for doc in named(server, "processed", names)} == names
@@ -221,16 +203,19 @@ def test_a_chunk_whose_worker_died_is_finished_by_another_following_the_same_doc
 
 
 def test_a_wrong_api_key_dead_letters_each_task_after_one_attempt(
-    lightrag: tuple[LightRAGServer, RefusingLlmStandin], workers: Workers, redis_client: redis.Redis
+    lightrag: tuple[LightRAGServer, RefusingLlmStandin],
+    workers: WorkerProcesses,
+    redis_server: RedisServer,
+    redis_client: redis.Redis,
 ) -> None:
     server, _ = lightrag
-    workers.start(server, api_key="not-the-key-8d1e")
+    workers.start(lightrag_env(redis_server, server, api_key="not-the-key-8d1e"))
     for index in range(2):
         enqueue(redis_client, "job-c", index)
 
     wait_for(lambda: redis_client.xlen(DLQ) == 2, timeout_s=30)
     wait_for(lambda: settled(redis_client))
-    workers.stop()
+    workers.stop_all()
 
     for _, letter in redis_client.xrange(DLQ):
         assert letter["dlq_attempts"] == "1"
@@ -242,10 +227,13 @@ def test_a_wrong_api_key_dead_letters_each_task_after_one_attempt(
 
 
 def test_a_chunk_lightrag_already_holds_is_done_whether_by_name_or_by_content(
-    lightrag: tuple[LightRAGServer, RefusingLlmStandin], workers: Workers, redis_client: redis.Redis
+    lightrag: tuple[LightRAGServer, RefusingLlmStandin],
+    workers: WorkerProcesses,
+    redis_server: RedisServer,
+    redis_client: redis.Redis,
 ) -> None:
     server, _ = lightrag
-    workers.start(server)
+    workers.start(lightrag_env(redis_server, server))
     enqueue(redis_client, "job-d", 0)
     wait_for(lambda: completed_chunks(redis_client) == ["chunk-0"], timeout_s=60)
 
@@ -271,14 +259,15 @@ def test_a_chunk_lightrag_already_holds_is_done_whether_by_name_or_by_content(
 
 def test_a_document_lightrag_keeps_failing_is_dead_lettered_after_three_attempts(
     lightrag: tuple[LightRAGServer, RefusingLlmStandin],
-    workers: Workers,
+    workers: WorkerProcesses,
+    redis_server: RedisServer,
     redis_client: redis.Redis,
 ) -> None:
     server, standin = lightrag
     name = name_of("job-e", 0)
     standin.state.refuse_chat_status = 400  # LightRAG does not retry a 400 from its LLM
     try:
-        workers.start(server)
+        workers.start(lightrag_env(redis_server, server))
         enqueue(redis_client, "job-e", 0)
         wait_for(lambda: redis_client.xlen(DLQ) == 1, timeout_s=60)
         wait_for(lambda: settled(redis_client))

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -33,7 +31,7 @@ from tests.service.handlers import TRACES_KEY
 from tests.support.agui_input import run_input
 from tests.support.http_standin import HttpStandin, Reply
 from tests.support.otlp_collector import CollectedSpan, OtlpCollector
-from tests.support.processes import service_env, start_worker, stop
+from tests.support.processes import WorkerProcesses, service_env
 from tests.support.task_events import completed_chunks, settled
 
 SPAN_NAME = f"process {names.INGESTION_STREAM}"
@@ -41,41 +39,16 @@ DLQ = names.dead_letter_stream(names.INGESTION_STREAM)
 FOREIGN = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
-class Workers:
-    """Worker processes with the http handler, their output kept in files."""
-
-    def __init__(self, redis_url: str, tmp_path: Path) -> None:
-        self.redis_url = redis_url
-        self.tmp_path = tmp_path
-        self.processes: list[subprocess.Popen[str]] = []
-
-    def start(self, task_handler: str, otlp_endpoint: str | None = None) -> None:
-        env = service_env(
-            self.redis_url, block_ms=200, claim_idle_ms=400, task_handler=task_handler
-        )
-        env = {key: value for key, value in env.items() if not key.startswith("OTEL_")}
-        if otlp_endpoint:
-            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp_endpoint
-            env["OTEL_BSP_SCHEDULE_DELAY"] = "50"
-        with (self.tmp_path / f"worker{len(self.processes)}.log").open("w") as log:
-            self.processes.append(start_worker(env, log=log))
-
-    def stop(self) -> str:
-        for process in self.processes:
-            stop(process)
-        return "".join(path.read_text() for path in sorted(self.tmp_path.glob("worker*.log")))
-
-
-@pytest.fixture
-def workers(
-    redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path
-) -> Iterator[Workers]:
-    run = Workers(redis_server.url, tmp_path)
-    yield run
-    for process in run.processes:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
+def worker_env(
+    redis_url: str, task_handler: str, otlp_endpoint: str | None = None
+) -> dict[str, str]:
+    """A worker with this handler, exporting its spans to otlp_endpoint when given."""
+    env = service_env(redis_url, block_ms=200, claim_idle_ms=400, task_handler=task_handler)
+    env = {key: value for key, value in env.items() if not key.startswith("OTEL_")}
+    if otlp_endpoint:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp_endpoint
+        env["OTEL_BSP_SCHEDULE_DELAY"] = "50"
+    return env
 
 
 @pytest.fixture
@@ -126,17 +99,18 @@ def events_of(client: redis.Redis, event_type: str) -> list[dict[str, object]]:
 
 def test_one_trace_runs_from_the_post_through_the_handler_call_to_the_completion_event(
     api: str,
+    redis_server: RedisServer,
     redis_client: redis.Redis,
-    workers: Workers,
+    workers: WorkerProcesses,
     client_spans: tuple[TracerProvider, InMemorySpanExporter],
 ) -> None:
     provider, exporter = client_spans
     with OtlpCollector() as collector, HttpStandin(Reply(200)) as service:
-        workers.start(f"http:{service.url}/hook", collector.endpoint)
+        workers.start(worker_env(redis_server.url, f"http:{service.url}/hook", collector.endpoint))
         entry_id, header = post_traced_task(api, provider)
         wait_until(lambda: completed_chunks(redis_client) == ["chunk-1"], 15)
         wait_until(lambda: collector.spans, 10, describe="the worker to export its span")
-        workers.stop()
+        workers.stop_all()
 
     # The client's span, as the in-memory exporter recorded it, is the root of the trace.
     (client_span,) = exporter.get_finished_spans()
@@ -184,12 +158,12 @@ def test_one_trace_runs_from_the_post_through_the_handler_call_to_the_completion
 
 
 def test_a_job_posted_in_a_trace_ends_it_with_job_completed(
-    api: str, redis_client: redis.Redis, workers: Workers
+    api: str, redis_server: RedisServer, redis_client: redis.Redis, workers: WorkerProcesses
 ) -> None:
     """POST /jobs under a traceparent: every chunk's events and the job's own completion
     carry it, so one trace runs from the POST to job.completed."""
     with HttpStandin(Reply(200), Reply(200)) as service:
-        workers.start(f"http:{service.url}/hook")
+        workers.start(worker_env(redis_server.url, f"http:{service.url}/hook"))
         body = {
             "job_id": "traced-doc",
             "chunks": [{"chunk_id": f"c{n}", "content": "Ada"} for n in range(2)],
@@ -197,7 +171,7 @@ def test_a_job_posted_in_a_trace_ends_it_with_job_completed(
         answer = httpx.post(f"{api}/jobs", json=body, headers={"traceparent": FOREIGN})
         assert answer.status_code == 201, answer.text
         wait_until(lambda: events_of(redis_client, "job.completed"), 15)
-        workers.stop()
+        workers.stop_all()
     (completed,) = events_of(redis_client, "job.completed")
     assert completed["metadata"] == {"traceparent": FOREIGN}
     assert completed["data"] == {"total": 2, "done": 2, "failed": 0, "cancelled": 0}
@@ -213,17 +187,18 @@ def test_a_job_posted_in_a_trace_ends_it_with_job_completed(
 
 def test_each_attempt_is_a_span_and_a_failed_one_has_status_error(
     api: str,
+    redis_server: RedisServer,
     redis_client: redis.Redis,
-    workers: Workers,
+    workers: WorkerProcesses,
     client_spans: tuple[TracerProvider, InMemorySpanExporter],
 ) -> None:
     provider, _ = client_spans
     with OtlpCollector() as collector, HttpStandin(Reply(500, "down"), Reply(200)) as service:
-        workers.start(f"http:{service.url}/hook", collector.endpoint)
+        workers.start(worker_env(redis_server.url, f"http:{service.url}/hook", collector.endpoint))
         _, header = post_traced_task(api, provider)
         wait_until(lambda: completed_chunks(redis_client) == ["chunk-1"], 15)
         wait_until(lambda: len(collector.spans) == 2, 10, describe="two attempt spans")
-        workers.stop()
+        workers.stop_all()
 
     trace_id, client_span_id = parsed(header).trace_id, parsed(header).parent_id
     first, second = sorted(collector.spans, key=lambda span: span.attributes["shield.attempt"])
@@ -244,17 +219,17 @@ def test_each_attempt_is_a_span_and_a_failed_one_has_status_error(
 
 
 def test_a_worker_that_does_not_trace_forwards_the_tasks_traceparent_as_it_came(
-    api: str, redis_client: redis.Redis, workers: Workers
+    api: str, redis_server: RedisServer, redis_client: redis.Redis, workers: WorkerProcesses
 ) -> None:
     with HttpStandin(Reply(200)) as service:
-        workers.start(f"http:{service.url}/hook")
+        workers.start(worker_env(redis_server.url, f"http:{service.url}/hook"))
         traced = {"job_id": "job-u", "chunk_id": "traced", "content": "Ada"}
         untraced = {**traced, "chunk_id": "untraced"}
         assert httpx.post(f"{api}/tasks", json=traced, headers={"traceparent": FOREIGN}).is_success
         assert httpx.post(f"{api}/tasks", json=untraced).is_success
         wait_until(lambda: sorted(completed_chunks(redis_client)) == ["traced", "untraced"], 15)
         wait_until(lambda: settled(redis_client))
-        workers.stop()
+        workers.stop_all()
 
     forwarded = {
         request.body["chunk_id"]: request.headers.get("traceparent") for request in service.received
@@ -270,17 +245,22 @@ def test_a_worker_that_does_not_trace_forwards_the_tasks_traceparent_as_it_came(
 
 def test_a_sync_python_handler_runs_with_the_attempts_span_current(
     api: str,
+    redis_server: RedisServer,
     redis_client: redis.Redis,
-    workers: Workers,
+    workers: WorkerProcesses,
     client_spans: tuple[TracerProvider, InMemorySpanExporter],
 ) -> None:
     provider, _ = client_spans
     with OtlpCollector() as collector:
-        workers.start("python:tests.service.handlers:record_trace", collector.endpoint)
+        workers.start(
+            worker_env(
+                redis_server.url, "python:tests.service.handlers:record_trace", collector.endpoint
+            )
+        )
         _, header = post_traced_task(api, provider)
         wait_until(lambda: redis_client.llen(TRACES_KEY) == 1, 15)
         wait_until(lambda: collector.spans, 10, describe="the worker to export its span")
-        workers.stop()
+        workers.stop_all()
 
     (attempt,) = collector.spans
     seen = json.loads(redis_client.lindex(TRACES_KEY, 0) or "{}")
@@ -311,11 +291,11 @@ def test_a_malformed_traceparent_is_ignored_and_the_task_is_queued_untraced(
 
 
 def test_an_agui_run_carries_its_traceparent_to_every_chunk_and_the_handler(
-    api: str, redis_client: redis.Redis, workers: Workers
+    api: str, redis_server: RedisServer, redis_client: redis.Redis, workers: WorkerProcesses
 ) -> None:
     document = ("A paragraph of the document. " * 100 + "\n\n") * 3  # three chunks
     with HttpStandin(Reply(200)) as service:
-        workers.start(f"http:{service.url}/hook")
+        workers.start(worker_env(redis_server.url, f"http:{service.url}/hook"))
         with httpx.stream(
             "POST",
             f"{api}/agui/ingest",
@@ -325,7 +305,7 @@ def test_an_agui_run_carries_its_traceparent_to_every_chunk_and_the_handler(
         ) as response:
             assert response.status_code == 200
             frames = "".join(response.iter_text())
-        workers.stop()
+        workers.stop_all()
 
     assert "RUN_FINISHED" in frames
     chunk_ids = {fields["chunk_id"] for _, fields in redis_client.xrange(names.INGESTION_STREAM)}
@@ -368,10 +348,10 @@ async def test_the_lightrag_handler_sends_the_attempts_traceparent_with_every_re
 
 
 def test_a_dead_letter_and_its_requeue_keep_the_tasks_traceparent(
-    api: str, redis_client: redis.Redis, workers: Workers
+    api: str, redis_server: RedisServer, redis_client: redis.Redis, workers: WorkerProcesses
 ) -> None:
     with HttpStandin(Reply(400, "no such index"), Reply(200)) as service:
-        workers.start(f"http:{service.url}/hook")
+        workers.start(worker_env(redis_server.url, f"http:{service.url}/hook"))
         task = {"job_id": "job-d", "chunk_id": "c1", "content": "Ada"}
         assert httpx.post(f"{api}/tasks", json=task, headers={"traceparent": FOREIGN}).is_success
         wait_until(lambda: redis_client.xlen(DLQ) == 1, 15)
@@ -380,7 +360,7 @@ def test_a_dead_letter_and_its_requeue_keep_the_tasks_traceparent(
         requeued = httpx.post(f"{api}/tasks/dead-letters/{letter_id}/requeue")
         assert requeued.status_code == 201, requeued.text
         wait_until(lambda: completed_chunks(redis_client) == ["c1"], 15)
-        workers.stop()
+        workers.stop_all()
 
     assert [request.headers["traceparent"] for request in service.received] == [FOREIGN] * 2
     (dead,) = events_of(redis_client, "ingestion.dead_lettered")

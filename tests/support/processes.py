@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import IO
 
 from harness import processes
@@ -48,6 +49,38 @@ def stop(
     if process.poll() is None:
         process.send_signal(signum)
     return process.wait(timeout=timeout_s)
+
+
+class WorkerProcesses(list[subprocess.Popen[str]]):
+    """The worker processes one test starts (the `workers` fixture): started with `start`,
+    each writing to its own log file, or appended when the test reads their output itself.
+    The fixture kills what is still running at the end; `stop_all` stops them gracefully."""
+
+    def __init__(self, log_dir: Path) -> None:
+        super().__init__()
+        self._log_dir = log_dir
+
+    def start(self, env: Mapping[str, str], consumer: str | None = None) -> subprocess.Popen[str]:
+        with (self._log_dir / f"worker{len(self)}.log").open("w") as log:
+            process = start_worker(env, consumer, log=log)
+        self.append(process)
+        return process
+
+    def logs(self) -> str:
+        """What the started workers wrote, in the order they were started."""
+        paths = sorted(self._log_dir.glob("worker*.log"), key=lambda p: int(p.stem[6:]))
+        return "".join(path.read_text() for path in paths)
+
+    def stop_all(self) -> None:
+        """SIGTERM each, and wait for it to finish what it runs and exit."""
+        for process in self:
+            stop(process)
+
+    def kill_all(self) -> None:
+        for process in self:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
 
 
 def start_api(
