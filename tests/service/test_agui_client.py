@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import redis
 
 from harness.redis_server import RedisServer
 from tests.service.handlers import FAIL_MARK, HOLD_MARK
-from tests.support.processes import REPO_ROOT, service_env, start_worker
+from tests.support.processes import REPO_ROOT, WorkerProcesses, service_env
 
 CLIENT_DIR = REPO_ROOT / "tests" / "agui_client"
 NPM_CI_TIMEOUT_S = 300
@@ -64,19 +63,16 @@ def run_client(node: str, *args: str, document: str = "") -> dict[str, Any]:
 
 
 @pytest.fixture
-def worker(redis_server: RedisServer, redis_client: redis.Redis) -> Iterator[None]:
-    env = service_env(
-        redis_server.url,
-        block_ms=200,
-        claim_idle_ms=400,
-        task_handler="tests.service.handlers:fail_marked",
+def worker(redis_server: RedisServer, redis_client: redis.Redis, workers: WorkerProcesses) -> None:
+    """A worker whose handler fails the chunks marked to fail."""
+    workers.start(
+        service_env(
+            redis_server.url,
+            block_ms=200,
+            claim_idle_ms=400,
+            task_handler="tests.service.handlers:fail_marked",
+        )
     )
-    process = start_worker(env)
-    try:
-        yield
-    finally:
-        process.kill()
-        process.wait()
 
 
 def test_the_clients_sequence_checks_are_on(node: str) -> None:
@@ -124,8 +120,8 @@ def test_http_agent_sees_an_interrupt_for_a_dead_lettered_chunk(
     assert result["events"][-1] == "RUN_FINISHED"
 
 
-def start_handler(redis_server: RedisServer, handler: str) -> subprocess.Popen[str]:
-    env = service_env(
+def handler_env(redis_server: RedisServer, handler: str) -> dict[str, str]:
+    return service_env(
         redis_server.url,
         block_ms=200,
         claim_idle_ms=400,
@@ -133,7 +129,6 @@ def start_handler(redis_server: RedisServer, handler: str) -> subprocess.Popen[s
         retry_backoff_ms=50,
         retry_backoff_max_ms=100,
     )
-    return start_worker(env)
 
 
 @pytest.mark.parametrize(
@@ -148,12 +143,12 @@ def test_http_agent_resumes_an_interrupted_run(
     api: str,
     redis_server: RedisServer,
     redis_client: redis.Redis,
-    workers: list,
+    workers: WorkerProcesses,
     action: str,
     final_state: dict[str, int],
     dead_letters: int,
 ) -> None:
-    workers.append(start_handler(redis_server, "tests.service.handlers:fail_marked_first_attempts"))
+    workers.start(handler_env(redis_server, "tests.service.handlers:fail_marked_first_attempts"))
     document = "a" * PARAGRAPH + "\n\n" + FAIL_MARK + "b" * PARAGRAPH
     run_id = f"node-{action}"
     result = run_client(
@@ -178,7 +173,7 @@ def test_http_agent_resumes_an_interrupted_run(
 def test_http_agent_sees_a_cancelled_job_as_run_finished_cancelled(
     node: str, api: str, redis_server: RedisServer, workers: list
 ) -> None:
-    workers.append(start_handler(redis_server, "tests.service.job_handlers:hold_until_cancelled"))
+    workers.start(handler_env(redis_server, "tests.service.job_handlers:hold_until_cancelled"))
     document = "a" * PARAGRAPH + "\n\n" + HOLD_MARK + "b" * PARAGRAPH
     result = run_client(
         node, "cancel", f"{api}/agui/ingest", "node-cancel", "node-cancel-2", document=document
