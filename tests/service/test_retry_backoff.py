@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
@@ -16,7 +17,7 @@ from service.core.redis_client import create_redis
 from service.core.settings import Settings
 from service.tasks.backoff import backoff_ms
 from service.tasks.rate_limit import HandlerRateLimit
-from service.tasks.task_format import Task
+from service.tasks.task_format import Task, decode_task
 from service.tasks.task_queue import Delivery, TaskQueue
 from tests.support.service_settings import make_settings
 
@@ -162,3 +163,39 @@ async def test_a_stopping_worker_stops_waiting_for_a_token(
         assert not await limit.acquire(lambda: True)
     finally:
         await client.aclose()
+
+
+async def test_a_requeued_dead_letter_starts_afresh_and_its_busy_cap_runs_from_the_requeue(
+    queue: tuple[TaskQueue, Settings], redis_client: redis.Redis
+) -> None:
+    task_queue, _ = queue
+    # Queued two hours ago, failed twice and deferred busy three times, then dead-lettered.
+    queued_at = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
+    task = Task(job_id="j", chunk_id="old", content="x", timestamp=queued_at)
+    for _ in range(3):
+        task = task.deferred_busy()
+    await task_queue.enqueue(task.retried(2))
+    [delivery] = await task_queue.read("w1", block=False)
+    assert delivery.fields["busy_count"] == "3" and delivery.fields["timestamp"] == queued_at
+    assert await task_queue.dead_letter("w1", delivery, "busy for too long", 3, [])
+    [letter] = await task_queue.dead_letters(10)
+    assert letter.fields["busy_count"] == "3" and letter.fields["timestamp"] == queued_at
+
+    before = datetime.now(UTC)
+    new_id = await task_queue.requeue_dead_letter(letter.entry_id)
+    after = datetime.now(UTC)
+    assert new_id is not None
+    [(_, fields)] = redis_client.xrange(QUEUE, new_id, new_id)
+    requeued = decode_task(new_id, fields)
+    # Redis's clock and this one are the same machine's: the timestamp is the requeue's.
+    stamped = datetime.fromisoformat(requeued.timestamp)
+    assert stamped.tzinfo is not None
+    assert before - timedelta(seconds=1) <= stamped <= after + timedelta(seconds=1)
+    assert (requeued.retry_count, requeued.busy_count) == (0, 0)
+    assert "busy_count" not in fields and not any(name.startswith("dlq_") for name in fields)
+    assert {name: fields[name] for name in ("job_id", "chunk_id", "content")} == {
+        "job_id": "j",
+        "chunk_id": "old",
+        "content": "x",
+    }
+    assert redis_client.xlen("shield:ingestion_queue:dlq") == 0
