@@ -237,17 +237,21 @@ class TaskProcessor:
     async def _defer_busy(
         self, delivery: Delivery, task: Task, busy: RetryLater, announced: asyncio.Event
     ) -> None:
+        # Counted apart from retry_count (busy is not a failed attempt), so that the n-th
+        # busy answer without a time waits like the n-th retry: a busy service is not hit
+        # once a second per task until lease_max_ms.
+        deferred = task.deferred_busy()
         if busy.delay_s is not None:
             delay_ms = int(busy.delay_s * 1000)
         else:
             delay_ms = backoff_ms(
-                task.retry_count + 1,
+                deferred.busy_count,
                 self._settings.retry_backoff_ms,
                 self._settings.retry_backoff_max_ms,
                 self._draw,
             )
-        # Busy retries are capped only by lease_max_ms since the task was queued: one that
-        # would come back past it is dead-lettered now rather than after the wait.
+        # Busy retries are capped only by lease_max_ms since the task was queued (or
+        # requeued): one that would come back past it is dead-lettered now, not after the wait.
         age_ms = _age_ms(task.timestamp, self._now_ms())
         if age_ms is not None and age_ms + delay_ms > self._settings.lease_max_ms:
             reason = f"busy for longer than lease_max_ms ({self._settings.lease_max_ms}): "
@@ -257,7 +261,7 @@ class TaskProcessor:
             return
         log.info("task %s deferred %d ms: %s", task.message_id, delay_ms, busy.reason)
         await self._defer(
-            delivery, task, delay_ms, "deferred", busy.reason, task.retry_count, announced, True
+            delivery, deferred, delay_ms, "deferred", busy.reason, task.retry_count, announced, True
         )
 
     async def _defer(

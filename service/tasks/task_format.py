@@ -1,9 +1,10 @@
 """The task entry's wire format, defined once: encode for XADD, decode strictly, or refuse.
 
 A task entry holds the fields of ``Task`` (the original design's job_id, chunk_id, content,
-source_uri, source_type, metadata as JSON, retry_count and timestamp), and ``traceparent``
-only when the task was submitted with one: entries written before it existed decode as they
-did, and an untraced task costs nothing. Decoding is strict,
+source_uri, source_type, metadata as JSON, retry_count and timestamp), ``traceparent`` only
+when the task was submitted with one, and ``busy_count`` only once the handler has answered
+busy: entries written before either existed decode as they did (no trace, never busy), and a
+task that needs neither costs nothing. Decoding is strict,
 because a task that cannot be understood belongs in the dead-letter stream with its reason,
 and it never raises anything but MalformedTask: anyone with redis-cli can write to the stream.
 The one exception is a malformed traceparent, which is dropped as W3C Trace Context asks: the
@@ -24,8 +25,10 @@ from service.events.wire import utc_now_iso
 from service.tasks.errors import TaskError
 
 _REQUIRED = ("job_id", "chunk_id", "content")
-# Written only when set, and kept out of the handler's payload: it travels as a header.
-_OPTIONAL = frozenset({"traceparent"})
+# Written only when set, and kept out of the handler's payload: traceparent travels as a
+# header, busy_count is the worker's own bookkeeping.
+_OPTIONAL = frozenset({"traceparent", "busy_count"})
+_COUNTS = ("retry_count", "busy_count")
 
 
 class MalformedTask(TaskError, ValueError):
@@ -46,6 +49,9 @@ class Task:
     timestamp: str = field(default_factory=utc_now_iso)
     # W3C traceparent (version 00) of the request that submitted the task; "" when untraced.
     traceparent: str = ""
+    # How many times the handler answered busy (429, 503, retry_after) and the task was
+    # deferred: not failed attempts, but the n-th such wait still grows with n.
+    busy_count: int = 0
     message_id: str = field(default="", compare=False)
 
     def to_fields(self) -> dict[str, str]:
@@ -63,6 +69,10 @@ class Task:
     def retried(self, retry_count: int) -> Task:
         """The same task with a new retry count, to be added again."""
         return replace(self, retry_count=retry_count)
+
+    def deferred_busy(self) -> Task:
+        """The same task with one more busy deferral counted, to be added again."""
+        return replace(self, busy_count=self.busy_count + 1)
 
     def as_handler_payload(self) -> dict[str, Any]:
         """The mapping a task handler is called with: every field but the optional ones, plus
@@ -97,14 +107,20 @@ def decode_task(message_id: str, entry: Mapping[str, str]) -> Task:
         raise MalformedTask(f"metadata is not valid JSON: {error}") from None
     if not isinstance(metadata, dict):
         raise MalformedTask("metadata is not a JSON object")
-    try:
-        retry_count = int(entry.get("retry_count") or 0)
-    except ValueError:
-        raise MalformedTask("retry_count is not an integer") from None
-    if retry_count < 0:
-        raise MalformedTask("retry_count is negative")
     values: dict[str, Any] = {name: entry.get(name, "") for name in ENTRY_FIELDS}
-    values.update(metadata=metadata, retry_count=retry_count, message_id=message_id)
+    values.update({name: _count(entry, name) for name in _COUNTS})
+    values.update(metadata=metadata, message_id=message_id)
     if values["traceparent"]:
         values["traceparent"] = normalized_traceparent(values["traceparent"])
     return Task(**values)
+
+
+def _count(entry: Mapping[str, str], name: str) -> int:
+    """A non-negative count field; missing or empty is 0."""
+    try:
+        count = int(entry.get(name) or 0)
+    except ValueError:
+        raise MalformedTask(f"{name} is not an integer") from None
+    if count < 0:
+        raise MalformedTask(f"{name} is negative")
+    return count

@@ -39,6 +39,7 @@ DEAD_LETTER_CHUNKS = """
 return [...document.querySelectorAll('#dead-letters tbody tr')].map(r => r.cells[2].textContent);
 """
 REQUESTED_URLS = "return performance.getEntriesByType('resource').map(e => e.name)"
+WAITING_RETRIES = "return document.getElementById('waiting-retries').textContent"
 
 
 def dashboard_worker_env(redis_server: RedisServer) -> dict[str, str]:
@@ -148,3 +149,26 @@ def test_dashboard_shows_live_numbers_tails_events_and_requeues_a_dead_letter(
         )
         assert client.post("/events", json={"type": "dashboard.again"}).status_code == 201
         wait_in_page(browser, TAIL_TYPES, lambda types: types[:1] == ["dashboard.again"])
+
+
+def test_dashboard_shows_how_many_tasks_wait_for_their_retry(
+    redis_server: RedisServer, redis_client: redis.Redis, workers: list[subprocess.Popen[str]]
+) -> None:
+    # Each poison task's failed first attempt waits 30-60 s for its retry.
+    env = service_env(
+        redis_server.url,
+        block_ms=200,
+        task_handler="tests.browser.handlers:fail_poison_until_cured",
+        retry_backoff_ms=60_000,
+        retry_backoff_max_ms=60_000,
+    )
+    workers.append(start_worker(env, consumer="waiting-worker"))
+    with serve(make_settings(redis_server)) as api, http(api) as client, chromium() as browser:
+        browser.get(f"{api}/dashboard")
+        wait_in_page(browser, WAITING_RETRIES, lambda text: text == "0 waiting for a retry")
+        for index, content in enumerate(["poison", "fine", "poison"]):
+            task = {"job_id": "waiting-job", "chunk_id": f"w{index}", "content": content}
+            assert client.post("/tasks", json=task).status_code == 201
+        wait_in_page(browser, WAITING_RETRIES, lambda text: text == "2 waiting for a retry")
+        assert redis_client.zcard(f"{QUEUE}:delayed") == 2
+        assert redis_client.lrange(HANDLED_KEY, 0, -1) == ["w1"]

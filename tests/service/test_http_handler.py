@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,11 +17,12 @@ import redis
 
 from harness.ports import free_port
 from harness.redis_server import RedisServer
+from harness.waiting import wait_until
 from service.tasks.task_format import task_fields
 from tests.support.http_standin import HttpStandin, Reply
-from tests.support.live_server import wait_for
+from tests.support.live_server import http, wait_for
 from tests.support.processes import service_env, start_worker, stop
-from tests.support.task_events import completed_chunks, settled
+from tests.support.task_events import completed_chunks, events_of_type, settled
 from tests.support.task_events import event_data as events
 
 QUEUE = "shield:ingestion_queue"
@@ -78,7 +79,7 @@ def worker(
         run.process.wait()
 
 
-def enqueue(client: redis.Redis, chunk_id: str = "chunk-1") -> str:
+def enqueue(client: redis.Redis, chunk_id: str = "chunk-1", **values: object) -> str:
     fields = task_fields(
         job_id="job-7",
         chunk_id=chunk_id,
@@ -86,9 +87,33 @@ def enqueue(client: redis.Redis, chunk_id: str = "chunk-1") -> str:
         source_uri="s3://docs/notes.txt",
         source_type="text",
         metadata={"page": 3},
+        **values,
     )
     entry_id: str = client.xadd(QUEUE, fields)
     return entry_id
+
+
+def wait_until_reading(client: redis.Redis) -> None:
+    """Until the worker has announced itself, just before its first read: a test that times
+    a task from its enqueue leaves the worker's start out of it."""
+    wait_until(
+        lambda: events_of_type(client, "worker.started"),
+        timeout_s=20,
+        describe="the worker to announce worker.started",
+    )
+
+
+def retry_delays_s(client: redis.Redis) -> list[float]:
+    """Each deferral's wait as the worker chose it: its ingestion.failed event's retry_at
+    less the event's own time, both from the worker's clock, so load cannot stretch them."""
+    return [
+        (
+            datetime.fromisoformat(json.loads(fields["data"])["retry_at"])
+            - datetime.fromisoformat(fields["timestamp"])
+        ).total_seconds()
+        for fields in events_of_type(client, "ingestion.failed")
+        if "retry_at" in json.loads(fields["data"])
+    ]
 
 
 def assert_no_secret_shown(client: redis.Redis, worker_log: str) -> None:
@@ -242,4 +267,108 @@ def test_a_refused_connection_is_a_failed_attempt_until_the_last(
     )
     failed = events(redis_client, "ingestion.failed")
     assert [data["attempt"] for data in failed] == [1, 2, 3]
+    assert_no_secret_shown(redis_client, log)
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_busy_answer_without_retry_after_backs_off_by_growing_amounts_without_counting(
+    worker: WorkerRun, redis_client: redis.Redis, status: int
+) -> None:
+    busy = [Reply(status, "busy")] * 4
+    with HttpStandin(*busy, Reply(200)) as service:
+        worker.start(service.url, retry_backoff_ms=200, retry_backoff_max_ms=5000)
+        enqueue(redis_client)
+        wait_for(lambda: completed_chunks(redis_client) == ["chunk-1"], timeout_s=30)
+        wait_for(lambda: settled(redis_client))
+        log = worker.stop()
+
+    # Five requests, none of them a counted attempt; each re-added entry counts its deferral.
+    assert [request.body["retry_count"] for request in service.received] == [0] * 5
+    entries = [fields for _, fields in redis_client.xrange(QUEUE)]
+    assert [fields.get("busy_count") for fields in entries] == [None, "1", "2", "3", "4"]
+    assert {fields["retry_count"] for fields in entries} == {"0"}
+    failed = events(redis_client, "ingestion.failed")
+    assert [(data["attempt"], data["busy"], data["retrying"]) for data in failed] == [
+        (0, True, True)
+    ] * 4
+    assert {data["error"] for data in failed} == {
+        f"the handler at {service.url}/hook answered {status}: busy"
+    }
+    # The n-th busy deferral waits 0.5-1x of 200 ms × 2^(n-1), as the n-th retry would:
+    # 100-200, 200-400, 400-800, 800-1600 ms. The event's time is read just after the due
+    # time was set, so a delay read from it can only be shorter, by the time between the two
+    # readings (20 ms allowed); it never exceeds the ceiling (1 ms for rounding).
+    delays_s = retry_delays_s(redis_client)
+    assert len(delays_s) == 4
+    for n, delay_s in enumerate(delays_s, start=1):
+        ceiling_s = 0.2 * 2 ** (n - 1)
+        assert ceiling_s / 2 - 0.02 <= delay_s <= ceiling_s + 0.001, (n, delays_s)
+    # And the service saw the waits: each request came no sooner than its retry was due.
+    gaps_s = [b.at - a.at for a, b in zip(service.received, service.received[1:], strict=False)]
+    assert all(gap >= delay - 0.01 for gap, delay in zip(gaps_s, delays_s, strict=True)), gaps_s
+    assert redis_client.xlen(DLQ) == 0
+    assert_no_secret_shown(redis_client, log)
+
+
+def test_a_task_busy_for_longer_than_lease_max_ms_is_dead_lettered_before_it_would_pass_it(
+    worker: WorkerRun, redis_client: redis.Redis
+) -> None:
+    lease_max_ms = 2000
+    with HttpStandin(Reply(429, "busy")) as service:
+        worker.start(
+            service.url, retry_backoff_ms=200, retry_backoff_max_ms=5000, lease_max_ms=lease_max_ms
+        )
+        wait_until_reading(redis_client)
+        queued_at = datetime.now(UTC)
+        enqueue(redis_client, timestamp=queued_at.isoformat())
+        wait_for(lambda: redis_client.xlen(DLQ) == 1, timeout_s=15)
+        dead_at = datetime.now(UTC)
+        wait_for(lambda: settled(redis_client))
+        log = worker.stop()
+
+    # Deferred while its next try still fell within lease_max_ms of its queueing; then
+    # dead-lettered at once, not after one more wait. Never a counted attempt until then.
+    received = service.received
+    assert len(received) >= 3
+    assert {request.body["retry_count"] for request in received} == {0}
+    assert received[-1].at - received[0].at <= lease_max_ms / 1000
+    assert (dead_at - queued_at).total_seconds() < lease_max_ms / 1000 + 1.0
+    [(_, letter)] = redis_client.xrange(DLQ)
+    assert letter["dlq_reason"] == (
+        f"busy for longer than lease_max_ms ({lease_max_ms}): "
+        f"the handler at {service.url}/hook answered 429: busy"
+    )
+    assert letter["dlq_attempts"] == "1"
+    assert letter["busy_count"] == str(len(received) - 1)
+    failed = events(redis_client, "ingestion.failed")
+    assert [data["retrying"] for data in failed] == [True] * (len(received) - 1) + [False]
+    [dead] = events(redis_client, "ingestion.dead_lettered")
+    assert dead["attempts"] == 1 and dead["error"] == letter["dlq_reason"]
+    assert_no_secret_shown(redis_client, log)
+
+
+def test_a_dead_letter_requeued_long_after_it_was_queued_may_be_busy_again(
+    worker: WorkerRun, redis_client: redis.Redis, api: str
+) -> None:
+    """Busy for longer than lease_max_ms (1 h) since it was queued, it is dead-lettered on
+    its first 429; requeued, its first 429 defers it, and it completes."""
+    two_hours_ago = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
+    with HttpStandin(Reply(429, "busy"), Reply(429, "busy"), Reply(200)) as service:
+        worker.start(service.url)
+        enqueue(redis_client, timestamp=two_hours_ago)
+        wait_for(lambda: redis_client.xlen(DLQ) == 1, timeout_s=15)
+        [(letter_id, letter)] = redis_client.xrange(DLQ)
+        assert letter["dlq_reason"].startswith("busy for longer than lease_max_ms (3600000)")
+        with http(api) as client:
+            requeued = client.post(f"/tasks/dead-letters/{letter_id}/requeue")
+        assert requeued.status_code == 201, requeued.text
+        wait_for(lambda: completed_chunks(redis_client) == ["chunk-1"], timeout_s=15)
+        wait_for(lambda: settled(redis_client))
+        log = worker.stop()
+
+    assert len(service.received) == 3
+    assert redis_client.xlen(DLQ) == 0
+    busy = [data for data in events(redis_client, "ingestion.failed") if data["retrying"]]
+    assert len(busy) == 1 and busy[0]["busy"] is True
+    assert service.received[1].body["timestamp"] != two_hours_ago
     assert_no_secret_shown(redis_client, log)

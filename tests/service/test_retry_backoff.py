@@ -4,21 +4,28 @@ and the ingestion.queued event, against a real redis-server."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
 
 from harness.redis_server import RedisServer
+from harness.waiting import wait_until
 from service.core.consumer_groups import ensure_all_groups
 from service.core.redis_client import create_redis
 from service.core.settings import Settings
 from service.tasks.backoff import backoff_ms
 from service.tasks.rate_limit import HandlerRateLimit
-from service.tasks.task_format import Task
+from service.tasks.task_format import Task, decode_task
 from service.tasks.task_queue import Delivery, TaskQueue
+from tests.service.handlers import FAIL_MARK, HANDLED_KEY
+from tests.support.live_server import http
+from tests.support.processes import service_env, start_worker, stop
 from tests.support.service_settings import make_settings
+from tests.support.task_events import event_data
 
 QUEUE, GROUP = "shield:ingestion_queue", "lightrag-workers"
 DELAYED = "shield:ingestion_queue:delayed"
@@ -162,3 +169,76 @@ async def test_a_stopping_worker_stops_waiting_for_a_token(
         assert not await limit.acquire(lambda: True)
     finally:
         await client.aclose()
+
+
+async def test_a_requeued_dead_letter_starts_afresh_and_its_busy_cap_runs_from_the_requeue(
+    queue: tuple[TaskQueue, Settings], redis_client: redis.Redis
+) -> None:
+    task_queue, _ = queue
+    # Queued two hours ago, failed twice and deferred busy three times, then dead-lettered.
+    queued_at = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
+    task = Task(job_id="j", chunk_id="old", content="x", timestamp=queued_at)
+    for _ in range(3):
+        task = task.deferred_busy()
+    await task_queue.enqueue(task.retried(2))
+    [delivery] = await task_queue.read("w1", block=False)
+    assert delivery.fields["busy_count"] == "3" and delivery.fields["timestamp"] == queued_at
+    assert await task_queue.dead_letter("w1", delivery, "busy for too long", 3, [])
+    [letter] = await task_queue.dead_letters(10)
+    assert letter.fields["busy_count"] == "3" and letter.fields["timestamp"] == queued_at
+
+    before = datetime.now(UTC)
+    new_id = await task_queue.requeue_dead_letter(letter.entry_id)
+    after = datetime.now(UTC)
+    assert new_id is not None
+    [(_, fields)] = redis_client.xrange(QUEUE, new_id, new_id)
+    requeued = decode_task(new_id, fields)
+    # Redis's clock and this one are the same machine's: the timestamp is the requeue's.
+    stamped = datetime.fromisoformat(requeued.timestamp)
+    assert stamped.tzinfo is not None
+    assert before - timedelta(seconds=1) <= stamped <= after + timedelta(seconds=1)
+    assert (requeued.retry_count, requeued.busy_count) == (0, 0)
+    assert "busy_count" not in fields and not any(name.startswith("dlq_") for name in fields)
+    assert {name: fields[name] for name in ("job_id", "chunk_id", "content")} == {
+        "job_id": "j",
+        "chunk_id": "old",
+        "content": "x",
+    }
+    assert redis_client.xlen("shield:ingestion_queue:dlq") == 0
+
+
+def test_stats_count_the_tasks_waiting_for_their_retry(
+    api: str,
+    redis_server: RedisServer,
+    redis_client: redis.Redis,
+    workers: list[subprocess.Popen[str]],
+) -> None:
+    chunks = {"bad-1": FAIL_MARK, "fine": "x", "bad-2": FAIL_MARK}
+    with http(api) as client:
+        for chunk_id, content in chunks.items():
+            task = {"job_id": "job-w", "chunk_id": chunk_id, "content": content}
+            assert client.post("/tasks", json=task).status_code == 201
+        assert client.get("/events/stats").json()["waiting_retries"] == 0
+        # Each failed first attempt waits 30-60 s for its retry: long enough to be seen.
+        env = service_env(
+            redis_server.url,
+            block_ms=200,
+            task_handler="tests.service.handlers:fail_marked",
+            retry_backoff_ms=60_000,
+            retry_backoff_max_ms=60_000,
+        )
+        workers.append(start_worker(env))
+
+        def waiting_retries() -> int:
+            count: int = client.get("/events/stats").json()["waiting_retries"]
+            return count
+
+        wait_until(lambda: waiting_retries() == 2, timeout_s=20, describe="2 waiting retries")
+        assert redis_client.lrange(HANDLED_KEY, 0, -1) == ["fine"]
+        failed = event_data(redis_client, "ingestion.failed")
+        assert sorted(str(data["chunk_id"]) for data in failed) == ["bad-1", "bad-2"]
+        assert all(data["retrying"] is True and "retry_at" in data for data in failed)
+        # They wait in Redis, not in the worker: still counted once it has stopped.
+        assert stop(workers[0]) == 0
+        assert waiting_retries() == 2
+        assert redis_client.xpending(QUEUE, GROUP)["pending"] == 0

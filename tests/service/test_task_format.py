@@ -34,8 +34,8 @@ def test_task_fields_decode_to_handler_payload() -> None:
     assert payload == {**fields, "metadata": {"k": 1}, "retry_count": 0, "message_id": "3-0"}
 
 
-def test_entry_fields_are_the_original_designs_and_an_optional_traceparent() -> None:
-    assert ENTRY_FIELDS == (*PAYLOAD_FIELDS, "traceparent")
+def test_entry_fields_are_the_original_designs_and_two_optional_ones() -> None:
+    assert ENTRY_FIELDS == (*PAYLOAD_FIELDS, "traceparent", "busy_count")
     assert PAYLOAD_FIELDS == (
         "job_id",
         "chunk_id",
@@ -74,6 +74,25 @@ def test_an_entry_written_before_traceparent_existed_decodes_untraced() -> None:
     assert task.to_fields() == {**old_entry, "source_uri": "", "source_type": ""}
 
 
+def test_busy_deferrals_are_counted_apart_written_only_once_busy_and_out_of_the_payload() -> None:
+    fresh = decode_task("6-0", task_fields(job_id="j", chunk_id="c", content="x", timestamp="t"))
+    assert fresh.busy_count == 0 and "busy_count" not in fresh.to_fields()
+    twice = fresh.deferred_busy().deferred_busy()
+    assert twice.to_fields() == {**fresh.to_fields(), "busy_count": "2"}
+    assert twice.retry_count == 0
+    again = decode_task("6-1", twice.to_fields())
+    assert again.busy_count == 2 and "busy_count" not in again.as_handler_payload()
+    # A failed attempt keeps the busy count, and a busy answer keeps the retry count.
+    assert again.retried(1).to_fields() == {**twice.to_fields(), "retry_count": "1"}
+
+
+def test_an_entry_written_before_busy_count_existed_was_never_busy() -> None:
+    old_entry = {**GOOD, "metadata": "{}", "retry_count": "2", "timestamp": "t"}
+    task = decode_task("8-1", old_entry)
+    assert task.busy_count == 0 and task.retry_count == 2
+    assert decode_task("8-2", {**old_entry, "busy_count": ""}).busy_count == 0
+
+
 @pytest.mark.parametrize(
     ("stored", "decoded"),
     [
@@ -100,6 +119,8 @@ def test_a_malformed_stored_traceparent_is_dropped_and_the_task_still_runs(
         ({**GOOD, "metadata": "[" * 100_000}, "not valid JSON"),
         ({**GOOD, "retry_count": "x"}, "not an integer"),
         ({**GOOD, "retry_count": "-1"}, "retry_count is negative"),
+        ({**GOOD, "busy_count": "many"}, "busy_count is not an integer"),
+        ({**GOOD, "busy_count": "-2"}, "busy_count is negative"),
         # What a client decoding with surrogateescape makes of b"\xff\xfe".
         ({**GOOD, "content": "\udcff\udcfe"}, "1 field(s) are not UTF-8"),
         ({**GOOD, "\udcff": "x"}, "1 field(s) are not UTF-8"),
