@@ -1,4 +1,4 @@
-"""Every group the service creates has a reader: the metrics-collector in each API process,
+"""Every group the service creates has a reader: the metrics-collector in its own process,
 and the front-end groups following their applications' clients. Real API, worker and Redis."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from harness.redis_server import RedisServer
 from service.core.settings import Settings
 from tests.service.handlers import HANDLED_KEY
 from tests.support.live_server import http, serve, wait_for
-from tests.support.processes import service_env, start_worker
+from tests.support.processes import service_env, start_collector, start_worker, stop
 
 QUEUE, EVENTS = "shield:ingestion_queue", "shield:events"
 
@@ -56,6 +56,8 @@ def test_the_metrics_collector_reads_both_streams_and_measures_what_only_it_can(
 ) -> None:
     env = service_env(redis_server.url, block_ms=200, task_handler="tests.service.handlers:record")
     workers.append(start_worker(env))
+    collector = start_collector(env)
+    workers.append(collector)
     with serve(settings) as base_url, http(base_url) as client:
         for index in range(10):
             body = {"job_id": "job-m", "chunk_id": f"c{index}", "content": "x"}
@@ -80,6 +82,31 @@ def test_the_metrics_collector_reads_both_streams_and_measures_what_only_it_can(
     assert collected["task_latency"]["count"] == 10
     assert collected["job_duration"]["count"] == 1
     assert collected["events_by_type"]["ingestion.queued"] == 10
+    # SIGTERM stops it between two batches, with a clean exit.
+    assert stop(collector) == 0
+    assert "stopped" in (collector.stdout.read() if collector.stdout else "")
+
+
+def test_the_api_alone_reads_nothing_in_the_collectors_group(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """The collector is its own process now: an API without it leaves the group's lag."""
+    with serve(settings) as base_url, http(base_url) as client:
+        for index in range(3):
+            body = {"type": "test.note", "data": {"n": index}}
+            assert client.post("/events", json=body).status_code == 201
+        assert int(group(redis_client, EVENTS, "metrics-collector")["lag"] or 0) == 3
+        assert group(redis_client, EVENTS, "metrics-collector")["consumers"] == 0
+
+
+def test_a_collector_with_a_bad_setting_exits_2_with_one_line(redis_server: RedisServer) -> None:
+    env = service_env(redis_server.url, block_ms="soon")
+    collector = start_collector(env)
+    assert collector.wait(timeout=30) == 2
+    output = collector.stdout.read() if collector.stdout else ""
+    assert output.startswith("config error: ")
+    assert "SHIELD_BLOCK_MS" in output
+    assert len(output.strip().splitlines()) == 1
 
 
 def test_a_front_end_group_follows_what_its_applications_clients_were_sent(
