@@ -3,12 +3,15 @@ and the front-end groups following their applications' clients. Real API, worker
 
 from __future__ import annotations
 
+import json
 import threading
+from pathlib import Path
 
 import httpx
 import redis
 
 from harness.redis_server import RedisServer
+from service.core import names, redis_acl
 from service.core.settings import Settings
 from tests.service.handlers import HANDLED_KEY
 from tests.support.live_server import http, serve, wait_for
@@ -20,6 +23,10 @@ QUEUE, EVENTS = "shield:ingestion_queue", "shield:events"
 def group(client: redis.Redis, stream: str, name: str) -> dict[str, object]:
     [row] = [row for row in client.xinfo_groups(stream) if row["name"] == name]
     return row
+
+
+def metrics_group_exists(client: redis.Redis, stream: str) -> bool:
+    return any(row["name"] == "metrics-collector" for row in client.xinfo_groups(stream))
 
 
 def metric(text: str, name: str) -> float:
@@ -97,6 +104,42 @@ def test_the_api_alone_reads_nothing_in_the_collectors_group(
             assert client.post("/events", json=body).status_code == 201
         assert int(group(redis_client, EVENTS, "metrics-collector")["lag"] or 0) == 3
         assert group(redis_client, EVENTS, "metrics-collector")["consumers"] == 0
+
+
+def test_the_collector_needs_nothing_beyond_the_api_users_rules(tmp_path: Path) -> None:
+    """On a Redis whose default user is off, the collector as the API's ACL user (as infra
+    deploys it) reads, records, closes a job and acks, and Redis refuses it nothing."""
+    server = RedisServer(tmp_path, appendonly=False)
+    server.start()
+    admin = redis.Redis(port=server.port, decode_responses=True)
+    rules = redis_acl.api_rules(redis_acl.StreamNames())
+    admin.execute_command(*redis_acl.setuser_arguments(redis_acl.API_USER, rules, "api-secret"))
+    admin.execute_command("ACL", "SETUSER", "admin", "on", ">admin-secret", "+@all", "~*", "&*")
+    admin = redis.Redis(
+        port=server.port, username="admin", password="admin-secret", decode_responses=True
+    )
+    admin.execute_command("ACL", "SETUSER", "default", "off")
+    env = service_env(
+        server.url, redis_username=redis_acl.API_USER, redis_password="api-secret", block_ms=200
+    )
+    collector = start_collector(env)
+    try:
+        wait_for(lambda: admin.exists(EVENTS) == 1, timeout_s=15)
+        wait_for(lambda: metrics_group_exists(admin, EVENTS), timeout_s=15)
+
+        task_id = admin.xadd(QUEUE, {"job_id": "j-acl", "chunk_id": "c1", "content": "x"})
+        data = json.dumps({"message_ids": [task_id]})
+        admin.xadd(EVENTS, {"type": "ingestion.completed", "job_id": "j-acl", "data": data})
+        wait_for(lambda: admin.hget(names.JOB_DURATION_KEY, "count") == "1", timeout_s=15)
+        assert admin.hget(names.TASK_LATENCY_KEY, "count") == "1"
+        assert group(admin, EVENTS, "metrics-collector")["pending"] == 0
+        assert group(admin, QUEUE, "metrics-collector")["pending"] == 0
+        assert admin.execute_command("ACL", "LOG") == []
+        assert stop(collector) == 0
+    finally:
+        if collector.poll() is None:
+            collector.kill()
+        server.stop()
 
 
 def test_a_collector_with_a_bad_setting_exits_2_with_one_line(redis_server: RedisServer) -> None:
