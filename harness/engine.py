@@ -43,6 +43,7 @@ SERVICE_RESOURCES = {
     "orchestrator-units",
     "orchestrator-api-8000",
     "orchestrator-worker-1",
+    "orchestrator-collector",
     "orchestrator-health",
 }
 # ... and with it, as the lab stack deploys by default.

@@ -86,7 +86,12 @@ def _mark_dir(path: str) -> str:
 def ownership_functions(service: ServiceSettings) -> str:
     """Shell functions that say whether a path is ours: marked, or from before the markers
     (a unit that reads our env file with our Environment= line; an env file of nothing but
-    SHIELD_ settings; a directory with our token, or nothing but an env file)."""
+    SHIELD_ settings; a directory with our token, or nothing but such an env file).
+
+    ours_dir says what a step may write into: an empty directory too, since it holds nothing
+    to lose. marked_dir says what destroy may remove: only a directory carrying our marker
+    (or our token), never one we merely found empty.
+    """
     env_line = f"EnvironmentFile={service.config_dir}/shield.env"
     return (
         f"marker={q(MARKER)}\n"
@@ -101,19 +106,78 @@ def ownership_functions(service: ServiceSettings) -> str:
         + '  [ "$(head -n 1 "$1" 2>/dev/null)" = "$marker" ] && return 0\n'
         + "  ! grep -qvE '^(SHIELD_[A-Z0-9_]+=.*)?$' \"$1\"\n"
         + "}\n"
+        + "marked_dir() {\n"
+        + f'  [ -d "$1" ] && {{ [ -f "$1/{MARKER_FILE}" ] || [ -f "$1/.host-token" ]; }}\n'
+        + "}\n"
         + "ours_dir() {\n"
         + "  local entry\n"
         + '  [ ! -e "$1" ] && return 0\n'
-        + f'  {{ [ -f "$1/{MARKER_FILE}" ] || [ -f "$1/.host-token" ]; }} && return 0\n'
+        + '  [ -d "$1" ] || return 1\n'
+        + '  marked_dir "$1" && return 0\n'
         + '  for entry in "$1"/* "$1"/.[!.]*; do\n'
         + '    [ -e "$entry" ] || continue\n'
-        + '    [ "${entry##*/}" = shield.env ] || return 1\n'
+        + '    [ "${entry##*/}" = shield.env ] && ours_env "$entry" && continue\n'
+        + "    return 1\n"
         + "  done\n"
         + "}\n"
     )
 
 
+def check_prelude(service: ServiceSettings) -> str:
+    """What the identity read's checks share: `conflict <stack key> <message>` prints one
+    line and counts it in `conflicts`, and the ownership functions."""
+    return (
+        "conflicts=0\n"
+        + 'conflict() { conflicts=$((conflicts + 1)); printf \'conflict %s %s\\n\' "$1" "$2"; }\n'
+        + ownership_functions(service)
+    )
+
+
+def foreign(path: str, key: str | None) -> str:
+    """The one line for something at our name that we did not make: the stack key that moves
+    us elsewhere, or, where none can, what the user must do."""
+    remedy = f"set {key} to a free name" if key else "remove or rename it"
+    return f"{path} exists and was not made by this deployment; {remedy}"
+
+
+def path_checks(named: Sequence[tuple[str, str, str]]) -> str:
+    """A conflict line for each (stack key, ownership check, path) whose path is not ours."""
+    return "".join(
+        f"{check} {q(path)} || conflict {key or '-'} {q(foreign(path, key))}\n"
+        for key, check, path in named
+    )
+
+
+def dir_is_ours(path: str, also_ours: Sequence[str] = ()) -> str:
+    """A shell test, for a directory of ours with no stack key (the Redis host's): true when
+    the path is absent, or a directory that carries our marker or holds nothing but entries
+    named like also_ours (globs: what we wrote there before the markers). An empty one holds
+    nothing to lose, so it may be used; destroy removes only a marked one."""
+    allowed = "".join(f" ! -name {q(pattern)}" for pattern in also_ours)
+    return (
+        f"{{ [ ! -e {q(path)} ] || {{ [ -d {q(path)} ] && {{ [ -f {q(path + '/' + MARKER_FILE)} ]"
+        f' || [ -z "$(find {q(path)} -mindepth 1 -maxdepth 1{allowed} -print -quit)" ]; }}; }}; }}'
+    )
+
+
+def install_dir_check(service: ServiceSettings) -> str:
+    """For a host that runs no service of ours but keeps its token in installDir (a Redis
+    replica, a sentinel): the same check of installDir before the token is written there."""
+    return path_checks([("installDir", "ours_dir", service.install_dir)])
+
+
 def host_checks(
+    host: str,
+    service: ServiceSettings,
+    bind: str,
+    ports: Sequence[int],
+    edge: tuple[str, int] | None = None,
+) -> str:
+    """The prelude, then service_checks: a host of the service's whole check."""
+    return check_prelude(service) + service_checks(host, service, bind, ports, edge)
+
+
+def service_checks(
     host: str,
     service: ServiceSettings,
     bind: str,
@@ -124,25 +188,22 @@ def host_checks(
     that we did not make, and each API port (and the front's, edge = (address, port)) that a
     process other than ours listens on.
 
-    Part of the identity read, before any step: it writes nothing. `conflicts` counts them,
-    so the identity script that follows makes no token on a host we may not use.
+    Part of the identity read, before any step: it writes nothing. `conflicts` (check_prelude)
+    counts them, so the identity script that follows makes no token on a host we may not use.
     """
     api, worker = unit_names(service)
     named = [
         ("serviceName", "ours_file", f"{UNIT_DIR}/{api}"),
         ("serviceName", "ours_file", f"{UNIT_DIR}/{worker}"),
+        ("serviceName", "ours_file", f"{UNIT_DIR}/{collector_unit_name(service)}"),
         ("installDir", "ours_dir", service.install_dir),
         ("configDir", "ours_dir", service.config_dir),
     ]
     if edge is not None:
         named.insert(
-            2, ("serviceName", "ours_file", f"{UNIT_DIR}/{service.unit_name}-edge.service")
+            3, ("serviceName", "ours_file", f"{UNIT_DIR}/{service.unit_name}-edge.service")
         )
-    checks = "".join(
-        f"{check} {q(path)} || conflict {key}"
-        f" {q(f'{path} exists and was not made by this deployment; set {key} to a free name')}\n"
-        for key, check, path in named
-    )
+    checks = path_checks(named)
     port_check = ""
     if ports:
         # The lab's hosts share one network namespace: only listeners on our address (or on
@@ -171,7 +232,11 @@ def host_checks(
             + "    return 0\n"
             + '  done < <(ss -Hltnp "sport = :$port" 2>/dev/null || true)\n'
             + "}\n"
-            + "if command -v ss >/dev/null 2>&1; then\n"
+            # Without ss the ports cannot be checked: say so, never skip it silently.
+            + "if ! command -v ss >/dev/null 2>&1; then\n"
+            + "  conflict servicePort"
+            + f" {q(f'cannot check the ports on {host}: ss is missing (install iproute2)')}\n"
+            + "else\n"
             + f"  for port in {' '.join(str(port) for port in ports)}; do\n"
             + f'    holder=$(listener "$port" {q(bind)} "{ours_api}")\n'
             + '    [ -z "$holder" ] || conflict servicePort'
@@ -187,13 +252,7 @@ def host_checks(
             )
             + "fi\n"
         )
-    return (
-        "conflicts=0\n"
-        + 'conflict() { conflicts=$((conflicts + 1)); printf \'conflict %s %s\\n\' "$1" "$2"; }\n'
-        + ownership_functions(service)
-        + checks
-        + port_check
-    )
+    return checks + port_check
 
 
 def _pattern(text: str) -> str:
@@ -441,6 +500,17 @@ def worker_unit(service: ServiceSettings, import_dir: str | None = None) -> str:
     return unit_file(service, "Shield orchestrator task worker %i", exec_start, import_dir)
 
 
+def collector_unit(service: ServiceSettings) -> str:
+    """The metrics-collector's unit: one process per host that runs workers, reading both
+    streams in the metrics-collector group (service.collector)."""
+    exec_start = f"{service.install_dir}/venv/bin/python -m service.collector"
+    return unit_file(service, "Shield orchestrator metrics-collector", exec_start)
+
+
+def collector_unit_name(service: ServiceSettings) -> str:
+    return f"{service.unit_name}-collector.service"
+
+
 def unit_names(service: ServiceSettings) -> tuple[str, str]:
     """The two template units."""
     return f"{service.unit_name}@.service", f"{service.unit_name}-worker@.service"
@@ -465,18 +535,22 @@ def service_apply(
     revision: Sequence[str],
     bind_address: str | None = None,
     import_dir: str | None = None,
+    collector: bool = False,
 ) -> str:
-    """Write the env file from stdin and both template units, then reload systemd.
+    """Write the env file from stdin and both template units (and, on a host of workers
+    (collector), the metrics-collector's unit), then reload systemd.
 
     Each process is an instance of a template, started by a step of its own (instance_start),
     so adding or removing a process touches only that process. The revision lines (digests of
     code, venv and units) only mark what is deployed: when one changes, the script changes,
     Pulumi runs it again, and every instance step, which carries this step's output, restarts
-    its process. Plain units from before the templates are stopped and removed if ours;
-    a unit, env file or directory that is not ours stops the step before it changes anything.
+    its process. Plain units from before the templates, and the collector's unit on a host
+    that no longer runs workers, are stopped and removed if ours; a unit, env file or
+    directory that is not ours stops the step before it changes anything.
     """
     api, worker = unit_names(service)
-    legacy = _legacy_units(service)
+    collector_name = collector_unit_name(service)
+    retired = [*_legacy_units(service), *([] if collector else [collector_name])]
     env_path = f"{service.config_dir}/shield.env"
     return (
         HEADER
@@ -485,6 +559,7 @@ def service_apply(
         + ownership_functions(service)
         + _refuse_foreign("ours_file", f"{UNIT_DIR}/{api}", "serviceName")
         + _refuse_foreign("ours_file", f"{UNIT_DIR}/{worker}", "serviceName")
+        + _refuse_foreign("ours_file", f"{UNIT_DIR}/{collector_name}", "serviceName")
         + _refuse_foreign("ours_env", env_path, "configDir")
         + "umask 077\n"
         + f"tmp=$(mktemp {q(env_path + '.XXXXXX')})\n"
@@ -494,12 +569,13 @@ def service_apply(
         + f'mv -f "$tmp" {q(env_path)}\n'
         + _write_unit(api, api_unit(service, bind_address))
         + _write_unit(worker, worker_unit(service, import_dir))
+        + (_write_unit(collector_name, collector_unit(service)) if collector else "")
         + "".join(
             f"if [ -e {q(UNIT_DIR + '/' + name)} ] && ours_file {q(UNIT_DIR + '/' + name)}; then\n"
             + f"  systemctl disable --now --quiet {q(name)} 2>/dev/null || true\n"
             + f"  rm -f {q(UNIT_DIR + '/' + name)}\n"
             + "fi\n"
-            for name in legacy
+            for name in retired
         )
         + "systemctl daemon-reload\n"
         + 'echo "applied $(date -u +%Y-%m-%dT%H:%M:%SZ)"\n'
@@ -534,13 +610,15 @@ def _write_unit(name: str, text: str) -> str:
 
 
 def service_remove(service: ServiceSettings) -> str:
-    """Stop and remove the service, its units, code and env file, each only if ours; the
-    user stays."""
+    """Stop and remove the service, its units, code and env file, each only if ours (a
+    directory only if it carries our marker); the user stays."""
     api, worker = unit_names(service)
+    collector = collector_unit_name(service)
     instances = " ".join(
         q(pattern) for pattern in (f"{service.unit_name}@*", f"{service.unit_name}-worker@*")
     )
     units = " ".join(q(f"{UNIT_DIR}/{name}") for name in (api, worker))
+    collector_path = f"{UNIT_DIR}/{collector}"
     return (
         HEADER
         + ownership_functions(service)
@@ -552,9 +630,13 @@ def service_remove(service: ServiceSettings) -> str:
         + f"{q(service.unit_name)}@*.service /etc/systemd/system/multi-user.target.wants/"
         + f"{q(service.unit_name + '-worker')}@*.service\n"
         + "done\n"
+        + f"if [ -e {q(collector_path)} ] && ours_file {q(collector_path)}; then\n"
+        + f"  systemctl disable --now --quiet {q(collector)} 2>/dev/null || true\n"
+        + f"  rm -f {q(collector_path)} {q(collector_path + '.tmp')}\n"
+        + "fi\n"
         + "systemctl daemon-reload\n"
         + f"for dir in {q(service.install_dir)} {q(service.config_dir)}; do\n"
-        + '  if [ -e "$dir" ] && ours_dir "$dir"; then rm -rf "$dir"; fi\n'
+        + '  if [ -e "$dir" ] && marked_dir "$dir"; then rm -rf "$dir"; fi\n'
         + "done\n"
         + 'echo "removed"\n'
     )

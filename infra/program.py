@@ -11,7 +11,7 @@ from typing import Any
 import pulumi
 
 from infra import config as stack_config
-from infra import facts, host_scripts
+from infra import facts, host_scripts, redis_access, sentinel_scripts
 from infra.artifacts import REPO_ROOT
 from infra.config import StackConfig
 from infra.stack import Identities, Observed, deploy, outputs, warn_about_unpinned_hosts
@@ -22,28 +22,38 @@ BUILD_DIR = REPO_ROOT / "build"
 def identity_script(config: StackConfig, host: str, create: bool) -> str:
     """What a host's identity is read with: its token lives where its deployment lives (the
     data of the Redis primary, a file on any other host); a Redis node also reports its INFO
-    replication, and a host of the service what stands at our names and ports. With create
-    False (a preview) the script writes nothing."""
+    replication. First, every host checks what stands at our names: a host of the service
+    its units, directories and ports, the Redis host our access unit and directory, a
+    sentinel host its units and directory, and any host that keeps its token in installDir
+    that directory. With create False (a preview) the script writes nothing."""
     topology, service, redis = config.topology, config.service, config.redis
-    if host == topology.primary.host:
-        identity = host_scripts.redis_identity(host, redis, create)
-    elif host in {node.host for node in topology.replicas}:
-        replica = dataclasses.replace(redis, host=host)
-        identity = host_scripts.redis_replica_identity(service.install_dir, host, replica, create)
-    else:
-        identity = host_scripts.orchestrator_identity(service.install_dir, create)
+    apps = [app for app in topology.app_hosts if app.public_host == host]
     checks = [
-        host_scripts.host_checks(
+        host_scripts.service_checks(
             host,
             service,
             app.bind_address,
             app.api_ports,
             None if app.edge_address is None else (app.edge_address, app.edge_port),
         )
-        for app in topology.app_hosts
-        if app.public_host == host
+        for app in apps
     ]
-    return host_scripts.HEADER + "".join(checks) + identity
+    if host == topology.primary.host:
+        identity = host_scripts.redis_identity(host, redis, create)
+        if redis.access.enabled:
+            checks.append(redis_access.access_checks())
+    elif host in {node.host for node in topology.replicas}:
+        replica = dataclasses.replace(redis, host=host)
+        identity = host_scripts.redis_replica_identity(service.install_dir, host, replica, create)
+    else:
+        identity = host_scripts.orchestrator_identity(service.install_dir, create)
+    if not apps and host != topology.primary.host:
+        # Its token goes into installDir: never into someone else's directory.
+        checks.append(host_scripts.install_dir_check(service))
+    ports = [sentinel.port for sentinel in topology.sentinels if sentinel.host == host]
+    if ports:
+        checks.append(sentinel_scripts.sentinel_checks(ports))
+    return host_scripts.HEADER + host_scripts.check_prelude(service) + "".join(checks) + identity
 
 
 def read_identities(config: StackConfig, source: pulumi.Config) -> Identities:

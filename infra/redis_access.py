@@ -24,6 +24,8 @@ from infra.host_scripts import (
     MARKER_FILE,
     UNIT_DIR,
     _fail_function,
+    dir_is_ours,
+    foreign,
     q,
 )
 from service.core import redis_acl
@@ -204,13 +206,25 @@ def _keep_deploy_password(directory: str) -> str:
     return f"printf '%s' \"$password\" > {q(directory + '/deploy-password')}\n"
 
 
+def access_checks() -> str:
+    """The identity read's check of the Redis host (when the stack sets access): a conflict
+    line for our unit's or our directory's name held by something we did not make. No stack
+    key moves them, so the line says to remove it."""
+    unit_path = f"{UNIT_DIR}/{ACCESS_UNIT}"
+    return (
+        f"[ ! -e {q(unit_path)} ] || {_is_ours(unit_path)}"
+        f" || conflict - {q(foreign(unit_path, None))}\n"
+        f"{dir_is_ours(ACCESS_DIR)} || conflict - {q(foreign(ACCESS_DIR, None))}\n"
+    )
+
+
 def access_apply(host: str, port: int, access: RedisAccess) -> str:
     """The deploy's step on the Redis host: keep the passwords read from stdin (the deploy's,
     then each service user's) as 0600 root files, write apply and our unit, run apply once,
     then start the unit that keeps it applied."""
     unit_path = f"{UNIT_DIR}/{ACCESS_UNIT}"
     directory = ACCESS_DIR
-    foreign = f"{unit_path} exists and was not made by this deployment; remove it"
+    foreign_unit = foreign(unit_path, None)
     no_unit = (
         f"there is no unit {access.redis_unit} here: set redisSystemdUnit to the unit that"
         " runs Redis"
@@ -220,7 +234,9 @@ def access_apply(host: str, port: int, access: RedisAccess) -> str:
         HEADER
         + _fail_function(host)
         + f"systemctl cat {q(access.redis_unit)} >/dev/null 2>&1 || fail {q(no_unit)}\n"
-        + f"if [ -e {q(unit_path)} ] && ! {_is_ours(unit_path)}; then fail {q(foreign)}; fi\n"
+        + f"if [ -e {q(unit_path)} ] && ! {_is_ours(unit_path)}; then fail {q(foreign_unit)}; fi\n"
+        # Never write into (and so later remove) a directory someone else made at our name.
+        + f"{dir_is_ours(directory)} || fail {q(foreign(directory, None))}\n"
         + "umask 077\n"
         + f"install -d -m 0700 -o root -g root {q(directory)}\n"
         + f"[ -e {q(directory + '/' + MARKER_FILE)} ]"

@@ -16,11 +16,15 @@ from infra.host_scripts import (
     MARKER_FILE,
     UNIT_DIR,
     _fail_function,
+    dir_is_ours,
+    foreign,
     q,
     redis_cli_prelude,
 )
 
 SENTINEL_DIR = "/var/lib/shield-sentinel"
+# What a sentinel step wrote there before the directory carried our marker.
+SENTINEL_FILES = ("sentinel-*.conf", "sentinel-*.conf.*")
 # How long a primary may be silent before the sentinels call it down, and give up a failover.
 DOWN_AFTER_MS = 3000
 FAILOVER_TIMEOUT_MS = 10000
@@ -126,6 +130,7 @@ def sentinel_apply(host: str, port: int, master: str, primary: tuple[str, int], 
         + '[ -n "$password" ] || fail "sentinel mode needs redisPassword"\n'
         + '[ -x /usr/bin/redis-server ] || fail "redis-server is missing (install redis-server)"\n'
         + _refuse_foreign_unit(unit)
+        + f"{dir_is_ours(SENTINEL_DIR, SENTINEL_FILES)} || fail {q(foreign(SENTINEL_DIR, None))}\n"
         + f"install -d -m 0750 -o redis -g redis {q(SENTINEL_DIR)}\n"
         + f"[ -e {q(SENTINEL_DIR + '/' + MARKER_FILE)} ]"
         + f" || echo {q(MARKER)} > {q(SENTINEL_DIR + '/' + MARKER_FILE)}\n"
@@ -174,16 +179,37 @@ def sentinel_remove(port: int) -> str:
 def _is_ours(path: str) -> str:
     """A shell test: the unit carries the marker, or is one of ours from before it."""
     return (
-        f'{{ [ "$(head -n 1 {q(path)})" = {q(MARKER)} ]'
+        f'{{ [ "$(head -n 1 {q(path)} 2>/dev/null)" = {q(MARKER)} ]'
         f" || grep -q 'Redis Sentinel for shield-orchestrator' {q(path)}; }}"
+    )
+
+
+def _foreign_unit(path: str) -> str:
+    return (
+        f"{path} exists and was not made by this deployment;"
+        " remove it or list another port in redisSentinels"
+    )
+
+
+def sentinel_checks(ports: list[int]) -> str:
+    """The identity read's check of a sentinel host: a conflict line for each sentinel unit
+    of ours (by port) that someone else holds, and for our directory if it is not ours."""
+    lines = ""
+    for port in ports:
+        path = f"{UNIT_DIR}/{sentinel_unit_name(port)}"
+        lines += (
+            f"[ ! -e {q(path)} ] || {_is_ours(path)} || conflict redisSentinels"
+            f" {q(_foreign_unit(path))}\n"
+        )
+    return (
+        lines
+        + f"{dir_is_ours(SENTINEL_DIR, SENTINEL_FILES)}"
+        + f" || conflict - {q(foreign(SENTINEL_DIR, None))}\n"
     )
 
 
 def _refuse_foreign_unit(unit: str) -> str:
     """Stop before anything changes when a unit at our sentinel's name is not ours."""
     path = f"{UNIT_DIR}/{unit}"
-    problem = (
-        f"{path} exists and was not made by this deployment;"
-        " remove it or list another port in redisSentinels"
-    )
+    problem = _foreign_unit(path)
     return f"if [ -e {q(path)} ] && ! {_is_ours(path)}; then\n  fail {q(problem)}\nfi\n"

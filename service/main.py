@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,7 +33,6 @@ from service.core.redis_client import create_redis
 from service.core.settings import ConfigError, Settings, load_settings
 from service.core.tokens import TokenAuthority
 from service.events.bus import EventHub, EventPublisher
-from service.events.collector import MetricsCollector
 from service.events.frontend_groups import FrontEndCursors
 from service.events.history import ReplayLimits
 from service.jobs.job_store import JobStore
@@ -70,8 +67,6 @@ def build_state(settings: Settings) -> AppState:
         replay_limits=ReplayLimits(settings.replay_page_bytes, settings.replay_concurrency),
     )
     metrics_.fanout_reader_up.set_function(lambda: float(hub.reader_running))
-    # The metrics-collector's blocking read gets connections of its own, as the hub's does.
-    collector_redis = create_redis(settings, max_connections=2)
     return AppState(
         settings=settings,
         redis=redis,
@@ -83,10 +78,6 @@ def build_state(settings: Settings) -> AppState:
         ),
         queue=TaskQueue(redis, settings),
         metrics=metrics_,
-        collector=MetricsCollector(
-            collector_redis, settings, f"{socket.gethostname()}-{os.getpid()}"
-        ),
-        collector_redis=collector_redis,
         front_end_groups=FrontEndCursors(redis, settings.stream_events, hub.sent_cursors),
         jobs=JobStore(redis, settings),
     )
@@ -126,14 +117,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # The service must come up without Redis and recover when it returns.
             log.warning("could not create consumer groups at start: %s", error)
         await state.hub.start()
-        await state.collector.start()
         await state.front_end_groups.start()
         try:
             yield
         finally:
             await state.front_end_groups.stop()
-            await state.collector.stop()
-            await state.collector_redis.aclose()
             await state.hub.stop()
             await state.hub_reader.aclose()
             await state.replay_redis.aclose()

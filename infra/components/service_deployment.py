@@ -39,7 +39,8 @@ class ServiceDeploymentArgs:
 
 class ServiceDeployment(pulumi.ComponentResource):
     """Checks the host, ships the code and its venv, writes the env file and the template
-    units, starts one instance per process, then waits for each API process's health."""
+    units, starts one instance per process (and the metrics-collector beside the workers),
+    then waits for each API process's health."""
 
     health: pulumi.Output[dict[str, Any]]
 
@@ -121,7 +122,14 @@ class ServiceDeployment(pulumi.ComponentResource):
         args, service = self._args, self._args.service
         bind = args.host.bind_address or None
         handler_dir = args.artifacts.release.handler_dir
-        units = host_scripts.api_unit(service, bind), host_scripts.worker_unit(service, handler_dir)
+        # The metrics-collector runs beside the workers: on each host that runs any.
+        collector = args.host.worker_processes > 0
+        units = [
+            host_scripts.api_unit(service, bind),
+            host_scripts.worker_unit(service, handler_dir),
+        ]
+        if collector:
+            units.append(host_scripts.collector_unit(service))
         revision = [
             f"release {args.artifacts.release.digest}",
             f"venv {self.requirements_digest}",
@@ -129,7 +137,9 @@ class ServiceDeployment(pulumi.ComponentResource):
         ]
         return self._steps.command(
             "units",
-            host_scripts.service_apply(args.host.target.host, service, revision, bind, handler_dir),
+            host_scripts.service_apply(
+                args.host.target.host, service, revision, bind, handler_dir, collector
+            ),
             delete=host_scripts.service_remove(service),
             stdin=_env_text(args.settings, args.secrets),
             after=[self.release, self.venv, *args.ready_after],
@@ -148,6 +158,9 @@ class ServiceDeployment(pulumi.ComponentResource):
             steps[host_scripts.worker_instance(service, number)] = self._instance(
                 f"worker-{number}", host_scripts.worker_instance(service, number)
             )
+        if host.worker_processes > 0:
+            collector = host_scripts.collector_unit_name(service)
+            steps[collector] = self._instance("collector", collector)
         return steps
 
     def _instance(self, suffix: str, unit: str) -> remote.Command:

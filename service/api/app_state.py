@@ -11,7 +11,6 @@ from redis.asyncio import Redis
 from service.core.instruments import ServiceMetrics
 from service.core.settings import Settings
 from service.events.bus import EventHub, EventPublisher
-from service.events.collector import MetricsCollector
 from service.events.frontend_groups import FrontEndCursors
 from service.jobs.job_store import JobStore
 from service.tasks.task_queue import TaskQueue
@@ -27,8 +26,6 @@ class AppState:
     publisher: EventPublisher
     queue: TaskQueue
     metrics: ServiceMetrics
-    collector: MetricsCollector
-    collector_redis: Redis
     front_end_groups: FrontEndCursors
     jobs: JobStore
 

@@ -1,12 +1,13 @@
-"""The metrics-collector group's reader: every API process runs one beside its fan-out hub.
+"""The metrics-collector group's reader, run in its own process beside the workers.
 
-It reads both streams through the group ``metrics-collector`` (each process a consumer of
-its own, so together they read everything once), folds what it read (service.events.collected)
-into histograms and counts kept in Redis, shared by every process, and acks. /metrics and
-/events/stats serve them, so the group that the original design created is read and its lag
-means something. Recording and acking are one MULTI: a crash between them cannot count a
-batch twice. Entries a dead process left pending are claimed after a minute. The loop is
-supervised: a failure restarts it with backoff, and ``running`` says so meanwhile.
+``python -m service.collector`` (service/collector.py) runs it. It reads both streams through
+the group ``metrics-collector`` (each collector process a consumer of its own, so together
+they read everything once), folds what it read (service.events.collected) into histograms
+and counts kept in Redis, and acks. The API's /metrics and /events/stats read them from
+there, so the group that the original design created is read and its lag means something.
+Recording and acking are one MULTI: a crash between them cannot count a batch twice. Entries
+a dead process left pending are claimed after a minute. The loop is supervised: a failure
+restarts it with backoff, and ``running`` says so meanwhile.
 """
 
 from __future__ import annotations

@@ -40,9 +40,11 @@ pytestmark = pytest.mark.e2e
 API_TOKEN = "e2e-api-token-5c0ffee1d2"
 HANDLER_TOKEN = "e2e-handler-token-77ab19"
 BASE_URL = front_url(ORCHESTRATOR)
-# One instance of each template unit: the API on its port, worker number 1.
-UNITS = ("shield-orchestrator@8000.service", "shield-orchestrator-worker@1.service")
-TEMPLATES = ("shield-orchestrator@.service", "shield-orchestrator-worker@.service")
+# One instance of each template unit: the API on its port, worker number 1; and the
+# metrics-collector beside the worker.
+COLLECTOR = "shield-orchestrator-collector.service"
+UNITS = ("shield-orchestrator@8000.service", "shield-orchestrator-worker@1.service", COLLECTOR)
+TEMPLATES = ("shield-orchestrator@.service", "shield-orchestrator-worker@.service", COLLECTOR)
 ENV_FILE = "/etc/shield-orchestrator/shield.env"
 GROUPS = {
     names.INGESTION_STREAM: sorted(names.INGESTION_GROUPS),
@@ -53,6 +55,7 @@ RESTART = {
     "orchestrator-units",
     "orchestrator-api-8000",
     "orchestrator-worker-1",
+    "orchestrator-collector",
     "orchestrator-health",
 }
 CODE_CHANGE = {"orchestrator-release-copy", "orchestrator-release", *RESTART}
@@ -101,6 +104,14 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
 
 def api() -> httpx.Client:
     return client(BASE_URL, API_TOKEN)
+
+
+def latency_count(metrics: str) -> float:
+    """shield_task_latency_seconds_count in a /metrics text, 0 when absent."""
+    for line in metrics.splitlines():
+        if line.startswith("shield_task_latency_seconds_count "):
+            return float(line.split()[1])
+    return 0.0
 
 
 def assert_healthy(deployment: Deployment) -> None:
@@ -166,6 +177,12 @@ def test_worker_processes_a_task_and_the_journal_hides_the_token(deployment: Dep
         ]
         time.sleep(0.5)
     assert completed and completed[0]["job_id"] == "e2e-job"
+    # The collector beside the worker read it; the API's /metrics shows what it recorded.
+    with api() as client:
+        wait_until(
+            lambda: latency_count(client.get("/metrics").text) >= 1,
+            "shield_task_latency_seconds_count on the API's /metrics",
+        )
     httpx.get(
         f"{BASE_URL}/events/stats",
         params={"access_token": API_TOKEN},
@@ -309,7 +326,7 @@ def test_host_that_lost_its_files_converges_in_one_up(deployment: Deployment) ->
     deployment.on_orchestrator(
         f"systemctl disable --now {' '.join(UNITS)}"
         " && rm -rf /opt/shield-orchestrator /etc/shield-orchestrator"
-        f" /etc/systemd/system/{TEMPLATES[0]} /etc/systemd/system/{TEMPLATES[1]}"
+        " " + " ".join(f"/etc/systemd/system/{name}" for name in TEMPLATES)
     )
     deployment.engine.up()
     assert_healthy(deployment)

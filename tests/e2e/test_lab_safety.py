@@ -37,6 +37,7 @@ CODE_CHANGE = {
     "orchestrator-units",
     f"orchestrator-api-{FREE_PORT}",
     "orchestrator-worker-1",
+    "orchestrator-collector",
     "orchestrator-health",
 }
 # Someone else's app under the legacy name, on the port our API wants (the original design's
@@ -249,6 +250,30 @@ def test_a_foreign_unit_or_directory_at_our_names_stops_preview_naming_the_key(
     assert hashlib.sha256(FOREIGN_UNIT_TEXT.encode()).hexdigest() in stack.on(
         ORCHESTRATOR, f"sha256sum {FOREIGN_UNIT}"
     )
+
+
+def test_a_foreign_redis_access_directory_stops_preview_and_up_and_survives_destroy(
+    stack: Stack,
+) -> None:
+    """After the destroy above, someone else's /etc/shield-redis-access on the Redis host: our
+    access step would have written into it (and destroy removed it)."""
+    theirs = "/etc/shield-redis-access"
+    stack.on(REDIS_HOST, f"mkdir -p {theirs} && echo 'user app on' > {theirs}/users.acl")
+    expected = (
+        f"shield-orchestrator: host {REDIS_HOST}: {theirs} exists and was not made by this"
+        " deployment; remove or rename it"
+    )
+    try:
+        before = stack.snapshot(REDIS_HOST)
+        for command in (("preview", "--stack", "lab"), ("up", "--yes", "--stack", "lab")):
+            output = stack.engine.fails(*command)
+            assert expected in output, output[-3000:]
+            assert "Traceback" not in output
+        assert stack.snapshot(REDIS_HOST) == before
+        stack.engine.run("destroy", "--yes", "--stack", "lab")
+        assert stack.on(REDIS_HOST, f"ls -A {theirs}").split() == ["users.acl"]
+    finally:
+        stack.lab.ssh(REDIS_HOST, f"rm -rf {theirs}")
 
 
 def api() -> httpx.Client:

@@ -12,7 +12,7 @@ import redis
 
 from harness.redis_server import RedisServer
 from tests.support.live_server import http, serve, wait_for
-from tests.support.processes import service_env, start_worker
+from tests.support.processes import service_env, start_collector, start_worker
 from tests.support.service_settings import make_settings
 
 # Needs a minute: in make test, not in make check.
@@ -64,6 +64,8 @@ def test_a_minute_of_mixed_traffic_leaves_every_groups_lag_bounded(
         redis_server.url, block_ms=200, task_handler="tests.service.handlers:noop_async"
     )
     workers.append(start_worker(env))
+    # The metrics-collector group's reader is a process of its own, beside the workers.
+    workers.append(start_collector(env))
     stop_posting, stop_following = threading.Event(), threading.Event()
     with serve(make_settings(redis_server)) as base_url, http(base_url):
         threads = [

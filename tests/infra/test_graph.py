@@ -32,6 +32,7 @@ ORCHESTRATOR_CHILDREN = {
     "orchestrator-units": "command:remote:Command",
     "orchestrator-api-8000": "command:remote:Command",
     "orchestrator-worker-1": "command:remote:Command",
+    "orchestrator-collector": "command:remote:Command",
     "orchestrator-health": "command:remote:Command",
 }
 REDIS_CHILDREN = {
@@ -97,10 +98,34 @@ def test_every_group_is_created_with_mkstream(run: ProgramRun) -> None:
         ("orchestrator-units", "orchestrator-venv"),
         ("orchestrator-units", "redis-groups"),
         ("orchestrator-health", "orchestrator-units"),
+        ("orchestrator-collector", "orchestrator-units"),
     ],
 )
 def test_ordering(run: ProgramRun, name: str, after: str) -> None:
     assert run.depends_on(name, after)
+
+
+def test_the_collector_runs_beside_the_workers_and_restarts_with_the_units(
+    run: ProgramRun,
+) -> None:
+    step = run.registered["orchestrator-collector"].inputs
+    start = shlex.split(step["create"])[-1]
+    assert "systemctl enable --quiet shield-orchestrator-collector.service" in start
+    assert "systemctl restart shield-orchestrator-collector.service" in start
+    stop = shlex.split(step["delete"])[-1]
+    assert "systemctl disable --now --quiet shield-orchestrator-collector.service" in stop
+    units = shlex.split(run.registered["orchestrator-units"].inputs["create"])[-1]
+    assert "ExecStart=/opt/shield-orchestrator/venv/bin/python -m service.collector" in units
+
+
+def test_a_host_without_workers_runs_no_collector(tmp_path: Path, source_root: Path) -> None:
+    stack = {**BASE_CONFIG, "workerHosts": "[]"}
+    del stack["taskHandler"]
+    run = run_program(stack, tmp_path / "build", source_root)
+    assert "orchestrator-collector" not in run.registered
+    units = shlex.split(run.registered["orchestrator-units"].inputs["create"])[-1]
+    assert "-m service.collector" not in units
+    assert "systemctl disable --now --quiet shield-orchestrator-collector.service" in units
 
 
 def test_outputs(run: ProgramRun) -> None:

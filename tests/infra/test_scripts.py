@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from harness.redis_server import RedisServer
-from infra import host_scripts, sentinel_scripts
+from infra import host_scripts, redis_access, sentinel_scripts
 from infra.config import ENV_PREFIX, SECRET_FIELDS, ServiceSettings, env_name, load
 from infra.facts import parse_identity, parse_info
 from service.core import names
@@ -75,6 +75,64 @@ def test_worker_unit_runs_the_worker_module() -> None:
         "ExecStart=/opt/shield-orchestrator/venv/bin/python -m service.worker\n"
         in host_scripts.worker_unit(SERVICE)
     )
+
+
+def test_collector_unit_text() -> None:
+    assert host_scripts.collector_unit_name(SERVICE) == "shield-orchestrator-collector.service"
+    assert host_scripts.collector_unit(SERVICE) == (
+        "# Managed by shield-orchestrator (Pulumi): replaced and removed by its deployment.\n"
+        "[Unit]\n"
+        "Description=Shield orchestrator metrics-collector\n"
+        "After=network-online.target\n"
+        "Wants=network-online.target\n"
+        "\n"
+        "[Service]\n"
+        "Type=exec\n"
+        "User=shield\n"
+        "Group=shield\n"
+        "EnvironmentFile=/etc/shield-orchestrator/shield.env\n"
+        "Environment=PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1\n"
+        "WorkingDirectory=/opt/shield-orchestrator/current\n"
+        "ExecStart=/opt/shield-orchestrator/venv/bin/python -m service.collector\n"
+        "Restart=on-failure\n"
+        "RestartSec=2\n"
+        "TimeoutStopSec=30\n"
+        "LimitNOFILE=65536\n" + host_scripts.HARDENING + "\n[Install]\nWantedBy=multi-user.target\n"
+    )
+
+
+def test_the_collector_unit_is_written_beside_workers_and_retired_where_there_are_none() -> None:
+    path = "/etc/systemd/system/shield-orchestrator-collector.service"
+    refusal = (
+        f"ours_file {path} || fail '{path} exists and was not made by this deployment;"
+        " set serviceName to a free name'\n"
+    )
+    retire = (
+        f"if [ -e {path} ] && ours_file {path}; then\n"
+        "  systemctl disable --now --quiet shield-orchestrator-collector.service"
+        " 2>/dev/null || true\n"
+        f"  rm -f {path}\n"
+        "fi\n"
+    )
+    written = f"cat > {path}.tmp <<'UNIT'\n{host_scripts.collector_unit(SERVICE)}UNIT\n"
+    beside = host_scripts.service_apply("h", SERVICE, ["release r"], collector=True)
+    alone = host_scripts.service_apply("h", SERVICE, ["release r"], collector=False)
+    assert refusal in beside and refusal in alone
+    assert written in beside and retire not in beside
+    assert written not in alone and retire in alone
+    removed = host_scripts.service_remove(SERVICE)
+    assert (
+        f"if [ -e {path} ] && ours_file {path}; then\n"
+        "  systemctl disable --now --quiet shield-orchestrator-collector.service"
+        " 2>/dev/null || true\n"
+        f"  rm -f {path} {path}.tmp\n"
+        "fi\n"
+    ) in removed
+    checks = host_scripts.host_checks("h", SERVICE, "127.0.10.8", [8000])
+    assert (
+        f"ours_file {path} || conflict serviceName '{path} exists and was not made by this"
+        " deployment; set serviceName to a free name'\n"
+    ) in checks
 
 
 def test_env_file_text_is_sorted_and_quoted() -> None:
@@ -150,7 +208,15 @@ ALL_SCRIPTS = {
         "/opt/x", "fastapi==1\n", "d1", None, "https://pypi.example/simple"
     ),
     "service_apply": host_scripts.service_apply("h", SERVICE, ["release r", "venv v"]),
+    "service_apply_collector": host_scripts.service_apply(
+        "h", SERVICE, ["release r"], collector=True
+    ),
     "service_remove": host_scripts.service_remove(SERVICE),
+    "redis_host_checks": host_scripts.HEADER
+    + host_scripts.check_prelude(SERVICE)
+    + redis_access.access_checks()
+    + sentinel_scripts.sentinel_checks([26379, 26380])
+    + host_scripts.install_dir_check(SERVICE),
     "health_wait": host_scripts.health_wait("h", SERVICE, ["http://h:8000/health/detailed"]),
     "instance_start": host_scripts.instance_start("shield-orchestrator@8000.service", "applied t"),
     "instance_stop": host_scripts.instance_stop("shield-orchestrator@8000.service"),

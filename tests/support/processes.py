@@ -43,6 +43,19 @@ def start_worker(
     )
 
 
+def start_collector(env: Mapping[str, str], log: IO[str] | None = None) -> subprocess.Popen[str]:
+    """The metrics-collector (python -m service.collector), as its unit starts it beside the
+    workers; its output goes to `log` when the test does not read it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "service.collector"],
+        cwd=REPO_ROOT,
+        env=dict(env),
+        stdout=log or subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def stop(
     process: subprocess.Popen[str], signum: int = signal.SIGTERM, timeout_s: float = 15
 ) -> int:
