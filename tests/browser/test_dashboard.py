@@ -152,7 +152,7 @@ def test_dashboard_shows_live_numbers_tails_events_and_requeues_a_dead_letter(
 
 
 def test_dashboard_shows_how_many_tasks_wait_for_their_retry(
-    redis_server: RedisServer, redis_client: redis.Redis, workers: list[subprocess.Popen[str]]
+    redis_server: RedisServer, redis_client: redis.Redis, workers: WorkerProcesses
 ) -> None:
     # Each poison task's failed first attempt waits 30-60 s for its retry.
     env = service_env(
@@ -162,7 +162,7 @@ def test_dashboard_shows_how_many_tasks_wait_for_their_retry(
         retry_backoff_ms=60_000,
         retry_backoff_max_ms=60_000,
     )
-    workers.append(start_worker(env, consumer="waiting-worker"))
+    workers.start(env, consumer="waiting-worker")
     with serve(make_settings(redis_server)) as api, http(api) as client, chromium() as browser:
         browser.get(f"{api}/dashboard")
         wait_in_page(browser, WAITING_RETRIES, lambda text: text == "0 waiting for a retry")
