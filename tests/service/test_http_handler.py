@@ -7,10 +7,7 @@ request it sends, and what each answer does to the task (acked, deferred, retrie
 from __future__ import annotations
 
 import json
-import subprocess
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import redis
@@ -21,7 +18,7 @@ from harness.waiting import wait_until
 from service.tasks.task_format import task_fields
 from tests.support.http_standin import HttpStandin, Reply
 from tests.support.live_server import http, wait_for
-from tests.support.processes import service_env, start_worker, stop
+from tests.support.processes import WorkerProcesses, service_env
 from tests.support.task_events import completed_chunks, events_of_type, settled
 from tests.support.task_events import event_data as events
 
@@ -39,44 +36,19 @@ PAYLOAD_FIELDS = {
 }  # fmt: skip
 
 
-class WorkerRun:
-    """A worker with the http handler pointed at one URL, its output kept in a file."""
-
-    def __init__(self, redis_url: str, log_path: Path) -> None:
-        self.redis_url = redis_url
-        self.log_path = log_path
-        self.process: subprocess.Popen[str] | None = None
-
-    def start(self, base_url: str, **settings: object) -> None:
-        host_port = base_url.removeprefix("http://")
-        url = f"http://shield:{URL_PASSWORD}@{host_port}/hook?key={QUERY_SECRET}"
-        env = service_env(
-            self.redis_url,
-            block_ms=200,
-            claim_idle_ms=400,
-            task_handler=f"http:{url}",
-            handler_token=TOKEN,
-            **settings,
-        )
-        with self.log_path.open("w") as log:
-            self.process = start_worker(env, log=log)
-
-    def stop(self) -> str:
-        """Stop the worker and give its whole output."""
-        if self.process is not None:
-            stop(self.process)
-        return self.log_path.read_text()
-
-
-@pytest.fixture
-def worker(
-    redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path
-) -> Iterator[WorkerRun]:
-    run = WorkerRun(redis_server.url, tmp_path / "worker.log")
-    yield run
-    if run.process is not None and run.process.poll() is None:
-        run.process.kill()
-        run.process.wait()
+def http_env(redis_server: RedisServer, base_url: str, **settings: object) -> dict[str, str]:
+    """A worker with the http handler pointed at base_url's /hook, with a password in the
+    URL, a secret in its query and a token: none of them may be shown."""
+    host_port = base_url.removeprefix("http://")
+    url = f"http://shield:{URL_PASSWORD}@{host_port}/hook?key={QUERY_SECRET}"
+    return service_env(
+        redis_server.url,
+        block_ms=200,
+        claim_idle_ms=400,
+        task_handler=f"http:{url}",
+        handler_token=TOKEN,
+        **settings,
+    )
 
 
 def enqueue(client: redis.Redis, chunk_id: str = "chunk-1", **values: object) -> str:
@@ -127,14 +99,14 @@ def assert_no_secret_shown(client: redis.Redis, worker_log: str) -> None:
 
 
 def test_a_2xx_acks_and_each_attempt_posts_the_payload_with_a_stable_key_and_the_token(
-    worker: WorkerRun, redis_client: redis.Redis
+    workers: WorkerProcesses, redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
     with HttpStandin(Reply(500, "try again"), Reply(200)) as service:
-        worker.start(service.url)
+        workers.start(http_env(redis_server, service.url))
         first_id = enqueue(redis_client)
         wait_for(lambda: completed_chunks(redis_client) == ["chunk-1"], timeout_s=15)
         wait_for(lambda: settled(redis_client))
-        log = worker.stop()
+        log = workers.stop_all()
 
     first, second = service.received
     assert first.path == f"/hook?key={QUERY_SECRET}"
@@ -165,15 +137,15 @@ def test_a_2xx_acks_and_each_attempt_posts_the_payload_with_a_stable_key_and_the
 
 
 def test_a_400_dead_letters_after_one_attempt_naming_the_status_and_the_body(
-    worker: WorkerRun, redis_client: redis.Redis
+    workers: WorkerProcesses, redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
     body = f"chunk refused for Bearer {TOKEN}: " + "y" * 300
     with HttpStandin(Reply(400, body)) as service:
-        worker.start(service.url)
+        workers.start(http_env(redis_server, service.url))
         enqueue(redis_client)
         wait_for(lambda: redis_client.xlen(DLQ) == 1, timeout_s=15)
         wait_for(lambda: settled(redis_client))
-        log = worker.stop()
+        log = workers.stop_all()
 
     assert len(service.received) == 1
     [(_, letter)] = redis_client.xrange(DLQ)
@@ -186,14 +158,14 @@ def test_a_400_dead_letters_after_one_attempt_naming_the_status_and_the_body(
 
 
 def test_a_429_with_retry_after_comes_back_a_second_later_without_counting_an_attempt(
-    worker: WorkerRun, redis_client: redis.Redis
+    workers: WorkerProcesses, redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
     with HttpStandin(Reply(429, "busy", {"Retry-After": "1"}), Reply(200)) as service:
-        worker.start(service.url)
+        workers.start(http_env(redis_server, service.url))
         enqueue(redis_client)
         wait_for(lambda: completed_chunks(redis_client) == ["chunk-1"], timeout_s=15)
         wait_for(lambda: settled(redis_client))
-        log = worker.stop()
+        log = workers.stop_all()
 
     first, second = service.received
     assert 0.9 <= second.at - first.at <= 2.5
@@ -209,14 +181,14 @@ def test_a_429_with_retry_after_comes_back_a_second_later_without_counting_an_at
 
 
 def test_a_500_is_retried_with_backoff_then_dead_lettered_after_three_attempts(
-    worker: WorkerRun, redis_client: redis.Redis
+    workers: WorkerProcesses, redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
     with HttpStandin(Reply(500, "database down")) as service:
-        worker.start(service.url)
+        workers.start(http_env(redis_server, service.url))
         enqueue(redis_client)
         wait_for(lambda: redis_client.xlen(DLQ) == 1, timeout_s=15)
         wait_for(lambda: settled(redis_client))
-        log = worker.stop()
+        log = workers.stop_all()
 
     assert [request.body["retry_count"] for request in service.received] == [0, 1, 2]
     gaps = [b.at - a.at for a, b in zip(service.received, service.received[1:], strict=False)]
@@ -233,14 +205,14 @@ def test_a_500_is_retried_with_backoff_then_dead_lettered_after_three_attempts(
 
 
 def test_a_service_slower_than_the_handler_timeout_is_a_failed_attempt(
-    worker: WorkerRun, redis_client: redis.Redis
+    workers: WorkerProcesses, redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
     with HttpStandin(Reply(200, delay_s=3.0), Reply(200)) as service:
-        worker.start(service.url, handler_timeout_s=0.5)
+        workers.start(http_env(redis_server, service.url, handler_timeout_s=0.5))
         enqueue(redis_client)
         wait_for(lambda: completed_chunks(redis_client) == ["chunk-1"], timeout_s=15)
         wait_for(lambda: settled(redis_client))
-        log = worker.stop()
+        log = workers.stop_all()
 
     [failed] = events(redis_client, "ingestion.failed")
     assert failed["attempt"] == 1 and failed["retrying"] is True
@@ -251,14 +223,14 @@ def test_a_service_slower_than_the_handler_timeout_is_a_failed_attempt(
 
 
 def test_a_refused_connection_is_a_failed_attempt_until_the_last(
-    worker: WorkerRun, redis_client: redis.Redis
+    workers: WorkerProcesses, redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
     nobody = f"http://127.0.0.1:{free_port()}"
-    worker.start(nobody)
+    workers.start(http_env(redis_server, nobody))
     enqueue(redis_client)
     wait_for(lambda: redis_client.xlen(DLQ) == 1, timeout_s=15)
     wait_for(lambda: settled(redis_client))
-    log = worker.stop()
+    log = workers.stop_all()
 
     [(_, letter)] = redis_client.xrange(DLQ)
     assert letter["dlq_attempts"] == "3"
@@ -272,15 +244,17 @@ def test_a_refused_connection_is_a_failed_attempt_until_the_last(
 
 @pytest.mark.parametrize("status", [429, 503])
 def test_a_busy_answer_without_retry_after_backs_off_by_growing_amounts_without_counting(
-    worker: WorkerRun, redis_client: redis.Redis, status: int
+    workers: WorkerProcesses, redis_server: RedisServer, redis_client: redis.Redis, status: int
 ) -> None:
     busy = [Reply(status, "busy")] * 4
     with HttpStandin(*busy, Reply(200)) as service:
-        worker.start(service.url, retry_backoff_ms=200, retry_backoff_max_ms=5000)
+        workers.start(
+            http_env(redis_server, service.url, retry_backoff_ms=200, retry_backoff_max_ms=5000)
+        )
         enqueue(redis_client)
         wait_for(lambda: completed_chunks(redis_client) == ["chunk-1"], timeout_s=30)
         wait_for(lambda: settled(redis_client))
-        log = worker.stop()
+        log = workers.stop_all()
 
     # Five requests, none of them a counted attempt; each re-added entry counts its deferral.
     assert [request.body["retry_count"] for request in service.received] == [0] * 5
@@ -311,12 +285,18 @@ def test_a_busy_answer_without_retry_after_backs_off_by_growing_amounts_without_
 
 
 def test_a_task_busy_for_longer_than_lease_max_ms_is_dead_lettered_before_it_would_pass_it(
-    worker: WorkerRun, redis_client: redis.Redis
+    workers: WorkerProcesses, redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
     lease_max_ms = 2000
     with HttpStandin(Reply(429, "busy")) as service:
-        worker.start(
-            service.url, retry_backoff_ms=200, retry_backoff_max_ms=5000, lease_max_ms=lease_max_ms
+        workers.start(
+            http_env(
+                redis_server,
+                service.url,
+                retry_backoff_ms=200,
+                retry_backoff_max_ms=5000,
+                lease_max_ms=lease_max_ms,
+            )
         )
         wait_until_reading(redis_client)
         queued_at = datetime.now(UTC)
@@ -324,7 +304,7 @@ def test_a_task_busy_for_longer_than_lease_max_ms_is_dead_lettered_before_it_wou
         wait_for(lambda: redis_client.xlen(DLQ) == 1, timeout_s=15)
         dead_at = datetime.now(UTC)
         wait_for(lambda: settled(redis_client))
-        log = worker.stop()
+        log = workers.stop_all()
 
     # Deferred while its next try still fell within lease_max_ms of its queueing; then
     # dead-lettered at once, not after one more wait. Never a counted attempt until then.
@@ -348,13 +328,13 @@ def test_a_task_busy_for_longer_than_lease_max_ms_is_dead_lettered_before_it_wou
 
 
 def test_a_dead_letter_requeued_long_after_it_was_queued_may_be_busy_again(
-    worker: WorkerRun, redis_client: redis.Redis, api: str
+    workers: WorkerProcesses, redis_server: RedisServer, redis_client: redis.Redis, api: str
 ) -> None:
     """Busy for longer than lease_max_ms (1 h) since it was queued, it is dead-lettered on
     its first 429; requeued, its first 429 defers it, and it completes."""
     two_hours_ago = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
     with HttpStandin(Reply(429, "busy"), Reply(429, "busy"), Reply(200)) as service:
-        worker.start(service.url)
+        workers.start(http_env(redis_server, service.url))
         enqueue(redis_client, timestamp=two_hours_ago)
         wait_for(lambda: redis_client.xlen(DLQ) == 1, timeout_s=15)
         [(letter_id, letter)] = redis_client.xrange(DLQ)
@@ -364,7 +344,7 @@ def test_a_dead_letter_requeued_long_after_it_was_queued_may_be_busy_again(
         assert requeued.status_code == 201, requeued.text
         wait_for(lambda: completed_chunks(redis_client) == ["chunk-1"], timeout_s=15)
         wait_for(lambda: settled(redis_client))
-        log = worker.stop()
+        log = workers.stop_all()
 
     assert len(service.received) == 3
     assert redis_client.xlen(DLQ) == 0

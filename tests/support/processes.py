@@ -84,10 +84,11 @@ class WorkerProcesses(list[subprocess.Popen[str]]):
         paths = sorted(self._log_dir.glob("worker*.log"), key=lambda p: int(p.stem[6:]))
         return "".join(path.read_text() for path in paths)
 
-    def stop_all(self) -> None:
-        """SIGTERM each, and wait for it to finish what it runs and exit."""
+    def stop_all(self) -> str:
+        """SIGTERM each, wait for it to finish what it runs and exit; what they wrote."""
         for process in self:
             stop(process)
+        return self.logs()
 
     def kill_all(self) -> None:
         for process in self:
