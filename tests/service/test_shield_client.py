@@ -4,7 +4,12 @@ and API on a real redis-server."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import shutil
 import subprocess
+import sys
+import sysconfig
 import time
 import tomllib
 from collections.abc import Mapping
@@ -251,6 +256,64 @@ async def test_an_external_worker_shares_the_group_with_the_service_worker(
     assert sorted(everything) == sorted(f"c{index}" for index in range(40))
     [(_, letter)] = redis_client.xrange("shield:ingestion_queue:dlq")
     assert letter["chunk_id"] == "bad" and letter["dlq_attempts"] == "3"
+
+
+# Run by the venv's own interpreter, away from the checkout: the installed copy, its Lua
+# scripts loaded from the installed package, against the test's redis-server.
+INSTALLED_PROBE = """
+import asyncio, json, sys
+import service.tasks, shield_client
+from shield_client import RedisStreamsClient
+
+async def main():
+    async with RedisStreamsClient("pip-probe", redis_url=sys.argv[1]) as client:
+        entry_id = await client.add_task("pip-job", "c0", "x")
+        health = await client.check_redis_health()
+        return entry_id, health["status"], await client.get_queue_depth()
+
+entry_id, status, depth = asyncio.run(main())
+print(json.dumps({"file": shield_client.__file__, "lua_from": service.tasks.__file__, "entry_id": entry_id, "status": status,
+                  "depth": depth}))
+"""
+
+
+def test_pip_installs_the_package_into_a_fresh_venv_where_it_runs(
+    tmp_path: Path, redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    # A copy of what the package is built from: building in the checkout would leave build/
+    # and *.egg-info behind.
+    source = tmp_path / "source"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for package in ("service", "shield_client"):
+        shutil.copytree(REPO_ROOT / package, source / package, ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO_ROOT / name, source / name)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
+    # Offline: the dependencies (and setuptools, to build) come from the test venv, after the
+    # new venv's own site-packages, so the installed shield_client is the one imported.
+    [site_packages] = (venv / "lib").glob("python3*/site-packages")
+    (site_packages / "test-venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    pip = [sys.executable, "-m", "pip", "--python", str(venv / "bin/python"), "install"]
+    pip += ["--no-index", "--no-deps", "--no-build-isolation", "--quiet", str(source)]
+    subprocess.run(pip, check=True, timeout=120)
+
+    shutil.rmtree(source)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    probe = subprocess.run(
+        [venv / "bin/python", "-c", INSTALLED_PROBE, redis_server.url],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert probe.returncode == 0, probe.stderr
+    result = json.loads(probe.stdout)
+    assert result["file"].startswith(str(site_packages)), result
+    assert result["lua_from"].startswith(str(site_packages)), result
+    assert (result["status"], result["depth"]) == ("up", 1)
+    assert redis_client.xrange(QUEUE)[0][0] == result["entry_id"]
 
 
 def test_the_package_ships_the_lua_scripts_and_the_dashboard() -> None:
