@@ -272,8 +272,8 @@ async def main():
         return entry_id, health["status"], await client.get_queue_depth()
 
 entry_id, status, depth = asyncio.run(main())
-print(json.dumps({"file": shield_client.__file__, "lua_from": service.tasks.__file__, "entry_id": entry_id, "status": status,
-                  "depth": depth}))
+print(json.dumps({"file": shield_client.__file__, "lua_from": service.tasks.__file__,
+                  "entry_id": entry_id, "status": status, "depth": depth}))
 """
 
 
