@@ -10,6 +10,7 @@ letters and reclaim.
 """
 
 from shield_client.client import RedisStreamsClient
+from shield_client.errors import ClientError, ServiceGroup
 from shield_client.external_worker import Worker
 
-__all__ = ["RedisStreamsClient", "Worker"]
+__all__ = ["ClientError", "RedisStreamsClient", "ServiceGroup", "Worker"]

@@ -8,6 +8,13 @@ API process moves every application's group cursor forward to the newest id it h
 any client of that application: one script per application per second, never per event or
 per client. A group's lag is then the events no client of that application has been sent,
 and ``/events/stats`` shows it.
+
+Redis counts no range without reading it, so keeping the lag known costs a count of entries;
+each move counts at most COUNT_LIMIT entries in each of two ranges (after the new cursor, or
+from the old cursor to the new; see lua/advance_group.lua). When an application's newest
+client is more than that far behind the head and also jumped more than that since the last
+move (a replay from far back), the group still moves but its lag reads as unknown
+(``lag_known: false``) until its clients are back within COUNT_LIMIT entries.
 """
 
 from __future__ import annotations
@@ -29,8 +36,10 @@ from service.events.stream_ids import is_after
 log = logging.getLogger(__name__)
 
 ADVANCE_EVERY_S = 1.0
-# Entries counted after the id to keep the lag known; the stream holds about stream_maxlen.
-COUNT_LIMIT = 100_000
+# Entries counted per range per move, to keep the lag known at a bounded cost: with events of
+# up to max_event_bytes (64 KiB), two ranges read at most 32 MiB inside Redis, and ordinary
+# events of a few hundred bytes about 150 KB. A live client is a few entries behind at most.
+COUNT_LIMIT = 256
 
 
 class UnknownApplication(EventError):

@@ -288,16 +288,16 @@ class TaskQueue:
             raise NotReplicated(entry_ids[-1], replies[1], self._replicas)
         return Admitted(str(reply[2]), entry_ids, str(reply[1]), replayed is not None)
 
-    async def begin(self, consumer: str, tasks: Sequence[tuple[str, Task]]) -> list[str]:
+    async def begin(self, consumer: str, entries: Sequence[tuple[str, str, str]]) -> list[str]:
         """Count a batch's chunks running, and ack those of cancelled jobs instead: returns
-        the ids acked as cancelled, which no handler may be given. `tasks` pairs each entry
-        id with its decoded task, which names the job and chunk."""
-        if not tasks:
+        the ids acked as cancelled, which no handler may be given. `entries` are (entry id,
+        job id, chunk id) as decoded; '' and '' have the script read them from the entry."""
+        if not entries:
             return []
         keys = [self._stream, self._counters]
         args: Args = [self._group, consumer, self._jobs.script_context()]
-        for entry_id, task in tasks:
-            args += [entry_id, task.job_id, task.chunk_id]
+        for entry in entries:
+            args += entry
         return [str(entry_id) for entry_id in await self._begin(keys, args)]
 
     async def ack_cancelled(self, consumer: str, entry_id: str, why: str) -> bool:

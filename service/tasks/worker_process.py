@@ -324,7 +324,11 @@ class Worker:
     ) -> list[tuple[Delivery, Task]]:
         """What of a batch may run: the begin script acks the tasks of cancelled jobs (a read
         that did not block has begun its batch already)."""
-        to_begin = [(delivery.entry_id, task) for delivery, task in runnable if not delivery.begun]
+        to_begin = [
+            (delivery.entry_id, task.job_id, task.chunk_id)
+            for delivery, task in runnable
+            if not delivery.begun
+        ]
         try:
             cancelled = set(await self._queue.begin(self._consumer, to_begin))
         except RedisError:
