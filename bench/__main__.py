@@ -62,6 +62,10 @@ def measure(names: list[str], quick: bool, results: dict[str, Any], out: Path) -
             results.setdefault("sections_measured", {})[name] = datetime.now(UTC).isoformat(
                 timespec="seconds"
             )
+            # Kept after each section: a later one that fails loses only itself, and
+            # `--only` the rest merges into what is here.
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -115,7 +115,8 @@ class BatchPublisher:
     """Sends a tick's events to the channel as one POST /api/batch over a kept-alive socket."""
 
     def __init__(self, base_url: str) -> None:
-        self._http = httpx.Client(base_url=base_url, headers={"X-API-Key": API_KEY}, timeout=10)
+        # Past saturation a publish can wait long; the cell then reports the wait, not a crash.
+        self._http = httpx.Client(base_url=base_url, headers={"X-API-Key": API_KEY}, timeout=60)
 
     def send(self, events: list[dict[str, int]]) -> None:
         commands = [{"publish": {"channel": CHANNEL, "data": event}} for event in events]

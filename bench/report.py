@@ -170,6 +170,10 @@ def fanout_peers_section(section: dict[str, Any], out: Path) -> list[str]:
         "",
         *peers,
         *_unavailable(section.get("unavailable", {})),
+        *[
+            f"- **{cell} did not finish:** {why}"
+            for cell, why in sorted(section.get("failed_cells", {}).items())
+        ],
         "",
         _table(rows, PEER_FANOUT_COLUMNS),
         "",
