@@ -9,6 +9,7 @@ The lab and the Pulumi CLI driver are the ones the lab tests use, from harness/.
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 from harness.engine import STACK, Engine
 from harness.hosts import LAB_USER_SECRETS, Lab
+from harness.processes import REPO_ROOT
 
 TARGETS_S = {"cold up": 120.0, "no-op up": 15.0, "code-only up": 30.0}
 
@@ -57,6 +59,11 @@ def measure_deploy(workdir: Path) -> dict[str, Any]:
     engine.set_secret("redisPassword", lab.redis_password)
     for key, value in LAB_USER_SECRETS.items():  # the lab stack's Redis ACL users
         engine.set_secret(key, value)
+    # The TLS front's certificate, from the lab's own CA, as `make up` sets it.
+    tls = workdir / "tls"
+    subprocess.run([str(REPO_ROOT / "scripts" / "lab-tls"), str(tls)], check=True)
+    engine.set_secret("tlsCertificate", (tls / "server.crt").read_text())
+    engine.set_secret("tlsPrivateKey", (tls / "server.key").read_text())
     runs = {"cold up": _timed(engine.up)}
     runs["no-op up"] = _timed(lambda: engine.up("--expect-no-changes"))
     worker = engine.root / "service" / "worker.py"
