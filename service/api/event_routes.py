@@ -20,6 +20,7 @@ from service.api.auth import CurrentGrant, deny_websocket
 from service.api.http_errors import domain_answer
 from service.api.idempotent_answers import IdempotencyKey, created, idempotent_write
 from service.api.origins import refuse_foreign_origin
+from service.api.send_watchdog import SendWatchdog
 from service.api.sse_response import event_stream_response
 from service.api.stream_shutdown import closed_on_shutdown
 from service.core.grants import AccessDenied, Grant
@@ -246,18 +247,30 @@ async def _ws_send_events(
     timeout_s = state.settings.ws_send_timeout_s
     # The id of the last event whose send completed: where a client cut off resumes.
     sent_through = start.cursor
+    # This sender runs in a task of its own: a send stuck past the timeout cancels it, and
+    # the cancel is taken back (uncancel) and turned into WebSocketSendTimeout below.
+    sender = asyncio.current_task()
+    if sender is None:
+        raise RuntimeError("the WebSocket sender must run in an asyncio task")
+    watchdog = SendWatchdog(timeout_s, lambda: sender.cancel())
 
     async def send_text(message: str) -> None:
+        watchdog.began()
         try:
-            async with asyncio.timeout(timeout_s):
-                await websocket.send_text(message)
-        except TimeoutError:
+            await websocket.send_text(message)
+        except asyncio.CancelledError:
+            if not watchdog.fired:
+                raise
+            sender.uncancel()
             raise WebSocketSendTimeout(timeout_s, sent_through) from None
+        finally:
+            watchdog.ended()
 
     async def send_one(message: str) -> None:
         # A batching client gets arrays only, notices included: one shape to parse.
         await send_text(encode_ws_batch([message]) if batched else message)
 
+    watchdog.start()
     try:
         if start.gap:
             await send_one(encode_ws_gap(start.cursor, start.first_held_id))
@@ -277,6 +290,8 @@ async def _ws_send_events(
             await send_one(encode_ws_notice(closed.kind, str(closed), subscription.cursor))
     except WebSocketSendTimeout as stuck:
         await _send_last_notice(websocket, batched, stuck)
+    finally:
+        watchdog.stop()
     await _close_within(websocket, timeout_s)
 
 
