@@ -103,7 +103,8 @@ def test_up_deploys_every_process_replica_and_sentinel(ha: HaStack) -> None:
         active = ha.lab.check(
             host, "systemctl list-units --no-legend --state=active 'shield-orchestrator*' | wc -l"
         )
-        assert int(active) == 4, host  # two API instances, one worker and the front
+        # Two API instances, one worker, the metrics-collector beside it and the front.
+        assert int(active) == 5, host
     replica = ha.redis(REPLICA).info("replication")
     assert (replica["role"], replica["master_host"], replica["master_link_status"]) == (
         "slave",
