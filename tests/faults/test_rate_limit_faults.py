@@ -4,15 +4,15 @@ and the handler never sees more than the cap plus one second's worth in any seco
 from __future__ import annotations
 
 import signal
-import subprocess
 
 import redis
 
 from harness.redis_server import RedisServer
 from harness.waiting import wait_until
 from tests.faults.rate_handlers import CALL_TIMES_KEY, RATE_COMPLETIONS_KEY
-from tests.support.live_server import http, serve
-from tests.support.processes import service_env, start_worker, stop
+from tests.support.job_submission import post_tasks
+from tests.support.live_server import serve
+from tests.support.processes import WorkerProcesses, service_env, stop
 from tests.support.service_settings import make_settings
 
 QUEUE, GROUP, DLQ = "shield:ingestion_queue", "lightrag-workers", "shield:ingestion_queue:dlq"
@@ -31,14 +31,10 @@ def most_calls_in_one_second(call_times: list[float]) -> int:
 
 
 def test_the_rate_limit_holds_tasks_back_while_a_worker_is_killed_and_loses_none(
-    redis_server: RedisServer, redis_client: redis.Redis, workers: list[subprocess.Popen[str]]
+    redis_server: RedisServer, redis_client: redis.Redis, workers: WorkerProcesses
 ) -> None:
-    with serve(make_settings(redis_server)) as base_url, http(base_url) as client:
-        replies = [
-            client.post("/tasks", json={"job_id": "rated", "chunk_id": f"c{i}", "content": "x"})
-            for i in range(TASKS)
-        ]
-    assert [reply.status_code for reply in replies] == [201] * TASKS
+    with serve(make_settings(redis_server)) as base_url:
+        post_tasks(base_url, "rated", TASKS)
     env = service_env(
         redis_server.url,
         block_ms=200,
@@ -47,25 +43,22 @@ def test_the_rate_limit_holds_tasks_back_while_a_worker_is_killed_and_loses_none
         worker_concurrency=8,
         handler_rate_per_s=RATE_PER_S,
     )
-    log = open(redis_server.workdir / "rate-workers.log", "a")  # noqa: SIM115 - closed below
-    try:
-        workers += [start_worker(env, consumer, log) for consumer in ("rate-a", "rate-b")]
-        # Killed a few seconds in, holding tasks it read: some running, some waiting for a
-        # token. Its replacement and the other worker reclaim them.
-        wait_until(lambda: redis_client.hlen(RATE_COMPLETIONS_KEY) >= 60, timeout_s=30)
-        stop(workers[0], signal.SIGKILL)
-        killed_holding = len(
-            redis_client.xpending_range(QUEUE, GROUP, "-", "+", TASKS, consumername="rate-a")
-        )
-        workers.append(start_worker(env, "rate-c", log))
-        wait_until(
-            lambda: redis_client.hlen(RATE_COMPLETIONS_KEY) == TASKS,
-            timeout_s=60,
-            describe=lambda: f"{redis_client.hlen(RATE_COMPLETIONS_KEY)} of {TASKS} done",
-        )
-        wait_until(lambda: redis_client.xpending(QUEUE, GROUP)["pending"] == 0, timeout_s=30)
-    finally:
-        log.close()
+    for consumer in ("rate-a", "rate-b"):
+        workers.start(env, consumer)
+    # Killed a few seconds in, holding tasks it read: some running, some waiting for a
+    # token. Its replacement and the other worker reclaim them.
+    wait_until(lambda: redis_client.hlen(RATE_COMPLETIONS_KEY) >= 60, timeout_s=30)
+    stop(workers[0], signal.SIGKILL)
+    killed_holding = len(
+        redis_client.xpending_range(QUEUE, GROUP, "-", "+", TASKS, consumername="rate-a")
+    )
+    workers.start(env, "rate-c")
+    wait_until(
+        lambda: redis_client.hlen(RATE_COMPLETIONS_KEY) == TASKS,
+        timeout_s=60,
+        describe=lambda: f"{redis_client.hlen(RATE_COMPLETIONS_KEY)} of {TASKS} done",
+    )
+    wait_until(lambda: redis_client.xpending(QUEUE, GROUP)["pending"] == 0, timeout_s=30)
 
     completions = {
         chunk: int(count) for chunk, count in redis_client.hgetall(RATE_COMPLETIONS_KEY).items()

@@ -13,7 +13,8 @@ import redis
 from harness.redis_server import RedisServer
 from harness.waiting import wait_until
 from tests.faults.handlers import COMPLETIONS_KEY
-from tests.support.live_server import http, serve
+from tests.support.job_submission import post_tasks
+from tests.support.live_server import serve
 from tests.support.processes import service_env, start_worker, stop
 from tests.support.service_settings import make_settings
 
@@ -27,12 +28,8 @@ TASKS = 300
 def test_retries_survive_sigkilled_workers_and_a_redis_restart_with_nothing_lost(
     redis_server: RedisServer, redis_client: redis.Redis, workers: list[subprocess.Popen[str]]
 ) -> None:
-    with serve(make_settings(redis_server)) as base_url, http(base_url) as client:
-        replies = [
-            client.post("/tasks", json={"job_id": "job", "chunk_id": f"c{i}", "content": "x"})
-            for i in range(TASKS)
-        ]
-    assert [reply.status_code for reply in replies] == [201] * TASKS
+    with serve(make_settings(redis_server)) as base_url:
+        post_tasks(base_url, "job", TASKS)
     env = service_env(
         redis_server.url,
         block_ms=200,

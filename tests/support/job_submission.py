@@ -1,4 +1,5 @@
-"""Submitting a job through an outage: POST /jobs retried with one Idempotency-Key."""
+"""Submitting work through the API: one chunk per POST /tasks, or a job through an outage
+(POST /jobs retried with one Idempotency-Key)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import time
 from typing import Any
 
 import httpx
+
+from tests.support.live_server import http
 
 
 def submit_until_accepted(
@@ -24,3 +27,13 @@ def submit_until_accepted(
         assert reply is None or reply.status_code == 503, reply.text
         assert time.monotonic() < deadline, f"{body['job_id']} never accepted"
         time.sleep(0.2)
+
+
+def post_tasks(base_url: str, job_id: str, count: int) -> None:
+    """POST /tasks count times, chunks c0 to c{count-1} of job_id; every one must be 201."""
+    with http(base_url) as client:
+        replies = [
+            client.post("/tasks", json={"job_id": job_id, "chunk_id": f"c{i}", "content": "x"})
+            for i in range(count)
+        ]
+    assert [reply.status_code for reply in replies] == [201] * count
