@@ -55,6 +55,40 @@ class Cluster:
         restarter.start()
         return restarter
 
+    def settled_primary(self, timeout_s: float = 60) -> int:
+        """Wait until the failover is over; the port of the primary everyone agrees on.
+
+        Over means every sentinel names the same primary and the other server replicates it
+        with its link up. Before that, a primary restarted ahead of the failover can take
+        writes as a primary for a moment, and the failover then discards them: what a client
+        read there is not the data that stays.
+        """
+
+        def agreed() -> int | None:
+            views = []
+            for sentinel in self.sentinels:
+                with redis.Redis(port=sentinel.port, decode_responses=True) as client:
+                    views.append(client.sentinel_master(sentinel.name))
+            # "master" alone: not down in any sentinel's eyes, no failover in progress.
+            if any(view["flags"] != "master" for view in views):
+                return None
+            ports = {int(view["port"]) for view in views}
+            if len(ports) != 1:
+                return None
+            (port,) = ports
+            other = self.replica if port == self.primary.port else self.primary
+            with redis.Redis(port=other.port, decode_responses=True) as client:
+                replication = client.info("replication")
+            linked = (
+                replication["role"] == "slave"
+                and int(replication["master_port"]) == port
+                and replication["master_link_status"] == "up"
+            )
+            return port if linked else None
+
+        # A server restarting or loading its data refuses for a moment: not settled yet.
+        return wait_until(agreed, timeout_s=timeout_s, ignoring=(redis.ConnectionError,))
+
     def stop(self) -> None:
         for server in [*self.sentinels, self.replica, self.primary]:
             if server.process is not None and server.process.poll() is None:
