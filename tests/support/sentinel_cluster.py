@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from pathlib import Path
 
 import redis
@@ -12,6 +13,8 @@ from harness.redis_server import RedisServer, SentinelServer
 from harness.waiting import wait_until
 
 RESTART_AFTER_S = 3.0
+# A failed election is retried after twice the failover timeout (10 s) and more.
+FAILOVER_START_S = 60
 
 
 class Cluster:
@@ -45,15 +48,39 @@ class Cluster:
         """SIGKILL the primary; like systemd, start it again a few seconds later.
 
         Sentinel makes it a replica of the promoted one, so WAIT 1 can succeed again: with no
-        replica at all, every POST /tasks is refused, as it must be.
+        replica at all, every POST /tasks is refused, as it must be. The restart waits, past
+        RESTART_AFTER_S, until a sentinel has begun the failover: back any earlier, the
+        primary would be seen up again and no failover would happen, which is not what these
+        tests are about. It may still come back before the failover ends.
         """
         process = self.primary.process
         assert process is not None
         process.send_signal(signal.SIGKILL)
         process.wait()
-        restarter = threading.Timer(RESTART_AFTER_S, self.primary.start)
+        restarter = threading.Thread(target=self._restart_primary_once_failing_over)
         restarter.start()
         return restarter
+
+    def _restart_primary_once_failing_over(self) -> None:
+        time.sleep(RESTART_AFTER_S)
+        try:
+            wait_until(
+                self._failing_over,
+                timeout_s=FAILOVER_START_S,
+                ignoring=(redis.ConnectionError,),
+                describe="a sentinel to begin the failover",
+            )
+        finally:
+            # Back even when no failover began, so the test fails on what it checks.
+            self.primary.start()
+
+    def _failing_over(self) -> bool:
+        for sentinel in self.sentinels:
+            with redis.Redis(port=sentinel.port, decode_responses=True) as client:
+                view = client.sentinel_master(sentinel.name)
+            if "failover_in_progress" in view["flags"] or int(view["port"]) != self.primary.port:
+                return True
+        return False
 
     def settled_primary(self, timeout_s: float = 60) -> int:
         """Wait until the failover is over; the port of the primary everyone agrees on.
