@@ -81,6 +81,27 @@
     byId(id).tBodies[0].replaceChildren(...rows);
   }
 
+  // For tables with buttons: a row already shown (matched by dataset[key]) is kept, and only
+  // its cells that now read differently are swapped. Otherwise every poll would replace a
+  // button the user is pressing, and the click would land on a detached element.
+  function updateTable(id, rows, key) {
+    const body = byId(id).tBodies[0];
+    const shown = new Map([...body.rows].map((tr) => [tr.dataset[key], tr]));
+    const next = rows.map((fresh) => {
+      const old = shown.get(fresh.dataset[key]);
+      if (!old || old.cells.length !== fresh.cells.length) return fresh;
+      [...fresh.cells].forEach((freshCell, index) => {
+        const oldCell = old.cells[index];
+        if (oldCell.outerHTML !== freshCell.outerHTML) oldCell.replaceWith(freshCell);
+      });
+      Object.assign(old.dataset, fresh.dataset);
+      return old;
+    });
+    const unchanged =
+      next.length === body.rows.length && next.every((tr, index) => body.rows[index] === tr);
+    if (!unchanged) body.replaceChildren(...next);
+  }
+
   // ---- the API ---------------------------------------------------------------------------
 
   async function api(path, options = {}) {
@@ -263,7 +284,7 @@
   // ---- dead letters ----------------------------------------------------------------------
 
   function renderDeadLetters(page) {
-    fillTable(
+    updateTable(
       "dead-letters",
       page.dead_letters.map((letter) => {
         const button = document.createElement("button");
@@ -286,6 +307,7 @@
         tr.dataset.id = letter.id;
         return tr;
       }),
+      "id",
     );
   }
 
@@ -319,7 +341,7 @@
   }
 
   function renderJobs(page) {
-    fillTable(
+    updateTable(
       "jobs",
       page.jobs.map((job) => {
         const action = document.createElement("td");
@@ -347,6 +369,7 @@
         tr.dataset.state = job.state;
         return tr;
       }),
+      "job",
     );
   }
 

@@ -17,6 +17,9 @@ JOB_ROW = """
 const row = document.querySelector(`#jobs tr[data-job="${arguments[0]}"]`);
 return row ? [row.dataset.state, row.cells[3].textContent, row.cells[2].textContent] : null;
 """
+JOBS_POLLS = """
+return performance.getEntriesByType('resource').filter(e => e.name.includes('/jobs?limit=')).length
+"""
 
 
 def jobs_worker_env(redis_server: RedisServer) -> dict[str, str]:
@@ -51,6 +54,10 @@ def test_dashboard_lists_jobs_with_progress_and_cancels_one(
         # The held job's fourth chunk runs until it is cancelled: 3 done, then stuck.
         wait_in_page(browser, JOB_ROW, lambda r: bool(r) and r[1] == "3", arguments=("held",))
         button = browser.find_element(By.CSS_SELECTOR, '#jobs tr[data-job="held"] button.cancel')
+        # Polls that find the row unchanged keep its button: the one found before them still
+        # takes the click, as a user's would.
+        polls = browser.execute_script(JOBS_POLLS)
+        wait_in_page(browser, JOBS_POLLS, lambda count: count >= polls + 2)
         button.click()
         held_row = wait_in_page(
             browser, JOB_ROW, lambda r: bool(r) and r[0] == "cancelled", arguments=("held",)
