@@ -77,14 +77,10 @@
     return element;
   }
 
-  function fillTable(id, rows) {
-    byId(id).tBodies[0].replaceChildren(...rows);
-  }
-
-  // For tables with buttons: a row already shown (matched by dataset[key]) is kept, and only
-  // its cells that now read differently are swapped. Otherwise every poll would replace a
-  // button the user is pressing, and the click would land on a detached element.
-  function updateTable(id, rows, key) {
+  // A row already shown (matched by dataset[key]) is kept, and only its cells that now read
+  // differently are swapped. Replacing every row on every poll would also replace a button
+  // the user is pressing, and the click would land on a detached element.
+  function fillTable(id, rows, key) {
     const body = byId(id).tBodies[0];
     const shown = new Map([...body.rows].map((tr) => [tr.dataset[key], tr]));
     const next = rows.map((fresh) => {
@@ -139,6 +135,7 @@
         tr.dataset.stream = name;
         return tr;
       }),
+      "stream",
     );
     fillTable(
       "groups",
@@ -155,6 +152,7 @@
           return tr;
         }),
       ),
+      "group",
     );
     byId("dead-letter-total").textContent = `${stats.dead_letters} in all`;
     byId("waiting-retries").textContent = `${stats.waiting_retries} waiting for a retry`;
@@ -210,6 +208,7 @@
         tr.dataset.measure = label;
         return tr;
       }),
+      "measure",
     );
     fillTable(
       "events-by-type",
@@ -218,6 +217,7 @@
         tr.dataset.type = type;
         return tr;
       }),
+      "type",
     );
   }
 
@@ -284,7 +284,7 @@
   // ---- dead letters ----------------------------------------------------------------------
 
   function renderDeadLetters(page) {
-    updateTable(
+    fillTable(
       "dead-letters",
       page.dead_letters.map((letter) => {
         const button = document.createElement("button");
@@ -341,7 +341,7 @@
   }
 
   function renderJobs(page) {
-    updateTable(
+    fillTable(
       "jobs",
       page.jobs.map((job) => {
         const action = document.createElement("td");
