@@ -6,6 +6,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -74,13 +75,19 @@ class Cluster:
             # Back even when no failover began, so the test fails on what it checks.
             self.primary.start()
 
-    def _failing_over(self) -> bool:
+    def _sentinel_views(self) -> list[dict[str, Any]]:
+        """Each sentinel's SENTINEL MASTER reply: the primary it names, and its flags."""
+        views = []
         for sentinel in self.sentinels:
             with redis.Redis(port=sentinel.port, decode_responses=True) as client:
-                view = client.sentinel_master(sentinel.name)
-            if "failover_in_progress" in view["flags"] or int(view["port"]) != self.primary.port:
-                return True
-        return False
+                views.append(client.sentinel_master(sentinel.name))
+        return views
+
+    def _failing_over(self) -> bool:
+        return any(
+            "failover_in_progress" in view["flags"] or int(view["port"]) != self.primary.port
+            for view in self._sentinel_views()
+        )
 
     def settled_primary(self, timeout_s: float = 60) -> int:
         """Wait until the failover is over; the port of the primary everyone agrees on.
@@ -92,10 +99,7 @@ class Cluster:
         """
 
         def agreed() -> int | None:
-            views = []
-            for sentinel in self.sentinels:
-                with redis.Redis(port=sentinel.port, decode_responses=True) as client:
-                    views.append(client.sentinel_master(sentinel.name))
+            views = self._sentinel_views()
             # "master" alone: not down in any sentinel's eyes, no failover in progress.
             if any(view["flags"] != "master" for view in views):
                 return None
